@@ -1,0 +1,368 @@
+"""Alrao as Optax optimizers and one jitted training step.
+
+Alrao (Blier, Wolinski, Ollivier 2019) trains the pre-classifier with one random learning rate per feature
+(:mod:`randlr_jax.features`) and ``N`` copies of the classifier layer with log-spaced rates
+(:mod:`randlr_jax.classifier_copies`), averaged by the switch posterior (:mod:`randlr_jax.switch`).
+
+Gradients (ALGORITHMS.md §1.2) come from one backward pass of the scalar
+
+.. math::
+
+    L = L_{mix}(\\text{features},\\ \\mathrm{sg}(\\theta^{cl})) + \\sum_j L_j(\\mathrm{sg}(\\text{features}),\\ \\theta^{cl}_j),
+    \\qquad L_{mix} = -\\log \\sum_j a_j p_j(y|x), \\quad L_j = -\\log p_j(y|x),
+
+so the pre-classifier receives the gradient of the averaged model's loss and each copy the gradient of its own
+loss "as if it were the only output" (the ``a_j`` are constants). ``sg`` is ``stop_gradient``; XLA computes
+the copies' forward pass once (``stop_gradient`` is the identity in the forward pass).
+
+A copy whose loss or parameters are non-finite is dropped from the mixture, its update is zeroed and its
+switch observation is ``-inf``; the pre-classifier's update and the output stay finite.
+
+References:
+  Blier, Wolinski, Ollivier, `Learning with Random Learning Rates <https://arxiv.org/abs/1810.01322>`_, 2019.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import chex
+import jax
+import jax.numpy as jnp
+import optax
+
+from randlr_jax import classifier_copies as cc
+from randlr_jax import features as features_lib
+from randlr_jax import switch as switch_lib
+from randlr_jax.training.state import TrainState
+
+HEAD = "head"
+
+
+class ScaleByCopyLRsState(NamedTuple):
+    """State of :func:`scale_by_copy_lrs`."""
+
+    copy_lrs: chex.Array  # (N,) float32; learning rate of each classifier copy
+
+
+def scale_by_copy_lrs(copy_lrs: Any) -> optax.GradientTransformation:
+    """Multiply slice ``j`` (leading axis) of every update leaf by the copy's rate ``eta_j``.
+
+    The rates are kept in the state (so checkpoints carry them). Does not negate (Optax convention).
+
+    Args:
+      copy_lrs: ``(N,)`` positive rates, e.g. :func:`randlr_jax.copy_learning_rates`.
+    """
+    copy_lrs = jnp.asarray(copy_lrs, jnp.float32)
+    if copy_lrs.ndim != 1:
+        raise ValueError(f"copy_lrs must be a 1-D array of rates, got shape {copy_lrs.shape}.")
+
+    def init_fn(params):
+        for leaf in jax.tree.leaves(params):
+            if not isinstance(leaf, optax.MaskedNode) and (leaf.ndim == 0 or leaf.shape[0] != len(copy_lrs)):
+                raise ValueError(
+                    f"every classifier-copy parameter must have the copy axis first, of size "
+                    f"{len(copy_lrs)}; got a leaf of shape {leaf.shape}."
+                )
+        return ScaleByCopyLRsState(copy_lrs=copy_lrs)
+
+    def update_fn(updates, state, params=None):
+        del params
+
+        def scale(u):
+            rates = state.copy_lrs.reshape((-1,) + (1,) * (u.ndim - 1)).astype(u.dtype)
+            return u * rates
+
+        return jax.tree.map(scale, updates), state
+
+    return optax.GradientTransformation(init_fn, update_fn)
+
+
+def head_label_fn(head_key: str = HEAD) -> Callable[[Any], Any]:
+    """Label every parameter ``"head"`` if its path contains the key ``head_key``, else ``"body"``."""
+
+    def label(params):
+        def one(path, _):
+            keys = [getattr(k, "key", getattr(k, "name", None)) for k in path]
+            return "head" if head_key in keys else "body"
+
+        return jax.tree_util.tree_map_with_path(one, params)
+
+    return label
+
+
+def _validate(lr_min, lr_max, num_copies):
+    cc.check_lr_interval(lr_min, lr_max)
+    cc.check_num_copies(num_copies)
+
+
+def alrao(
+    base: optax.GradientTransformation,
+    key: chex.PRNGKey,
+    lr_min: float,
+    lr_max: float,
+    num_copies: int,
+    *,
+    learning_rate_scale: optax.ScalarOrSchedule = 1.0,
+    per: str = "feature",
+    rules: Any = None,
+    lstm_gates: str = "shared",
+    head_key: str = HEAD,
+) -> optax.GradientTransformation:
+    """Alrao over any base direction (``base`` without a learning rate, e.g. ``optax.scale_by_adam()``).
+
+    Pre-classifier (every parameter outside ``head_key``): ``-eta_feature ⊙ base(g)``, rates sampled in
+    ``init`` from ``key``, log-uniform on ``[lr_min, lr_max]``. Classifier copies (under ``head_key``, copy
+    axis first): ``-eta_j * base(g)_j`` with ``eta_j`` log-spaced. Both routed with ``optax.partition``.
+    ``learning_rate_scale`` multiplies every rate (a schedule, or a number ``inject_hyperparams`` can drive):
+    the paper's suggested "divide all Alrao rates by a time-dependent factor" (Section 4).
+
+    Args:
+      base: the base optimizer's direction (``optax.identity()`` for SGD, ``optax.trace(mu)`` for momentum).
+      key: PRNG key for the per-feature rates.
+      lr_min, lr_max: the interval, ``0 < lr_min <= lr_max``.
+      num_copies: classifier copies ``N >= 1``.
+      learning_rate_scale: multiplier of all rates (number or schedule of the step).
+      per: ``"feature"`` (default) or ``"weight"`` (Appendix E).
+      rules: extra feature rules (see :mod:`randlr_jax.features`).
+      lstm_gates: ``"shared"`` (paper) or ``"separate"`` (reference code).
+      head_key: the parameter-path key of the classifier copies.
+
+    Returns:
+      An ``optax.GradientTransformation`` over ``{"body": ..., "head": ...}``-style parameter trees.
+
+    Example:
+      >>> tx = alrao(optax.identity(), jax.random.key(0), 1e-5, 10.0, num_copies=10)
+    """
+    _validate(lr_min, lr_max, num_copies)
+    body = optax.chain(
+        base,
+        features_lib.scale_by_feature_lrs(
+            key, lr_min, lr_max, per=per, rules=rules, lstm_gates=lstm_gates
+        ),
+    )
+    head = optax.chain(base, scale_by_copy_lrs(cc.copy_learning_rates(num_copies, lr_min, lr_max)))
+    tx = optax.partition({"body": body, "head": head}, head_label_fn(head_key))
+    if callable(learning_rate_scale):
+        return optax.chain(tx, optax.scale_by_schedule(learning_rate_scale), optax.scale(-1.0))
+    return optax.chain(tx, optax.scale(-learning_rate_scale))
+
+
+def alrao_sgd(
+    key: chex.PRNGKey,
+    lr_min: float,
+    lr_max: float,
+    num_copies: int = 10,
+    *,
+    momentum: float | None = None,
+    nesterov: bool = False,
+    learning_rate_scale: optax.ScalarOrSchedule = 1.0,
+    **kwargs,
+) -> optax.GradientTransformation:
+    """Alrao-SGD (the paper's main method), with optional ordinary momentum.
+
+    ``kwargs`` go to :func:`alrao` (``per``, ``rules``, ``lstm_gates``, ``head_key``).
+    """
+    if momentum is not None and not 0.0 <= momentum < 1.0:
+        raise ValueError(f"momentum must be in [0, 1) or None, got {momentum!r}.")
+    base = optax.identity() if not momentum else optax.trace(decay=momentum, nesterov=nesterov)
+    return alrao(base, key, lr_min, lr_max, num_copies,
+                 learning_rate_scale=learning_rate_scale, **kwargs)
+
+
+def alrao_adam(
+    key: chex.PRNGKey,
+    lr_min: float,
+    lr_max: float,
+    num_copies: int = 10,
+    *,
+    b1: float = 0.9,
+    b2: float = 0.999,
+    eps: float = 1e-8,
+    learning_rate_scale: optax.ScalarOrSchedule = 1.0,
+    **kwargs,
+) -> optax.GradientTransformation:
+    """Alrao-Adam: ``eta ⊙ m_hat / (sqrt(v_hat) + eps)`` with per-feature (and per-copy) ``eta`` (Appendix C)."""
+    return alrao(optax.scale_by_adam(b1=b1, b2=b2, eps=eps), key, lr_min, lr_max, num_copies,
+                 learning_rate_scale=learning_rate_scale, **kwargs)
+
+
+def alrao_loss(
+    copy_outputs_own: jax.Array,
+    copy_outputs_mix: jax.Array,
+    targets: jax.Array,
+    log_posterior: jax.Array,
+    params_finite: jax.Array,
+    *,
+    task: str = "classification",
+    sigma: float = 1.0,
+) -> tuple[jax.Array, dict]:
+    """The Alrao objective from the copies' outputs (``(N, B, ..., K)``), see the module docstring.
+
+    Args:
+      copy_outputs_own: the copies' outputs on ``stop_gradient(features)`` (gradients flow to the copies).
+      copy_outputs_mix: the same outputs computed with ``stop_gradient(copy params)`` (gradients flow to the
+        features). Numerically equal to ``copy_outputs_own``.
+      targets: int labels ``(B, ...)`` (classification) or float targets ``(B, ..., K)`` (regression).
+      log_posterior: ``(N,)`` averaging log-weights.
+      params_finite: ``(N,)`` bool, whether each copy's parameters are finite.
+
+    Returns:
+      ``(loss, aux)``; ``aux`` has ``mixture_loss`` (the model's loss), ``copy_log_likelihoods`` ``(N,)``
+      (batch means; ``-inf`` for dropped copies: the switch observation), ``finite`` ``(N,)`` and
+      ``mixture_log_probs`` (classification) or ``prediction`` (regression).
+    """
+    n = copy_outputs_own.shape[0]
+    out_finite = jnp.all(jnp.isfinite(copy_outputs_own.reshape(n, -1)), axis=1)
+    finite = params_finite & out_finite
+    own = cc.zero_nonfinite_copies(copy_outputs_own, finite)
+    mix = cc.zero_nonfinite_copies(copy_outputs_mix, finite)
+    if task == "classification":
+        own_ll = _label_log_probs(jax.nn.log_softmax(own, axis=-1), targets)  # (N, B, ...)
+        mix_ll = _label_log_probs(jax.nn.log_softmax(mix, axis=-1), targets)
+    else:
+        own_ll = cc.gaussian_log_likelihood(own, targets[None], sigma)
+        mix_ll = cc.gaussian_log_likelihood(mix, targets[None], sigma)
+    copy_ll = own_ll.reshape(n, -1).mean(axis=1)  # (N,)
+    finite = finite & jnp.isfinite(copy_ll)
+    copy_ll = jnp.where(finite, copy_ll, -jnp.inf)
+    copies_loss = -jnp.sum(jnp.where(finite, own_ll.reshape(n, -1).mean(axis=1), 0.0))
+    logw = cc.masked_log_weights(log_posterior, finite)
+    safe_logw = jnp.where(jnp.any(finite), logw, -math.log(n))  # all dropped: keep the output finite
+    mixture_ll = jax.nn.logsumexp(
+        safe_logw.reshape((-1,) + (1,) * (mix_ll.ndim - 1)) + jnp.where(finite.reshape(
+            (-1,) + (1,) * (mix_ll.ndim - 1)), mix_ll, -jnp.inf), axis=0)
+    mixture_ll = jnp.where(jnp.isfinite(mixture_ll), mixture_ll, 0.0)
+    mixture_loss = -jnp.mean(mixture_ll)
+    aux = {"mixture_loss": mixture_loss, "copy_log_likelihoods": copy_ll, "finite": finite}
+    if task == "classification":
+        aux["mixture_log_probs"] = jax.lax.stop_gradient(
+            cc.mixture_log_probs(jax.nn.log_softmax(own, axis=-1), safe_logw))
+    else:
+        weights = jnp.exp(safe_logw).reshape((-1,) + (1,) * (own.ndim - 1))
+        aux["prediction"] = jax.lax.stop_gradient(jnp.sum(weights * own, axis=0))
+    return mixture_loss + copies_loss, aux
+
+
+def _label_log_probs(log_probs: jax.Array, labels: jax.Array) -> jax.Array:
+    """``log_probs[j, b, ..., labels[b, ...]]`` for every copy ``j``."""
+    labels = jnp.broadcast_to(labels[None], log_probs.shape[:-1])
+    return jnp.take_along_axis(log_probs, labels[..., None], axis=-1)[..., 0]
+
+
+def make_alrao_train_step(
+    model: Any,
+    tx: optax.GradientTransformation,
+    *,
+    task: str = "classification",
+    catch_up: bool = False,
+    catch_up_threshold: float = -20.0,
+    extra_args_fn: Callable | None = None,
+) -> Callable[[TrainState, dict], tuple[TrainState, dict]]:
+    """One compiled Alrao step: forward, all gradients, both updates and the posterior update.
+
+    ``model`` is a ``Classifier`` or ``LanguageModel`` whose ``head`` is an
+    :class:`~randlr_jax.classifier_copies.AlraoHead`; ``state.model_state`` holds its ``"alrao_switch"``
+    collection (created by ``model.init``). Usable as ``fit(..., train_step=...)``.
+
+    Args:
+      model: the model.
+      tx: typically :func:`alrao_sgd` / :func:`alrao_adam` / :func:`alrao`.
+      task: ``"classification"``, ``"language_model"`` (per-token classification with a carry) or
+        ``"regression"`` (``batch["y"]`` float ``(B, K)``).
+      catch_up: reset copies whose log-posterior is below ``catch_up_threshold`` to the posterior-weighted
+        average of all copies (the reference code's ``catch_up``; off by default).
+      extra_args_fn: optional ``(state, batch, loss) -> dict`` of extra keyword arguments for ``tx.update``.
+
+    Returns:
+      ``train_step(state, batch) -> (state, metrics)``; metrics: ``loss`` (mixture), ``accuracy``
+      (classification), ``posterior`` ``(N,)``, ``copy_losses`` ``(N,)`` and ``num_dropped``.
+    """
+    if task not in ("classification", "language_model", "regression"):
+        raise ValueError(
+            f"task must be 'classification', 'language_model' or 'regression', got {task!r}."
+        )
+    head = model.head
+    if not isinstance(head, cc.AlraoHead):
+        raise ValueError(
+            f"model.head must be an AlraoHead to train with Alrao, got {type(head).__name__}."
+        )
+    averager = head.averager()
+    loss_task = "regression" if task == "regression" else "classification"
+    tx = optax.with_extra_args_support(tx)
+
+    def loss_fn(params, state: TrainState, batch: dict, dropout_key):
+        other_state = {k: v for k, v in state.model_state.items() if k != cc.SWITCH_COLLECTION}
+        variables = {"params": params, **other_state}
+        mutable = list(other_state) or False
+        args = (batch["x"],) if task != "language_model" else (
+            batch["x"], jax.lax.stop_gradient(state.carry))
+        out = model.apply(variables, *args, train=True, rngs={"dropout": dropout_key},
+                          mutable=mutable, method="features")
+        features, new_other = out if mutable else (out, {})
+        new_carry = None
+        if task == "language_model":
+            features, new_carry = features
+        switch_state = state.model_state[cc.SWITCH_COLLECTION]
+        head_params = params[HEAD]
+        params_finite = cc.copies_finite(head_params)
+        safe_head = cc.zero_nonfinite_copies(head_params, params_finite)
+
+        def copies(p, f):
+            return head.apply({"params": p, **switch_state}, f, method="copy_outputs")
+
+        own = copies(safe_head, jax.lax.stop_gradient(features))
+        mix = copies(jax.lax.stop_gradient(safe_head), features)
+        log_posterior = averager.log_posterior(switch_state["state"])
+        loss, aux = alrao_loss(own, mix, batch["y"], log_posterior, params_finite,
+                               task=loss_task, sigma=head.sigma)
+        return loss, (aux, new_other, new_carry)
+
+    def train_step(state: TrainState, batch: dict) -> tuple[TrainState, dict]:
+        dropout_key, next_rng = jax.random.split(state.rng)
+        (_, (aux, new_other, new_carry)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+            state.params, state, batch, dropout_key)
+        finite = aux["finite"]
+        grads = {**grads, HEAD: cc.zero_nonfinite_copies(grads[HEAD], finite)}
+        extra = {"value": aux["mixture_loss"]}
+        if extra_args_fn is not None:
+            extra.update(extra_args_fn(state, batch, aux["mixture_loss"]))
+        updates, opt_state = tx.update(grads, state.opt_state, state.params, **extra)
+        # A dropped copy is frozen: no update (momentum buffers included) reaches it.
+        updates = {**updates, HEAD: cc.zero_nonfinite_copies(updates[HEAD], finite)}
+        params = optax.apply_updates(state.params, updates)
+        switch_state = state.model_state[cc.SWITCH_COLLECTION]
+        new_switch = averager.update(switch_state["state"], aux["copy_log_likelihoods"])
+        log_posterior = averager.log_posterior(new_switch)
+        if catch_up:
+            params = {**params, HEAD: switch_lib.catch_up(params[HEAD], log_posterior,
+                                                          catch_up_threshold)}
+        model_state = {**state.model_state, **new_other,
+                       cc.SWITCH_COLLECTION: {**switch_state, "state": new_switch}}
+        new_state = state.replace(
+            step=optax.safe_increment(state.step), params=params, model_state=model_state,
+            opt_state=opt_state, rng=next_rng,
+            carry=None if new_carry is None else jax.lax.stop_gradient(new_carry),
+        )
+        metrics = {
+            "loss": aux["mixture_loss"],
+            "posterior": jnp.exp(log_posterior),
+            "copy_losses": -aux["copy_log_likelihoods"],
+            "num_dropped": jnp.sum(~finite).astype(jnp.int32),
+        }
+        if loss_task == "classification":
+            predictions = jnp.argmax(aux["mixture_log_probs"], axis=-1)
+            metrics["accuracy"] = jnp.mean(predictions == batch["y"])
+        if task == "language_model":
+            metrics["bits_per_char"] = aux["mixture_loss"] / math.log(2.0)
+        return new_state, metrics
+
+    return train_step
+
+
+def posterior_of(state: TrainState, model: Any) -> jax.Array:
+    """The averaging weights ``a`` ``(N,)`` held in ``state`` (for logging and :func:`suggest_lr`)."""
+    averager = model.head.averager()
+    return averager.posterior(state.model_state[cc.SWITCH_COLLECTION]["state"])

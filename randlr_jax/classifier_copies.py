@@ -1,0 +1,228 @@
+"""Alrao's output layer: ``N`` copies of the classifier with log-spaced learning rates, averaged by a posterior.
+
+The model output is the mixture (Blier et al. 2019, Eq. 5)
+
+.. math::
+
+    \\log p(y|x) = \\log \\sum_{j=1}^{N} a_j\\, p_j(y|x),
+
+computed with ``logsumexp`` from the copies' log-probabilities and the averaging weights ``a`` (the switch
+posterior by default, ALGORITHMS.md §1.3). The copies' parameters are stacked on a leading axis of size ``N``
+and evaluated with one vmapped matmul. The averaging state lives in the Flax collection ``"alrao_switch"``
+(not trained by gradient descent), so it is part of the model's variables, checkpointed with them, and
+updated inside the jitted training step (:mod:`randlr_jax.alrao`).
+
+Copy ``j`` (``j = 0..N-1``) is trained with the learning rate
+
+.. math::
+
+    \\eta_j = \\exp\\left(\\log\\eta_{\\min} + \\tfrac{j}{N-1}\\log(\\eta_{\\max}/\\eta_{\\min})\\right),
+
+and with ``N = 1`` the single copy uses ``eta_min`` (as the authors' code).
+
+A copy whose parameters are non-finite (its learning rate was too large) is dropped from the mixture, as if
+``a_j = 0``: the output stays finite as long as one copy is finite.
+
+Regression (the paper: "the case of regression is similar"): each copy predicts a mean ``mu_j``; the
+likelihood is Gaussian with fixed ``sigma`` (1 by default, as the reference code); the output is the
+posterior-weighted mean ``sum_j a_j mu_j``.
+
+References:
+  Blier, Wolinski, Ollivier, `Learning with Random Learning Rates <https://arxiv.org/abs/1810.01322>`_, 2019.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from randlr_jax import switch as switch_lib
+
+SWITCH_COLLECTION = "alrao_switch"
+TASKS = ("classification", "regression")
+AVERAGING = ("switch", "bayes", "uniform")
+
+
+def _check_positive_finite(name: str, value: Any) -> float:
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a positive finite number, got {value!r}.") from None
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{name} must be a positive finite number, got {value!r}.")
+    return value
+
+
+def check_lr_interval(lr_min: Any, lr_max: Any) -> tuple[float, float]:
+    """Validate an Alrao interval: ``0 < lr_min <= lr_max < inf`` (ValueError otherwise)."""
+    lr_min = _check_positive_finite("lr_min", lr_min)
+    lr_max = _check_positive_finite("lr_max", lr_max)
+    if lr_min > lr_max:
+        raise ValueError(f"lr_min must be <= lr_max, got lr_min={lr_min!r} > lr_max={lr_max!r}.")
+    return lr_min, lr_max
+
+
+def check_num_copies(num_copies: Any) -> int:
+    if isinstance(num_copies, bool) or not isinstance(num_copies, (int, np.integer)) or num_copies < 1:
+        raise ValueError(f"num_copies must be an integer >= 1, got {num_copies!r}.")
+    return int(num_copies)
+
+
+def copy_learning_rates(num_copies: int, lr_min: float, lr_max: float) -> np.ndarray:
+    """The copies' learning rates, log-spaced from ``lr_min`` to ``lr_max`` (``(N,)`` float32).
+
+    Example:
+      >>> copy_learning_rates(3, 1e-3, 1e-1).round(6).tolist()
+      [0.001, 0.01, 0.1]
+    """
+    num_copies = check_num_copies(num_copies)
+    lr_min, lr_max = check_lr_interval(lr_min, lr_max)
+    if num_copies == 1:
+        return np.asarray([lr_min], np.float32)
+    fractions = np.arange(num_copies, dtype=np.float64) / (num_copies - 1)
+    return np.exp(math.log(lr_min) + fractions * math.log(lr_max / lr_min)).astype(np.float32)
+
+
+def suggest_lr(copy_lrs: Any, posterior: Any) -> jax.Array:
+    """The posterior-weighted geometric mean of the copies' rates: ``exp(sum_j a_j log eta_j)``.
+
+    The paper's workflow (Section 4): assess a model with Alrao, then train it with plain SGD at this rate.
+    Copies with zero weight do not contribute.
+    """
+    copy_lrs = jnp.asarray(copy_lrs, jnp.float32)
+    posterior = jnp.asarray(posterior, jnp.float32)
+    if copy_lrs.shape != posterior.shape:
+        raise ValueError(
+            f"copy_lrs and posterior must have the same shape, got {copy_lrs.shape} and {posterior.shape}."
+        )
+    return jnp.exp(jnp.sum(posterior * jnp.log(copy_lrs)) / jnp.sum(posterior))
+
+
+def copies_finite(head_params: Any) -> jax.Array:
+    """``(N,)`` bool: whether every parameter of copy ``j`` (leading axis of each leaf) is finite."""
+    leaves = jax.tree.leaves(head_params)
+    flags = [jnp.all(jnp.isfinite(leaf.reshape(leaf.shape[0], -1)), axis=1) for leaf in leaves]
+    return jnp.stack(flags).all(axis=0)
+
+
+def zero_nonfinite_copies(tree: Any, finite: jax.Array) -> Any:
+    """Replace the slices ``j`` with ``finite[j] == False`` of every leaf by zeros (NaN-safe)."""
+
+    def mask(leaf):
+        keep = finite.reshape((-1,) + (1,) * (leaf.ndim - 1))
+        return jnp.where(keep, leaf, jnp.zeros_like(leaf))
+
+    return jax.tree.map(mask, tree)
+
+
+def masked_log_weights(log_posterior: jax.Array, finite: jax.Array) -> jax.Array:
+    """Log-weights with dropped copies at ``-inf``, renormalised over the remaining ones.
+
+    If no copy is finite the result is all ``-inf`` (callers keep the output finite with ``jnp.where``).
+    """
+    logw = jnp.where(finite, log_posterior, -jnp.inf)
+    total = jax.nn.logsumexp(logw)
+    return jnp.where(jnp.isfinite(total), logw - total, -jnp.inf)
+
+
+def mixture_log_probs(copy_log_probs: jax.Array, log_weights: jax.Array) -> jax.Array:
+    """``log sum_j a_j p_j``: ``copy_log_probs`` ``(N, ..., K)``, ``log_weights`` ``(N,)`` -> ``(..., K)``."""
+    logw = log_weights.reshape((-1,) + (1,) * (copy_log_probs.ndim - 1))
+    return jax.nn.logsumexp(logw + copy_log_probs, axis=0)
+
+
+def gaussian_log_likelihood(means: jax.Array, targets: jax.Array, sigma: float) -> jax.Array:
+    """``log N(y; mu, sigma^2 I)`` summed over the last (output) axis."""
+    z = (targets - means) / sigma
+    return jnp.sum(-0.5 * z**2 - math.log(sigma) - 0.5 * math.log(2 * math.pi), axis=-1)
+
+
+class AlraoHead(nn.Module):
+    """``N`` copies of a dense classifier layer, averaged by a posterior over the copies.
+
+    Parameters: ``copies/kernel`` ``(N, D, K)`` and ``copies/bias`` ``(N, K)``, each copy initialised
+    independently. Collection ``"alrao_switch"``: the averaging state (``randlr_jax.switch``).
+
+    ``__call__(features)`` returns, for classification, the mixture log-probabilities ``(..., K)`` (usable as
+    logits: they are already normalised); for regression, the posterior-weighted mean ``(..., K)``.
+    ``copy_outputs(features)`` returns the copies' logits (or means) ``(N, ..., K)``.
+
+    Attributes:
+      num_outputs: classes ``K`` (or output dimension for regression).
+      num_copies: ``N``.
+      task: ``"classification"`` or ``"regression"``.
+      sigma: standard deviation of the Gaussian likelihood (regression).
+      averaging: ``"switch"`` (default), ``"bayes"`` or ``"uniform"``.
+      theta: the switch's prior probability of not switching again (ALGORITHMS.md §1.3).
+      kernel_init, bias_init: initialisers of each copy (as ``nn.Dense``'s defaults).
+
+    Example:
+      >>> head = AlraoHead(num_outputs=10, num_copies=6)
+      >>> model = randlr_jax.models.make_model("mlp", num_classes=10, head=head)  # doctest: +SKIP
+    """
+
+    num_outputs: int
+    num_copies: int = 10
+    task: str = "classification"
+    sigma: float = 1.0
+    averaging: str = "switch"
+    theta: float = switch_lib.DEFAULT_THETA
+    kernel_init: Callable = nn.initializers.lecun_normal()
+    bias_init: Callable = nn.initializers.zeros_init()
+
+    def _validate(self) -> None:
+        check_num_copies(self.num_copies)
+        if isinstance(self.num_outputs, bool) or not isinstance(self.num_outputs, (int, np.integer)) \
+                or self.num_outputs < 1:
+            raise ValueError(f"num_outputs must be an integer >= 1, got {self.num_outputs!r}.")
+        if self.task not in TASKS:
+            raise ValueError(f"task must be one of {TASKS}, got {self.task!r}.")
+        if self.averaging not in AVERAGING:
+            raise ValueError(f"averaging must be one of {AVERAGING}, got {self.averaging!r}.")
+        _check_positive_finite("sigma", self.sigma)
+
+    def averager(self) -> switch_lib.Averager:
+        return switch_lib.make_averager(self.averaging, self.num_copies, theta=self.theta)
+
+    def setup(self):
+        self._validate()
+        self.copies = nn.vmap(
+            nn.Dense,
+            variable_axes={"params": 0},
+            split_rngs={"params": True},
+            in_axes=None,
+            out_axes=0,
+            axis_size=self.num_copies,
+        )(self.num_outputs, kernel_init=self.kernel_init, bias_init=self.bias_init, name="copies")
+        self.switch_state = self.variable(SWITCH_COLLECTION, "state", self.averager().init)
+
+    def copy_outputs(self, features: jax.Array) -> jax.Array:
+        """The copies' logits (classification) or means (regression), ``(N, ..., K)``."""
+        return self.copies(features)
+
+    def log_weights(self, head_params: Any | None = None) -> jax.Array:
+        """The averaging log-weights, with non-finite copies dropped (``(N,)``)."""
+        log_posterior = self.averager().log_posterior(self.switch_state.value)
+        params = self.variables["params"] if head_params is None else head_params
+        return masked_log_weights(log_posterior, copies_finite(params))
+
+    def __call__(self, features: jax.Array) -> jax.Array:
+        outputs = self.copy_outputs(features)
+        finite = copies_finite(self.variables["params"]) & _finite_per_copy(outputs)
+        logw = masked_log_weights(self.averager().log_posterior(self.switch_state.value), finite)
+        # Zero the dropped copies' outputs so that NaNs never meet their (zero) weights.
+        outputs = zero_nonfinite_copies(outputs, finite)
+        if self.task == "classification":
+            return mixture_log_probs(jax.nn.log_softmax(outputs, axis=-1), logw)
+        weights = jnp.exp(logw).reshape((-1,) + (1,) * (outputs.ndim - 1))
+        return jnp.sum(weights * outputs, axis=0)
+
+
+def _finite_per_copy(outputs: jax.Array) -> jax.Array:
+    return jnp.all(jnp.isfinite(outputs.reshape(outputs.shape[0], -1)), axis=1)

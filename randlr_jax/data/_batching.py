@@ -1,0 +1,206 @@
+"""Deterministic, resumable batching of in-memory numpy arrays (device placement is the caller's).
+
+Shuffling depends on ``(seed, epoch)`` only, so an interrupted run that restarts at ``(epoch,
+start_batch)`` sees exactly the batches it would have seen.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+
+
+def check_seed(seed: int, argument: str = "seed") -> None:
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"{argument} must be a non-negative int, got {seed!r}.")
+
+
+def _check_positive_int(value: int, argument: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
+        raise ValueError(f"{argument} must be a positive int, got {value!r}.")
+
+
+def common_length(arrays: dict[str, np.ndarray]) -> int:
+    """The leading dimension shared by all arrays of ``arrays``."""
+    if not isinstance(arrays, dict) or not arrays:
+        raise ValueError(f"arrays must be a non-empty dict of arrays, got {arrays!r:.80}.")
+    lengths = {key: len(value) for key, value in arrays.items()}
+    if len(set(lengths.values())) != 1:
+        raise ValueError(f"arrays must share their leading dimension, got lengths {lengths}.")
+    return next(iter(lengths.values()))
+
+
+def num_batches(num_examples: int, batch_size: int, drop_remainder: bool) -> int:
+    """Batches in one epoch: ``floor(n / B)`` when dropping the remainder, else ``ceil(n / B)``.
+
+    Args:
+      num_examples: ``n >= 0``.
+      batch_size: ``B > 0``.
+      drop_remainder: whether a last, smaller batch is dropped.
+
+    Returns:
+      The number of batches :func:`batch_iterator` yields per epoch.
+
+    Example:
+      >>> num_batches(10, 4, drop_remainder=False), num_batches(10, 4, drop_remainder=True)
+      (3, 2)
+    """
+    if isinstance(num_examples, bool) or not isinstance(num_examples, (int, np.integer)) or (
+        num_examples < 0
+    ):
+        raise ValueError(f"num_examples must be a non-negative int, got {num_examples!r}.")
+    _check_positive_int(batch_size, "batch_size")
+    if drop_remainder:
+        return int(num_examples // batch_size)
+    return int(-(-num_examples // batch_size))
+
+
+def epoch_permutation(num_examples: int, *, seed: int, epoch: int) -> np.ndarray:
+    """The order of the examples in an epoch: ``default_rng([seed, epoch]).permutation(n)``."""
+    check_seed(seed)
+    check_seed(epoch, "epoch")
+    return np.random.default_rng([int(seed), int(epoch)]).permutation(num_examples)
+
+
+def batch_iterator(
+    arrays: dict[str, np.ndarray],
+    batch_size: int,
+    *,
+    shuffle: bool,
+    seed: int,
+    epoch: int,
+    drop_remainder: bool,
+    start_batch: int = 0,
+) -> Iterator[dict[str, np.ndarray]]:
+    """One epoch of batches of ``arrays``, deterministic in ``(seed, epoch)`` and resumable.
+
+    With ``shuffle``, epoch ``e`` visits the examples in the order :func:`epoch_permutation` gives
+    (``default_rng([seed, e]).permutation(n)``), otherwise in stored order; batch ``b`` holds the
+    examples at positions ``b*B .. (b+1)*B - 1`` of that order. Starting at ``start_batch`` yields
+    exactly the tail of the full epoch, so training resumes mid-epoch without replaying or skipping
+    examples. Arguments are checked when this is called, not at the first ``next``.
+
+    Args:
+      arrays: dict of arrays sharing the leading dimension ``n``.
+      batch_size: ``0 < B <= n``.
+      shuffle: permute the examples each epoch.
+      seed: non-negative int; with ``epoch`` the only source of the order.
+      epoch: non-negative int.
+      drop_remainder: drop a last batch smaller than ``B``.
+      start_batch: first batch to yield, in ``[0, num_batches(n, B, drop_remainder)]``.
+
+    Returns:
+      An iterator of ``{key: array[batch]}`` dicts (numpy arrays, leading dimension ``B``, the last
+      one possibly smaller when ``drop_remainder`` is False).
+
+    Raises:
+      ValueError: ``batch_size`` non-positive or larger than ``n``; bad
+        ``seed``/``epoch``/``start_batch``.
+
+    Example:
+      >>> arrays = {"x": np.arange(10.0), "y": np.arange(10)}
+      >>> [len(b["y"]) for b in batch_iterator(arrays, 4, shuffle=True, seed=0, epoch=0,
+      ...                                       drop_remainder=False)]
+      [4, 4, 2]
+    """
+    n = common_length(arrays)
+    _check_positive_int(batch_size, "batch_size")
+    if batch_size > n:
+        raise ValueError(
+            f"batch_size must be at most the number of examples ({n}), got {batch_size!r}."
+        )
+    check_seed(seed)
+    check_seed(epoch, "epoch")
+    count = num_batches(n, batch_size, drop_remainder)
+    if isinstance(start_batch, bool) or not isinstance(start_batch, (int, np.integer)) or not (
+        0 <= start_batch <= count
+    ):
+        raise ValueError(f"start_batch must be an int in [0, {count}], got {start_batch!r}.")
+    order = epoch_permutation(n, seed=seed, epoch=epoch) if shuffle else np.arange(n)
+    return _batches(arrays, order, batch_size, int(start_batch), count)
+
+
+def _batches(arrays, order, batch_size, start_batch, count) -> Iterator[dict[str, np.ndarray]]:
+    for b in range(start_batch, count):
+        index = order[b * batch_size : (b + 1) * batch_size]
+        yield {key: value[index] for key, value in arrays.items()}
+
+
+def lm_num_batches(num_tokens: int, batch_size: int, seq_len: int) -> int:
+    """Windows per epoch of :func:`lm_batch_iterator`: ``max(0, floor((floor(T / B) - 1) / L))``.
+
+    Each of the ``B`` streams holds ``floor(T / B)`` tokens; a window needs ``L`` inputs plus one
+    more token for the last target.
+
+    Example:
+      >>> lm_num_batches(1000, 4, 10)
+      24
+    """
+    if isinstance(num_tokens, bool) or not isinstance(num_tokens, (int, np.integer)) or (
+        num_tokens < 0
+    ):
+        raise ValueError(f"num_tokens must be a non-negative int, got {num_tokens!r}.")
+    _check_positive_int(batch_size, "batch_size")
+    _check_positive_int(seq_len, "seq_len")
+    return max(0, (int(num_tokens) // int(batch_size) - 1) // int(seq_len))
+
+
+def lm_batch_iterator(
+    tokens: np.ndarray, batch_size: int, seq_len: int, *, start_batch: int = 0
+) -> Iterator[dict[str, np.ndarray]]:
+    """Next-token batches read from ``B`` contiguous streams of the text, ``L`` tokens at a time.
+
+    The text ``t`` of ``T`` tokens is cut into ``B`` streams of ``S = floor(T / B)`` consecutive
+    tokens (stream ``i`` is ``t[i*S : (i+1)*S]``; the ``T - B*S`` last tokens are unused). Batch
+    ``k`` holds window ``k`` of every stream: ``x[i] = stream_i[k*L : (k+1)*L]`` and
+    ``y[i] = stream_i[k*L + 1 : (k+1)*L + 1]`` (the next token). Window ``k+1`` of a stream
+    continues window ``k``, so a recurrent model's carry passes from one batch to the next
+    (truncated backpropagation through time).
+
+    Args:
+      tokens: 1-D integer array.
+      batch_size: number of streams ``B > 0``.
+      seq_len: window length ``L > 0``.
+      start_batch: first window to yield, in ``[0, lm_num_batches(T, B, L)]``.
+
+    Returns:
+      An iterator of ``{"x": (B, L) int32, "y": (B, L) int32}``.
+
+    Raises:
+      ValueError: non-positive ``batch_size``/``seq_len``, a text too short for one window, a bad
+        ``start_batch``.
+
+    Example:
+      >>> batches = list(lm_batch_iterator(np.arange(100), 2, 10))
+      >>> batches[0]["x"][1, :3], batches[0]["y"][1, :3]
+      (array([50, 51, 52], dtype=int32), array([51, 52, 53], dtype=int32))
+    """
+    tokens = np.asarray(tokens)
+    if tokens.ndim != 1 or not np.issubdtype(tokens.dtype, np.integer):
+        raise ValueError(
+            f"tokens must be a 1-D integer array, got shape {tokens.shape} and dtype "
+            f"{tokens.dtype}."
+        )
+    count = lm_num_batches(len(tokens), batch_size, seq_len)
+    if count == 0:
+        raise ValueError(
+            f"batch_size={batch_size!r} streams of seq_len={seq_len!r} do not fit in "
+            f"{len(tokens)} tokens "
+            f"(at least batch_size * (seq_len + 1) = {batch_size * (seq_len + 1)} are needed)."
+        )
+    if isinstance(start_batch, bool) or not isinstance(start_batch, (int, np.integer)) or not (
+        0 <= start_batch <= count
+    ):
+        raise ValueError(f"start_batch must be an int in [0, {count}], got {start_batch!r}.")
+    stream_length = len(tokens) // batch_size
+    streams = tokens[: batch_size * stream_length].astype(np.int32, copy=False)
+    streams = streams.reshape(batch_size, stream_length)
+    return _lm_batches(streams, seq_len, int(start_batch), count)
+
+
+def _lm_batches(streams, seq_len, start_batch, count) -> Iterator[dict[str, np.ndarray]]:
+    for k in range(start_batch, count):
+        start = k * seq_len
+        yield {"x": np.ascontiguousarray(streams[:, start : start + seq_len]),
+               "y": np.ascontiguousarray(streams[:, start + 1 : start + seq_len + 1])}
