@@ -165,9 +165,10 @@ def alrao_sgd(
 
     ``kwargs`` go to :func:`alrao` (``per``, ``rules``, ``lstm_gates``, ``head_key``).
     """
-    if momentum is not None and not 0.0 <= momentum < 1.0:
+    if isinstance(momentum, (int, float)) and not 0.0 <= momentum < 1.0:
         raise ValueError(f"momentum must be in [0, 1) or None, got {momentum!r}.")
-    base = optax.identity() if not momentum else optax.trace(decay=momentum, nesterov=nesterov)
+    # ``momentum`` may be a traced value under ``optax.inject_hyperparams``: no Python test on it.
+    base = optax.identity() if momentum is None else optax.trace(decay=momentum, nesterov=nesterov)
     return alrao(base, key, lr_min, lr_max, num_copies,
                  learning_rate_scale=learning_rate_scale, **kwargs)
 

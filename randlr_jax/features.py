@@ -92,7 +92,7 @@ class FeatureRule(NamedTuple):
         recurrent kernel of a stacked-gate cell) whose axis-0 size is the number of features; the
         last feature axis then holds ``size / units`` stacked blocks (gates) and column ``c``
         belongs to feature ``c % units``. The rule does not apply if that parameter is absent or
-        the size is not a multiple.
+        the size is not a multiple (also when it is an ``optax.MaskedNode``: mask a cell whole).
       ndim: if given, the rule applies only to parameters of this rank.
     """
 

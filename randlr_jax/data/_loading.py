@@ -11,6 +11,7 @@ import os
 
 import numpy as np
 import tensorflow_datasets as tfds
+from tensorflow_datasets.core import file_adapters
 
 from randlr_jax.data._batching import check_seed, common_length
 from randlr_jax.data._digits import Digits
@@ -33,7 +34,7 @@ def _resolved_data_dir(data_dir: str | None) -> str:
 
 
 def _require_prepared(builder: tfds.core.DatasetBuilder, name: str, data_dir: str | None) -> None:
-    """Raise :class:`DatasetNotPreparedError` unless ``builder`` has ``array_record`` files on disk.
+    """Raise :class:`DatasetNotPreparedError` unless ``builder`` has random-access files on disk.
 
     Only local files are looked at (``dataset_info.json`` in the builder's version directory).
     """
@@ -49,13 +50,16 @@ def _require_prepared(builder: tfds.core.DatasetBuilder, name: str, data_dir: st
             f"dataset {name!r} is not prepared in the TFDS data dir {root!r} (no "
             f"{os.path.join(os.fspath(builder.data_dir), 'dataset_info.json')}). {prepare}"
         )
-    formats = {str(getattr(f, "value", f)) for f in builder.info.available_file_formats()}
-    formats.add(str(getattr(builder.info.file_format, "value", builder.info.file_format)))
-    if FILE_FORMAT not in formats:
+    formats = set(builder.info.available_file_formats())
+    if builder.info.file_format is not None:
+        formats.add(builder.info.file_format)
+    if not formats & file_adapters.FileFormat.with_random_access():
+        formats = sorted(getattr(f, "value", str(f)) for f in formats)
         raise DatasetNotPreparedError(
-            f"dataset {name!r} in the TFDS data dir {root!r} is stored as {sorted(formats)}, "
-            f"but random access needs {FILE_FORMAT!r}. Convert it with\n  tfds convert_format "
-            f"--dataset_dir {builder.data_dir} --out_file_format {FILE_FORMAT}\nor rebuild it. {prepare}"
+            f"dataset {name!r} in the TFDS data dir {root!r} is stored as {formats}, "
+            f"but random access needs {FILE_FORMAT!r}. Convert it with\n"
+            f"  tfds convert_format --dataset_dir {builder.data_dir} --out_file_format "
+            f"{FILE_FORMAT}\nor rebuild it. {prepare}"
         )
 
 
@@ -120,6 +124,8 @@ def load_arrays(name: str, split: str, *, data_dir: str | None = None) -> dict[s
     check_split(spec, split)
     builder = get_builder(name, data_dir=data_dir)
     source = builder.as_data_source(split=split)
+    # One at a time: decoding dominates either way, and the source that tfds.testing.mock_data puts
+    # in place has a broken batched ``__getitems__``.
     examples = [source[i] for i in range(len(source))]
     features = builder.info.features
     return {key: _stack([ex[key] for ex in examples], features[key]) for key in features.keys()}

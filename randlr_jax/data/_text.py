@@ -53,7 +53,7 @@ class CharVocabulary:
         return np.frombuffer(self.characters.encode("utf-32-le"), dtype="<u4")
 
     def encode(self, text: str) -> np.ndarray:
-        """Token ids of ``text`` (int32, one per character); characters outside get ``unknown``'s."""
+        """Token ids of ``text``, int32, one per character (unknown ones map to ``unknown``)."""
         codes = np.frombuffer(text.encode("utf-32-le"), dtype="<u4")
         table = self._code_points()
         ids = np.minimum(np.searchsorted(table, codes), len(table) - 1)
@@ -88,7 +88,8 @@ def load_vocabulary(name: str, *, data_dir: str | None = None) -> CharVocabulary
 
     ``shakespeare_char`` stores it in its TFDS metadata (the sorted set of characters of the whole
     corpus); for ``tiny_shakespeare`` it is the sorted set of characters of its three splits (65
-    characters, the char-rnn vocabulary). Characters outside the vocabulary encode as ``"?"``.
+    characters, the char-rnn vocabulary). Characters outside the vocabulary encode as ``"?"`` (as
+    the first character if a vocabulary lacks ``"?"``).
 
     Args:
       name: a language-model dataset of :data:`DATASETS`.
@@ -104,12 +105,14 @@ def load_vocabulary(name: str, *, data_dir: str | None = None) -> CharVocabulary
     spec = _check_language_model(name)
     if spec.embedded:
         metadata = get_builder(name, data_dir=data_dir).info.metadata
-        return CharVocabulary(metadata["vocabulary"], metadata.get("unknown_character",
-                                                                   UNKNOWN_CHARACTER))
-    characters: set[str] = set()
+        unknown = metadata.get("unknown_character", UNKNOWN_CHARACTER)
+        return CharVocabulary(metadata["vocabulary"], unknown)
+    seen: set[str] = set()
     for split in spec.splits:
-        characters.update(_joined_text(name, split, data_dir))
-    return CharVocabulary("".join(sorted(characters)))
+        seen.update(_joined_text(name, split, data_dir))
+    characters = "".join(sorted(seen))
+    unknown = UNKNOWN_CHARACTER if UNKNOWN_CHARACTER in characters else characters[0]
+    return CharVocabulary(characters, unknown)
 
 
 def load_tokens(name: str, split: str, *, data_dir: str | None = None) -> np.ndarray:

@@ -2,9 +2,9 @@
 
 ``make_model(name, num_classes=...)`` returns a :class:`Classifier` (or, for ``"char_lstm"``, a
 :class:`LanguageModel`) whose parameters are ``{"body": ..., "head": ...}``; the default head is
-``nn.Dense(num_classes)``. All image models take NHWC inputs; BatchNorm models keep running statistics in
-the ``"batch_stats"`` collection (``mutable=["batch_stats"]`` when ``train=True``); dropout draws from the
-rng stream ``"dropout"`` and is off when ``train=False``.
+``nn.Dense(num_classes)``. All image models take NHWC inputs; BatchNorm models keep running
+statistics in the ``"batch_stats"`` collection (``mutable=["batch_stats"]`` when ``train=True``);
+dropout draws from the rng stream ``"dropout"`` and is off when ``train=False``.
 
 | name | body | input | features |
 | --- | --- | --- | --- |
@@ -70,7 +70,9 @@ def _classifier_factory(body_cls: type[nn.Module], **defaults: Any) -> ModelFact
         return Classifier(body=body_cls(**body_kwargs), head=head_module)
 
     factory.__name__ = f"make_{body_cls.__name__.lower()}"
-    factory.__doc__ = f"A :class:`Classifier` with a :class:`{body_cls.__name__}` body ({defaults})."
+    factory.__doc__ = (
+        f"A :class:`Classifier` with a :class:`{body_cls.__name__}` body ({defaults})."
+    )
     return factory
 
 
@@ -85,8 +87,8 @@ def _char_lstm_factory(
     check_positive_int("vocab_size", vocab_size)
     if num_classes is not None and num_classes != vocab_size:
         raise ValueError(
-            f"num_classes must equal vocab_size ({vocab_size}) for 'char_lstm' (the head predicts the "
-            f"next symbol), got num_classes={num_classes!r}."
+            f"num_classes must equal vocab_size ({vocab_size}) for 'char_lstm' (the head "
+            f"predicts the next symbol), got num_classes={num_classes!r}."
         )
     head_module = _head(head, vocab_size)
     return LanguageModel(body=CharLSTM(vocab_size=vocab_size, **kwargs), head=head_module)
@@ -103,25 +105,26 @@ MODELS: dict[str, ModelFactory] = {
     "wrn28_10": _classifier_factory(WideResNet, depth=28, widen_factor=10),
     "char_lstm": _char_lstm_factory,
 }
-"""Model name -> factory ``(*, num_classes=None, head=None, **body_kwargs) -> Classifier | LanguageModel``.
+"""Model name -> factory ``(*, num_classes=None, head=None, **body_kwargs) -> model``.
 
+The model is a ``Classifier`` (a ``LanguageModel`` for ``"char_lstm"``).
 A plain dict: register a model of your own with ``MODELS["name"] = factory``."""
 
 
 def make_model(
     name: str, *, num_classes: int | None = None, head: nn.Module | None = None, **kwargs: Any
 ) -> nn.Module:
-    """Build a model of the zoo by name: ``Classifier(body, head)`` or ``LanguageModel(body, head)``.
+    """Build a zoo model by name: ``Classifier(body, head)`` or ``LanguageModel(body, head)``.
 
     Args:
       name: a key of :data:`MODELS` (``"mlp"``, ``"noh_mlp"``, ``"cnn1d"``, ``"vgg19"``,
         ``"mobilenetv2"``, ``"googlenet"``, ``"resnet18"``, ``"wrn28_10"``, ``"char_lstm"``).
-      num_classes: outputs of the default head ``nn.Dense(num_classes)``; required unless ``head`` is
-        given. For ``"char_lstm"`` it defaults to ``vocab_size`` (and must equal it if given).
-      head: a module to use as the classifier layer instead of ``nn.Dense(num_classes)`` (e.g. Alrao's
-        classifier copies).
-      **kwargs: passed to the body (``widths``, ``activation``, ``width_multiplier``, ``dropout_rate``,
-        ``vocab_size`` for ``"char_lstm"``, ...).
+      num_classes: outputs of the default head ``nn.Dense(num_classes)``; required unless ``head``
+        is given. For ``"char_lstm"`` it defaults to ``vocab_size`` (and must equal it if given).
+      head: a module to use as the classifier layer instead of ``nn.Dense(num_classes)`` (e.g.
+        Alrao's classifier copies).
+      **kwargs: passed to the body (``widths``, ``activation``, ``width_multiplier``,
+        ``dropout_rate``, ``vocab_size`` for ``"char_lstm"``, ...).
 
     Returns:
       An unbound Flax module with parameters ``{"body": ..., "head": ...}``, called as
@@ -129,8 +132,8 @@ def make_model(
       ``model.apply(variables, tokens, carry, train=...)`` (``"char_lstm"``).
 
     Raises:
-      ValueError: unknown ``name``, or a non-positive size (``num_classes``, ``widths``, ``vocab_size``,
-        ...) naming the argument and its value.
+      ValueError: unknown ``name``, or a non-positive size (``num_classes``, ``widths``,
+        ``vocab_size``, ...) naming the argument and its value.
 
     Example:
       >>> import jax, jax.numpy as jnp
@@ -145,8 +148,10 @@ def make_model(
 
 
 def count_params(params: Any) -> int:
-    """Total number of scalars in a pytree of arrays (or of ``jax.ShapeDtypeStruct``, from ``eval_shape``).
+    """Total number of scalars in a pytree of arrays.
 
+    Leaves may also be ``jax.ShapeDtypeStruct`` (from ``jax.eval_shape``), so big models can be
+    counted without allocating them.
     Pass ``variables["params"]``: every leaf is counted, so a whole variables dict would also count
     ``batch_stats``.
     """
@@ -157,7 +162,8 @@ def param_count_by_part(params: Mapping[str, Any]) -> dict[str, int]:
     """``{"body": n_body, "head": n_head}`` for the parameters of a zoo model.
 
     Args:
-      params: ``{"body": ..., "head": ...}`` (``variables["params"]``), or the variables dict itself.
+      params: ``{"body": ..., "head": ...}`` (``variables["params"]``), or the variables dict
+        itself.
 
     Returns:
       Number of scalars in the pre-classifier and in the classifier layer.
@@ -170,4 +176,3 @@ def param_count_by_part(params: Mapping[str, Any]) -> dict[str, int]:
             f"{sorted(params)}."
         )
     return {"body": count_params(params["body"]), "head": count_params(params["head"])}
-

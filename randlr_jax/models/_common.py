@@ -1,4 +1,4 @@
-"""Helpers shared by the model zoo: argument checks, width scaling, activations, PyTorch-default norms."""
+"""Helpers of the model zoo: argument checks, width scaling, activations, PyTorch-style norms."""
 
 from __future__ import annotations
 
@@ -45,8 +45,10 @@ def check_positive_ints(name: str, values: object) -> None:
 
 def check_width_multiplier(value: object) -> None:
     """Raise ``ValueError`` unless ``value`` is a finite number ``> 0``."""
-    if isinstance(value, bool) or not isinstance(value, int | float) or not (
-        math.isfinite(value) and value > 0
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not (math.isfinite(value) and value > 0)
     ):
         raise ValueError(f"width_multiplier must be a finite number > 0, got {value!r}.")
 

@@ -25,21 +25,23 @@ class CharLSTM(nn.Module):
     """Embedding -> dropout -> ``num_layers`` x (LSTM -> dropout): a recurrent pre-classifier.
 
     Per layer ``l`` and step ``t`` (one LSTM cell, Flax's gate layout):
-    ``i, f, o = sigmoid(W_{i,f,o} x_t + U_{i,f,o} h_{t-1} + b)``, ``g = tanh(W_g x_t + U_g h_{t-1} + b_g)``,
-    ``c_t = f * c_{t-1} + i * g``, ``h_t = o * tanh(c_t)``. Dropout (rate ``dropout_rate``, rng name
-    ``"dropout"``, only when ``train``) is applied to the embeddings, between layers and to the last
-    layer's outputs, as the reference (``nn.Dropout`` on the embeddings and outputs plus ``nn.LSTM``'s
-    inter-layer dropout). The embedding is initialised ``U(-0.1, 0.1)`` as the reference; the LSTM uses
-    Flax's default initialisers.
+    ``i, f, o = sigmoid(W_{i,f,o} x_t + U_{i,f,o} h_{t-1} + b)``, ``g = tanh(W_g x_t + U_g h_{t-1} +
+    b_g)``, ``c_t = f * c_{t-1} + i * g``, ``h_t = o * tanh(c_t)``. Dropout (rate ``dropout_rate``,
+    rng name ``"dropout"``, only when ``train``) is applied to the embeddings, between layers and to
+    the last layer's outputs, as the reference (``nn.Dropout`` on the embeddings and outputs plus
+    ``nn.LSTM``'s inter-layer dropout). The embedding is initialised ``U(-0.1, 0.1)`` as the
+    reference; the LSTM uses Flax's default initialisers.
 
     The recurrence runs with ``nn.RNN`` (a ``lax.scan`` over time). Layer ``l`` is the submodule
     ``lstm_{l}`` and its cell's parameters live under ``lstm_{l}/cell/{ii,if,ig,io,hi,hf,hg,ho}``
-    (kernels ``(in, hidden)``: the last axis is the hidden unit), which is how per-unit learning-rate
-    rules recognise an LSTM cell. With ``vocab_size=50``, the defaults and a Dense head the model has
-    170,850 parameters (Alrao paper's Table 2: 0.172M, counting PyTorch's second LSTM bias vector).
+    (kernels ``(in, hidden)``: the last axis is the hidden unit), which is how per-unit
+    learning-rate rules recognise an LSTM cell. With ``vocab_size=50``, the defaults and a Dense
+    head the model has 170,850 parameters (Alrao paper's Table 2: 0.172M, counting PyTorch's second
+    LSTM bias vector).
 
     Shapes: ``tokens`` ``(B, L)`` int; ``carry`` as returned by :meth:`initial_carry`; returns
-    ``(features (B, L, hidden_size), new_carry)`` with ``new_carry`` of the same structure as ``carry``.
+    ``(features (B, L, hidden_size), new_carry)`` with ``new_carry`` of the same structure as
+    ``carry``.
 
     Attributes:
       vocab_size: number of symbols (rows of the embedding).
@@ -59,8 +61,9 @@ class CharLSTM(nn.Module):
       (4, 70, 100)
 
     References:
-      Hochreiter & Schmidhuber, Long Short-Term Memory <https://doi.org/10.1162/neco.1997.9.8.1735>, 1997;
-      Blier et al, Learning with Random Learning Rates <https://arxiv.org/abs/1810.01322>, 2018 (Sec. 5).
+      Hochreiter & Schmidhuber, Long Short-Term Memory <https://doi.org/10.1162/neco.1997.9.8.1735>,
+      1997; Blier et al, Learning with Random Learning Rates <https://arxiv.org/abs/1810.01322>,
+      2018 (Sec. 5).
     """
 
     vocab_size: int

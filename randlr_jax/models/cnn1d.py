@@ -10,20 +10,21 @@ from ._common import check_positive_int, check_width_multiplier, scale_width
 
 
 class CNN1D(nn.Module):
-    """Three 1D convolutions with ReLU, flattened: the MNIST-1D paper's CNN without its linear layer.
+    """Three 1D convolutions with ReLU, flattened: MNIST-1D's CNN without its linear layer.
 
     Layers, as the mnist1d package's ``ConvBase`` (``channels=25``):
-    ``conv(k=5, s=2, p=1) -> relu -> conv(k=3, s=2, p=1) -> relu -> conv(k=3, s=2, p=1) -> relu -> flatten``.
-    On length-40 signals the lengths go ``40 -> 19 -> 10 -> 5``, so the features have ``5 * 25 = 125``
-    entries (``ConvBase``'s ``linear_in=125``); with the 10-class head the model has 5,210 parameters, as
-    ``ConvBase``. Every layer has ``round(channels * width_multiplier)`` channels.
+    ``conv(k=5, s=2, p=1) -> relu -> conv(k=3, s=2, p=1) -> relu -> conv(k=3, s=2, p=1) -> relu``,
+    then flatten. On length-40 signals the lengths go ``40 -> 19 -> 10 -> 5``, so the features have
+    ``5 * 25 = 125`` entries (``ConvBase``'s ``linear_in=125``); with the 10-class head the model
+    has 5,210 parameters, as ``ConvBase``. Every layer has ``round(channels * width_multiplier)``
+    channels.
 
     Layout differs from PyTorch: features are flattened from ``(length, channel)`` (NWC), not
     ``(channel, length)``; this permutes the head's inputs and changes nothing else.
 
     Shapes: input ``(B, L)`` float (one channel) or ``(B, L, C)``; output
-    ``(B, L3 * channels * width_multiplier)`` with ``L1 = (L - 3) // 2 + 1``, ``L2 = (L1 - 1) // 2 + 1``,
-    ``L3 = (L2 - 1) // 2 + 1`` (``(B, 125)`` for ``L = 40``).
+    ``(B, L3 * channels * width_multiplier)`` with ``L1 = (L - 3) // 2 + 1``,
+    ``L2 = (L1 - 1) // 2 + 1``, ``L3 = (L2 - 1) // 2 + 1`` (``(B, 125)`` for ``L = 40``).
 
     Attributes:
       channels: channels of each convolution before width scaling (25 in the reference).

@@ -37,8 +37,9 @@ class _ConvBNReLU(nn.Module):
 class Inception(nn.Module):
     """Four parallel branches concatenated on channels (kuangliu's variant).
 
-    ``b1: 1x1``; ``b2: 1x1 -> 3x3``; ``b3: 1x1 -> 3x3 -> 3x3`` (two 3x3 in place of the paper's 5x5);
-    ``b4: maxpool3x3(stride 1) -> 1x1``; each conv followed by BatchNorm and ReLU, convs with bias.
+    ``b1: 1x1``; ``b2: 1x1 -> 3x3``; ``b3: 1x1 -> 3x3 -> 3x3`` (two 3x3 in place of the paper's
+    5x5); ``b4: maxpool3x3(stride 1) -> 1x1``. Each conv (with bias) is followed by BatchNorm and
+    ReLU.
 
     Shapes: ``(B, H, W, C) -> (B, H, W, n1x1 + n3x3 + n5x5 + pool_proj)``.
     """
@@ -67,10 +68,10 @@ class Inception(nn.Module):
 class GoogLeNet(nn.Module):
     """GoogLeNet pre-classifier for 32x32 images (kuangliu's CIFAR variant, no auxiliary heads).
 
-    ``conv3x3(192) -> BN -> ReLU -> a3, b3 -> maxpool(3, s2) -> a4..e4 -> maxpool(3, s2) -> a5, b5 ->
-    global average pool`` (the reference's ``AvgPool2d(8)`` on the final 8x8 map; identical on 32x32).
-    With the 10-class head the model has 6,166,250 parameters (Alrao paper's Table 2: 6.166M). Every width
-    is scaled by ``width_multiplier`` (Alrao's ``gamma``, 3 in its Fig. 8).
+    ``conv3x3(192) -> BN -> ReLU -> a3, b3 -> maxpool(3, s2) -> a4..e4 -> maxpool(3, s2) -> a5, b5
+    -> global average pool`` (the reference's ``AvgPool2d(8)`` on the final 8x8 map; identical on
+    32x32). With the 10-class head the model has 6,166,250 parameters (Alrao paper's Table 2:
+    6.166M). Every width is scaled by ``width_multiplier`` (Alrao's ``gamma``, 3 in its Fig. 8).
 
     Shapes: input ``(B, H, W, 3)`` NHWC float; output ``(B, 1024 * width_multiplier)``.
 
@@ -83,8 +84,8 @@ class GoogLeNet(nn.Module):
 
     References:
       Szegedy et al, Going Deeper with Convolutions <https://arxiv.org/abs/1409.4842>, 2014; CIFAR
-      variant of https://github.com/kuangliu/pytorch-cifar as used by Blier et al, Learning with Random
-      Learning Rates <https://arxiv.org/abs/1810.01322>, 2018.
+      variant of https://github.com/kuangliu/pytorch-cifar as used by Blier et al, Learning with
+      Random Learning Rates <https://arxiv.org/abs/1810.01322>, 2018.
     """
 
     width_multiplier: float = 1.0

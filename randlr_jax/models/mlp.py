@@ -19,12 +19,13 @@ from ._common import (
 class MLP(nn.Module):
     """Fully connected pre-classifier: flatten, then ``Dense -> activation`` per hidden width.
 
-    ``h_0 = flatten(x)``, ``h_l = act(W_l h_{l-1} + b_l)`` for ``l = 1..len(widths)``; the features are
-    ``h_L``. Layer ``l`` has ``round(widths[l] * width_multiplier)`` units. The hypergradient paper's
-    optimizee (2 hidden layers of 20 sigmoid units) is ``MLP(widths=(20, 20), activation="sigmoid")``.
+    ``h_0 = flatten(x)``, ``h_l = act(W_l h_{l-1} + b_l)`` for ``l = 1..len(widths)``; the features
+    are ``h_L``. Layer ``l`` has ``round(widths[l] * width_multiplier)`` units. The hypergradient
+    paper's optimizee (2 hidden layers of 20 sigmoid units) is
+    ``MLP(widths=(20, 20), activation="sigmoid")``.
 
-    Shapes: input ``(B, ...)`` (any trailing shape, flattened), output ``(B, widths[-1] * width_multiplier)``
-    (rounded); with ``widths=()`` the flattened input itself.
+    Shapes: input ``(B, ...)`` (any trailing shape, flattened), output ``(B, widths[-1] *
+    width_multiplier)`` (rounded); with ``widths=()`` the flattened input itself.
 
     Attributes:
       widths: hidden-layer widths, each a positive int.

@@ -20,7 +20,7 @@ MOBILENETV2_CIFAR_CFG: tuple[tuple[int, int, int, int], ...] = (
 
 
 class InvertedResidual(nn.Module):
-    """Expand (1x1) -> depthwise 3x3 -> project (1x1), each with BatchNorm; ReLU after the first two.
+    """Expand (1x1) -> depthwise 3x3 -> project (1x1), each + BatchNorm; ReLU after the first two.
 
     With stride 1 a shortcut is added (a 1x1 conv + BN when ``in_planes != out_planes``, as the
     reference); with stride 2 there is none.
@@ -62,12 +62,12 @@ class InvertedResidual(nn.Module):
 class MobileNetV2(nn.Module):
     """MobileNetV2 pre-classifier for 32x32 images, with the CIFAR stride changes.
 
-    ``conv3x3(32, stride 1) -> BN -> ReLU -> 17 inverted residual blocks -> conv1x1(1280) -> BN -> ReLU ->
-    global average pool``. Against ImageNet MobileNetV2 the first convolution and the second stage use
-    stride 1 (so a 32x32 input ends at 4x4, which kuangliu's ``avg_pool2d(out, 4)`` reduces; here a
-    global mean, identical on 32x32). With the 10-class head the model has 2,296,922 parameters (Alrao
-    paper's Table 2: 2.297M). Every width is scaled by ``width_multiplier`` (Alrao's ``gamma``, used
-    with 3 for Fig. 8's "3 times as many units").
+    ``conv3x3(32, stride 1) -> BN -> ReLU -> 17 inverted residual blocks -> conv1x1(1280) -> BN ->
+    ReLU -> global average pool``. Against ImageNet MobileNetV2 the first convolution and the second
+    stage use stride 1 (so a 32x32 input ends at 4x4, which kuangliu's ``avg_pool2d(out, 4)``
+    reduces; here a global mean, identical on 32x32). With the 10-class head the model has 2,296,922
+    parameters (Alrao paper's Table 2: 2.297M). Every width is scaled by ``width_multiplier``
+    (Alrao's ``gamma``, used with 3 for Fig. 8's "3 times as many units").
 
     Shapes: input ``(B, H, W, 3)`` NHWC float; output ``(B, 1280 * width_multiplier)``.
 
@@ -80,8 +80,9 @@ class MobileNetV2(nn.Module):
 
     References:
       Sandler et al, MobileNetV2: Inverted Residuals and Linear Bottlenecks
-      <https://arxiv.org/abs/1801.04381>, 2018; CIFAR variant of https://github.com/kuangliu/pytorch-cifar
-      as used by Blier et al, Learning with Random Learning Rates <https://arxiv.org/abs/1810.01322>, 2018.
+      <https://arxiv.org/abs/1801.04381>, 2018; CIFAR variant of
+      https://github.com/kuangliu/pytorch-cifar as used by Blier et al, Learning with Random
+      Learning Rates <https://arxiv.org/abs/1810.01322>, 2018.
     """
 
     width_multiplier: float = 1.0

@@ -18,7 +18,7 @@ from ._common import (
 
 
 class BasicBlock(nn.Module):
-    """``conv3x3(stride) -> BN -> ReLU -> conv3x3 -> BN``, plus the shortcut, then ReLU (post-activation).
+    """``conv3x3(stride) -> BN -> ReLU -> conv3x3 -> BN``, plus the shortcut, then ReLU.
 
     The shortcut is the identity, or ``conv1x1(stride) -> BN`` when the stride or width changes.
 
@@ -47,10 +47,11 @@ class BasicBlock(nn.Module):
 class ResNet(nn.Module):
     """CIFAR ResNet pre-classifier with basic blocks; the default ``stage_sizes`` give ResNet-18.
 
-    ``conv3x3(64, stride 1) -> BN -> ReLU -> 4 stages of BasicBlocks (widths 64, 128, 256, 512; the first
-    block of stages 2-4 has stride 2) -> global average pool``. No ImageNet 7x7 stem or max-pool: a 32x32
-    input ends at 4x4 (kuangliu's ``avg_pool2d(out, 4)``; here a global mean, identical on 32x32). With the
-    10-class head ResNet-18 has 11,173,962 parameters. ``stage_sizes=(3, 4, 6, 3)`` gives ResNet-34.
+    ``conv3x3(64, stride 1) -> BN -> ReLU -> 4 stages of BasicBlocks (widths 64, 128, 256, 512; the
+    first block of stages 2-4 has stride 2) -> global average pool``. No ImageNet 7x7 stem or
+    max-pool: a 32x32 input ends at 4x4 (kuangliu's ``avg_pool2d(out, 4)``; here a global mean,
+    identical on 32x32). With the 10-class head ResNet-18 has 11,173,962 parameters.
+    ``stage_sizes=(3, 4, 6, 3)`` gives ResNet-34.
 
     Shapes: input ``(B, H, W, 3)`` NHWC float; output ``(B, 512 * width_multiplier)``.
 
@@ -63,8 +64,8 @@ class ResNet(nn.Module):
       >>> shapes = jax.eval_shape(ResNet().init, jax.random.key(0), jnp.zeros((2, 32, 32, 3)))
 
     References:
-      He et al, Deep Residual Learning for Image Recognition <https://arxiv.org/abs/1512.03385>, 2015;
-      CIFAR variant of https://github.com/kuangliu/pytorch-cifar.
+      He et al, Deep Residual Learning for Image Recognition <https://arxiv.org/abs/1512.03385>,
+      2015; CIFAR variant of https://github.com/kuangliu/pytorch-cifar.
     """
 
     stage_sizes: Sequence[int] = (2, 2, 2, 2)
@@ -83,7 +84,9 @@ class ResNet(nn.Module):
     def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
         x = conv3x3(scale_width(64, self.width_multiplier), use_bias=False, name="stem")(x)
         x = nn.relu(batch_norm(train, name="bn_stem")(x))
-        for stage, (num_blocks, width) in enumerate(zip(self.stage_sizes, (64, 128, 256, 512))):
+        stage_widths = (64, 128, 256, 512)
+        for stage, num_blocks in enumerate(self.stage_sizes):
+            width = stage_widths[stage]
             for block in range(num_blocks):
                 stride = 2 if stage > 0 and block == 0 else 1
                 x = BasicBlock(

@@ -10,24 +10,25 @@ import jax
 from ._common import batch_norm, check_width_multiplier, conv3x3, scale_width
 
 # "M" is a 2x2 max-pool with stride 2; an int is conv3x3(int) + BatchNorm + ReLU.
+# fmt: off
 VGG_CONFIGS: dict[str, tuple[int | str, ...]] = {
     "vgg11": (64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"),
     "vgg13": (64, 64, "M", 128, 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"),
-    "vgg16": (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"),
-    "vgg19": (
-        64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M",
-        512, 512, 512, 512, "M", 512, 512, 512, 512, "M",
-    ),  # fmt: skip
+    "vgg16": (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M",
+              512, 512, 512, "M"),
+    "vgg19": (64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M",
+              512, 512, 512, 512, "M", 512, 512, 512, 512, "M"),
 }
+# fmt: on
 
 
 class VGG(nn.Module):
-    """VGG pre-classifier for 32x32 images: ``conv3x3 -> BN -> ReLU`` blocks and max-pools, flattened.
+    """VGG pre-classifier for 32x32 images: ``conv3x3 -> BN -> ReLU`` blocks, max-pools, flatten.
 
-    The default ``cfg`` is VGG19 (16 convolutions, 5 pools); on a 32x32 input the last feature map is
-    ``1x1x512``, so the features have 512 entries, and with the 10-class head the model has 20,040,522
-    parameters (the Alrao paper's Table 2: 20.041M). Convolutions carry a bias (as the reference) and
-    every int in ``cfg`` is scaled by ``width_multiplier``.
+    The default ``cfg`` is VGG19 (16 convolutions, 5 pools); on a 32x32 input the last feature map
+    is ``1x1x512``, so the features have 512 entries, and with the 10-class head the model has
+    20,040,522 parameters (the Alrao paper's Table 2: 20.041M). Convolutions carry a bias (as the
+    reference) and every int in ``cfg`` is scaled by ``width_multiplier``.
 
     Shapes: input ``(B, H, W, 3)`` NHWC float with ``H, W`` divisible by 32; output
     ``(B, (H/32) * (W/32) * cfg[-2] * width_multiplier)`` (``(B, 512)`` on CIFAR).
@@ -43,8 +44,9 @@ class VGG(nn.Module):
 
     References:
       Simonyan & Zisserman, Very Deep Convolutional Networks for Large-Scale Image Recognition
-      <https://arxiv.org/abs/1409.1556>, 2014; CIFAR variant of https://github.com/kuangliu/pytorch-cifar
-      as used by Blier et al, Learning with Random Learning Rates <https://arxiv.org/abs/1810.01322>, 2018.
+      <https://arxiv.org/abs/1409.1556>, 2014; CIFAR variant of
+      https://github.com/kuangliu/pytorch-cifar as used by Blier et al, Learning with Random
+      Learning Rates <https://arxiv.org/abs/1810.01322>, 2018.
     """
 
     cfg: Sequence[int | str] = VGG_CONFIGS["vgg19"]

@@ -14,8 +14,8 @@ _conv_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
 class WideBasicBlock(nn.Module):
     """Pre-activation block: ``BN -> ReLU -> conv3x3(stride) -> BN -> ReLU -> dropout -> conv3x3``.
 
-    The shortcut is the identity, or (when the width or stride changes) a ``conv1x1(stride)`` applied to
-    the pre-activated input ``relu(bn(x))``, as in the authors' implementation.
+    The shortcut is the identity, or (when the width or stride changes) a ``conv1x1(stride)``
+    applied to the pre-activated input ``relu(bn(x))``, as in the authors' implementation.
 
     Shapes: ``(B, H, W, C) -> (B, H / stride, W / stride, features)``.
     """
@@ -51,9 +51,9 @@ class WideResNet(nn.Module):
     """Wide ResNet pre-classifier WRN-``depth``-``widen_factor``; the defaults give WRN-28-10.
 
     ``conv3x3(16) -> 3 groups of n = (depth - 4) / 6 pre-activation blocks with widths 16k, 32k, 64k
-    (strides 1, 2, 2) -> BN -> ReLU -> global average pool``. WRN-28-10 has 640 features and, with the
-    10-class head, 36,479,194 parameters (the paper's 36.5M). Dropout between the two convolutions of
-    each block (the paper uses 0.3 in some runs; default off).
+    (strides 1, 2, 2) -> BN -> ReLU -> global average pool``. WRN-28-10 has 640 features and, with
+    the 10-class head, 36,479,194 parameters (the paper's 36.5M). Dropout between the two
+    convolutions of each block (the paper uses 0.3 in some runs; default off).
 
     Shapes: input ``(B, H, W, 3)`` NHWC float; output ``(B, 64 * widen_factor)``.
 
@@ -77,7 +77,9 @@ class WideResNet(nn.Module):
     def __post_init__(self) -> None:
         check_positive_int("depth", self.depth)
         if (self.depth - 4) % 6 != 0 or self.depth < 10:
-            raise ValueError(f"depth must be 6n + 4 with n >= 1 (10, 16, 22, 28, ...), got {self.depth}.")
+            raise ValueError(
+                f"depth must be 6n + 4 with n >= 1 (10, 16, 22, 28, ...), got {self.depth}."
+            )
         check_positive_int("widen_factor", self.widen_factor)
         check_dropout_rate(self.dropout_rate)
         super().__post_init__()
@@ -86,7 +88,12 @@ class WideResNet(nn.Module):
     def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
         blocks_per_group = (self.depth - 4) // 6
         x = nn.Conv(
-            16, (3, 3), padding=((1, 1), (1, 1)), use_bias=False, kernel_init=_conv_init, name="stem"
+            16,
+            (3, 3),
+            padding=((1, 1), (1, 1)),
+            use_bias=False,
+            kernel_init=_conv_init,
+            name="stem",
         )(x)
         for group, (width, stride) in enumerate(((16, 1), (32, 2), (64, 2))):
             for block in range(blocks_per_group):

@@ -39,7 +39,9 @@ class Checkpointer:
         return self._manager.latest_step()
 
     def save(self, step: int, state: Any, meta: dict) -> None:
-        """Write checkpoint ``step`` and wait until it is on disk."""
+        """Write checkpoint ``step`` (replacing one of the same step) and wait until it is on disk."""
+        if int(step) in self._manager.all_steps():
+            self._manager.delete(int(step))
         args = ocp.args.Composite(
             state=ocp.args.StandardSave(_flatten(state)), meta=ocp.args.JsonSave(_jsonable(meta))
         )

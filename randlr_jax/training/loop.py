@@ -147,7 +147,7 @@ def fit(
 
     stopper = EarlyStopping(patience=config.patience)
     history: list[dict] = []
-    best = {"params": state.params, "model_state": state.model_state}
+    best = jax.tree.map(jnp.copy, {"params": state.params, "model_state": state.model_state})
     checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"))
     if checkpointer.latest_step() is not None:
         (state, best), meta = checkpointer.restore((state, best))
@@ -184,7 +184,8 @@ def fit(
                 losses.append(metrics["loss"])
                 step += 1
                 steps_timed += 1
-                if config.checkpoint_every_steps and step % config.checkpoint_every_steps == 0:
+                if (config.checkpoint_every_steps and step % config.checkpoint_every_steps == 0
+                        and step != epoch_end):  # the epoch end saves anyway, with its metrics
                     save()
                 if step % config.log_every == 0 or step == epoch_end:
                     host = {k: float(v) for k, v in metrics.items()}
@@ -205,8 +206,9 @@ def fit(
                     for name, value in data.evaluate(split, state, eval_fn, mesh).items():
                         record[f"{split}_{name}"] = value
             improved = stopper.update(record.get("validation_loss", -float(epoch)), epoch + 1)
-            if improved:
-                best = {"params": state.params, "model_state": state.model_state}
+            if improved:  # a copy: the state's own buffers are donated to the next step
+                best = jax.tree.map(jnp.copy, {"params": state.params,
+                                               "model_state": state.model_state})
             record["best_epoch"] = stopper.best_epoch
             history.append(record)
             _append_jsonl(metrics_path, record)

@@ -35,7 +35,7 @@ def _check_task(task: str) -> None:
 def _apply(model, params, model_state, x, carry, *, train: bool, dropout_key=None, task: str):
     """Run the model; returns ``(logits, new_model_state, new_carry)``."""
     variables = {"params": params, **model_state}
-    mutable = list(model_state.keys()) if train else False
+    mutable = list(model_state.keys()) if (train and model_state) else False
     rngs = {"dropout": dropout_key} if dropout_key is not None else None
     args = (x,) if task == "classification" else (x, carry)
     out = model.apply(variables, *args, train=train, rngs=rngs, mutable=mutable)
