@@ -31,6 +31,7 @@ from typing import Any, NamedTuple
 import chex
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from randlr_jax import classifier_copies as cc
@@ -55,7 +56,8 @@ def scale_by_copy_lrs(copy_lrs: Any) -> optax.GradientTransformation:
     Args:
       copy_lrs: ``(N,)`` positive rates, e.g. :func:`randlr_jax.copy_learning_rates`.
     """
-    copy_lrs = jnp.asarray(copy_lrs, jnp.float32)
+    # Kept on the host: ``init`` must return fresh buffers (a training loop may donate the state).
+    copy_lrs = np.asarray(copy_lrs, np.float32)
     if copy_lrs.ndim != 1:
         raise ValueError(f"copy_lrs must be a 1-D array of rates, got shape {copy_lrs.shape}.")
 
@@ -66,7 +68,7 @@ def scale_by_copy_lrs(copy_lrs: Any) -> optax.GradientTransformation:
                     f"every classifier-copy parameter must have the copy axis first, of size "
                     f"{len(copy_lrs)}; got a leaf of shape {leaf.shape}."
                 )
-        return ScaleByCopyLRsState(copy_lrs=copy_lrs)
+        return ScaleByCopyLRsState(copy_lrs=jnp.asarray(copy_lrs))
 
     def update_fn(updates, state, params=None):
         del params
@@ -279,7 +281,8 @@ def make_alrao_train_step(
 
     Returns:
       ``train_step(state, batch) -> (state, metrics)``; metrics: ``loss`` (mixture), ``accuracy``
-      (classification), ``posterior`` ``(N,)``, ``copy_losses`` ``(N,)`` and ``num_dropped``.
+      (classification), ``posterior`` ``(N,)`` (the mixture weights after this step's update, dropped
+      copies at zero), ``copy_losses`` ``(N,)`` and ``num_dropped``.
     """
     if task not in ("classification", "language_model", "regression"):
         raise ValueError(
@@ -306,17 +309,17 @@ def make_alrao_train_step(
         new_carry = None
         if task == "language_model":
             features, new_carry = features
-        switch_state = state.model_state[cc.SWITCH_COLLECTION]
+        switch_state = cc.get_switch_state(state.model_state)
         head_params = params[HEAD]
         params_finite = cc.copies_finite(head_params)
         safe_head = cc.zero_nonfinite_copies(head_params, params_finite)
 
         def copies(p, f):
-            return head.apply({"params": p, **switch_state}, f, method="copy_outputs")
+            return head.apply({"params": p}, f, method="copy_outputs")
 
         own = copies(safe_head, jax.lax.stop_gradient(features))
         mix = copies(jax.lax.stop_gradient(safe_head), features)
-        log_posterior = averager.log_posterior(switch_state["state"])
+        log_posterior = averager.log_posterior(switch_state)
         loss, aux = alrao_loss(own, mix, batch["y"], log_posterior, params_finite,
                                task=loss_task, sigma=head.sigma)
         return loss, (aux, new_other, new_carry)
@@ -334,14 +337,13 @@ def make_alrao_train_step(
         # A dropped copy is frozen: no update (momentum buffers included) reaches it.
         updates = {**updates, HEAD: cc.zero_nonfinite_copies(updates[HEAD], finite)}
         params = optax.apply_updates(state.params, updates)
-        switch_state = state.model_state[cc.SWITCH_COLLECTION]
-        new_switch = averager.update(switch_state["state"], aux["copy_log_likelihoods"])
+        new_switch = averager.update(cc.get_switch_state(state.model_state),
+                                     aux["copy_log_likelihoods"])
         log_posterior = averager.log_posterior(new_switch)
         if catch_up:
             params = {**params, HEAD: switch_lib.catch_up(params[HEAD], log_posterior,
                                                           catch_up_threshold)}
-        model_state = {**state.model_state, **new_other,
-                       cc.SWITCH_COLLECTION: {**switch_state, "state": new_switch}}
+        model_state = cc.set_switch_state({**state.model_state, **new_other}, new_switch)
         new_state = state.replace(
             step=optax.safe_increment(state.step), params=params, model_state=model_state,
             opt_state=opt_state, rng=next_rng,
@@ -349,7 +351,8 @@ def make_alrao_train_step(
         )
         metrics = {
             "loss": aux["mixture_loss"],
-            "posterior": jnp.exp(log_posterior),
+            # The weights the model predicts with: dropped copies at zero, the rest renormalised.
+            "posterior": jnp.exp(cc.masked_log_weights(log_posterior, finite)),
             "copy_losses": -aux["copy_log_likelihoods"],
             "num_dropped": jnp.sum(~finite).astype(jnp.int32),
         }
@@ -366,4 +369,4 @@ def make_alrao_train_step(
 def posterior_of(state: TrainState, model: Any) -> jax.Array:
     """The averaging weights ``a`` ``(N,)`` held in ``state`` (for logging and :func:`suggest_lr`)."""
     averager = model.head.averager()
-    return averager.posterior(state.model_state[cc.SWITCH_COLLECTION]["state"])
+    return averager.posterior(cc.get_switch_state(state.model_state))

@@ -200,7 +200,9 @@ class AlraoHead(nn.Module):
             out_axes=0,
             axis_size=self.num_copies,
         )(self.num_outputs, kernel_init=self.kernel_init, bias_init=self.bias_init, name="copies")
-        self.switch_state = self.variable(SWITCH_COLLECTION, "state", self.averager().init)
+        # ``copy_outputs`` may be applied with the parameters alone (as the Alrao step does).
+        if self.is_initializing() or self.has_variable(SWITCH_COLLECTION, "state"):
+            self.switch_state = self.variable(SWITCH_COLLECTION, "state", self.averager().init)
 
     def copy_outputs(self, features: jax.Array) -> jax.Array:
         """The copies' logits (classification) or means (regression), ``(N, ..., K)``."""
@@ -222,6 +224,18 @@ class AlraoHead(nn.Module):
             return mixture_log_probs(jax.nn.log_softmax(outputs, axis=-1), logw)
         weights = jnp.exp(logw).reshape((-1,) + (1,) * (outputs.ndim - 1))
         return jnp.sum(weights * outputs, axis=0)
+
+
+def get_switch_state(model_state: Any, head_key: str = "head") -> Any:
+    """The averaging state of the head named ``head_key`` from a model's non-parameter collections."""
+    return model_state[SWITCH_COLLECTION][head_key]["state"]
+
+
+def set_switch_state(model_state: Any, new_state: Any, head_key: str = "head") -> dict:
+    """A copy of ``model_state`` with the head's averaging state replaced."""
+    switch = dict(model_state[SWITCH_COLLECTION])
+    switch[head_key] = {**switch[head_key], "state": new_state}
+    return {**model_state, SWITCH_COLLECTION: switch}
 
 
 def _finite_per_copy(outputs: jax.Array) -> jax.Array:

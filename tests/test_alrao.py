@@ -37,11 +37,10 @@ def _state(model, tx, seed=0):
 
 def _set_posterior(state, logits):
     """Give the switch a non-uniform posterior (as after some observations)."""
-    sw = state.model_state[cc.SWITCH_COLLECTION]["state"]
+    sw = cc.get_switch_state(state.model_state)
     log_weights = jnp.stack([jnp.log(0.5) + jax.nn.log_softmax(logits)] * 2)
-    sw = sw._replace(log_weights=log_weights)
-    model_state = {**state.model_state, cc.SWITCH_COLLECTION: {"state": sw}}
-    return state.replace(model_state=model_state)
+    return state.replace(model_state=cc.set_switch_state(state.model_state,
+                                                         sw._replace(log_weights=log_weights)))
 
 
 def test_copy_learning_rates_are_log_spaced():
@@ -68,8 +67,7 @@ def test_output_is_log_of_posterior_weighted_mixture():
     variables = {"params": state.params, **state.model_state}
     out = model.apply(variables, x)
     features = model.apply(variables, x, method="features")
-    copy_logits = model.head.apply(
-        {"params": state.params["head"], **state.model_state}, features, method="copy_outputs")
+    copy_logits = model.head.apply({"params": state.params["head"]}, features, method="copy_outputs")
     a = jax.nn.softmax(jnp.array([0.3, -1.0, 2.0, 0.0]))
     expected = jnp.log(jnp.einsum("j,jbk->bk", a, jax.nn.softmax(copy_logits, -1)))
     chex.assert_trees_all_close(out, expected, rtol=1e-5, atol=1e-6)
@@ -95,8 +93,7 @@ def test_one_backward_pass_gives_mixture_and_standalone_gradients():
     grads = captured["grads"]
 
     log_a = jax.nn.log_softmax(posterior_logits)
-    head_apply = lambda hp, f: model.head.apply(
-        {"params": hp, **state.model_state}, f, method="copy_outputs")
+    head_apply = lambda hp, f: model.head.apply({"params": hp}, f, method="copy_outputs")
 
     def features(body_params):
         return model.apply({"params": {"body": body_params, "head": state.params["head"]}},
@@ -156,11 +153,11 @@ def test_step_updates_switch_with_copy_log_likelihoods():
     new_state, metrics = jax.jit(alrao.make_alrao_train_step(model, tx))(state, batch)
     variables = {"params": state.params, **state.model_state}
     f = model.apply(variables, batch["x"], method="features")
-    logits = model.head.apply(variables | {"params": state.params["head"]}, f, method="copy_outputs")
+    logits = model.head.apply({"params": state.params["head"]}, f, method="copy_outputs")
     ell = -jax.vmap(lambda z: optax.softmax_cross_entropy_with_integer_labels(z, batch["y"]).mean())(
         logits)
     expected = switch_lib.switch_update(switch_lib.switch_init(N), ell)
-    got = new_state.model_state[cc.SWITCH_COLLECTION]["state"]
+    got = cc.get_switch_state(new_state.model_state)
     chex.assert_trees_all_close(got.log_weights, expected.log_weights, rtol=1e-5, atol=1e-6)
     assert int(got.step) == 2
     chex.assert_trees_all_close(metrics["posterior"], switch_lib.switch_posterior(expected),
@@ -232,13 +229,12 @@ def test_regression_head_predicts_posterior_weighted_mean():
     x = jnp.asarray(np.random.default_rng(0).normal(size=(5, 3)), jnp.float32)
     variables = model.init(jax.random.key(0), x)
     logits = jnp.array([0.0, 1.0, -2.0])
-    sw = variables[cc.SWITCH_COLLECTION]["state"]
+    sw = cc.get_switch_state(variables)
     sw = sw._replace(log_weights=jnp.stack([jnp.log(0.5) + jax.nn.log_softmax(logits)] * 2))
-    variables = {**variables, cc.SWITCH_COLLECTION: {"state": sw}}
+    variables = cc.set_switch_state(variables, sw)
     pred = model.apply(variables, x)
     f = model.apply(variables, x, method="features")
-    means = model.head.apply({**variables, "params": variables["params"]["head"]}, f,
-                             method="copy_outputs")
+    means = model.head.apply({"params": variables["params"]["head"]}, f, method="copy_outputs")
     expected = jnp.einsum("j,jbk->bk", jax.nn.softmax(logits), means)
     chex.assert_trees_all_close(pred, expected, rtol=1e-5, atol=1e-6)
     # The loss: -mean log sum_j a_j N(y; mu_j, sigma^2).

@@ -116,8 +116,8 @@ def fit(
       workdir: run directory: ``checkpoints/``, ``metrics.jsonl``, ``results.json``, ``learning_curves.png``.
       task: ``"classification"`` or ``"language_model"``.
       train_step: a replacement for :func:`make_train_step`'s step (same signature), e.g. Alrao's.
-      callbacks: called as ``callback(step, metrics)`` after each step with host-side float metrics when the
-        progress bar refreshes; raising ``KeyboardInterrupt`` from one checkpoints and stops (as Ctrl-C).
+      callbacks: called as ``callback(step, metrics)`` with host-side metrics (floats, or numpy arrays for
+        vector metrics) every ``log_every`` steps and at each epoch's end; raising ``KeyboardInterrupt`` from one checkpoints and stops (as Ctrl-C).
 
     Returns:
       A :class:`FitResult`.
@@ -188,7 +188,7 @@ def fit(
                         and step != epoch_end):  # the epoch end saves anyway, with its metrics
                     save()
                 if step % config.log_every == 0 or step == epoch_end:
-                    host = {k: float(v) for k, v in metrics.items()}
+                    host = _host_metrics(metrics)
                     rate = steps_timed / max(time.perf_counter() - t_start, 1e-9)
                     progress.set_postfix(
                         epoch=epoch + 1, loss=f"{host['loss']:.4f}",
@@ -198,6 +198,9 @@ def fit(
                         callback(step, host)
                 progress.update(1)
             record = {"epoch": epoch + 1, "step": step, "epoch_time_s": time.perf_counter() - t_epoch}
+            if losses:  # vector metrics of the epoch's last step (e.g. Alrao's posterior)
+                record.update({f"last_{k}": v.tolist() for k, v in _host_metrics(metrics).items()
+                               if isinstance(v, np.ndarray)})
             if losses:
                 train_losses = np.asarray(jax.device_get(jnp.stack(losses)), np.float64)
                 record["train_loss"] = float(train_losses.mean())
@@ -318,6 +321,12 @@ class _Data:
     def _initial_carry(self, state: TrainState, batch_size: int):
         # The carry's structure is the training carry's, with ``batch_size`` rows.
         return jax.tree.map(lambda c: jnp.zeros((batch_size,) + c.shape[1:], c.dtype), state.carry)
+
+
+def _host_metrics(metrics: dict) -> dict:
+    """Metrics on the host: Python floats for scalars, numpy arrays otherwise."""
+    host = jax.device_get(metrics)
+    return {k: float(v) if np.ndim(v) == 0 else np.asarray(v) for k, v in host.items()}
 
 
 def _floats(record: dict) -> dict:
