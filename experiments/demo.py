@@ -6,7 +6,8 @@ Command (from the repository root; ``make demo`` does the set-up first)::
 
 Expected on 2 CPU cores: a few minutes in all; SGD at rate 0.1 and Adam reach test accuracy around 0.6-0.8
 after 30 epochs, SGD at rate 1e-3 stays near chance. Writes, under ``--workdir``: one run directory per
-optimizer (``metrics.jsonl``, ``results.json``, ``learning_curves.png``, ``checkpoints/``), plus ``summary.json``
+optimizer (``metrics.jsonl``, ``results.json``, ``learning_curves.png``, ``checkpoints/``), plus
+``summary.json``
 and ``comparison.png``. Interrupt it and run the same command again: it resumes.
 """
 
@@ -29,8 +30,13 @@ from randlr_jax.training import LoopConfig, TrainConfig, train_and_evaluate  # n
 def runs(quick: bool) -> dict[str, TrainConfig]:
     """The compared runs: one config per optimizer, sharing data, model and loop settings."""
     loop = LoopConfig(epochs=3 if quick else 30, batch_size=128, patience=None, seed=0)
-    base = TrainConfig(dataset="mnist1d", model="mlp", model_kwargs={"widths": (100, 100)},
-                       validation_size=400, loop=loop)
+    base = TrainConfig(
+        dataset="mnist1d",
+        model="mlp",
+        model_kwargs={"widths": (100, 100)},
+        validation_size=400,
+        loop=loop,
+    )
     return {
         "sgd_lr1e-3": base.replace(optimizer="sgd", learning_rate=1e-3),
         "sgd_lr1e-1": base.replace(optimizer="sgd", learning_rate=1e-1),
@@ -89,7 +95,7 @@ def _comparison_figure(curves: dict, path: str) -> str:
         epochs = [r["epoch"] for r in history]
         axes[0].plot(epochs, [r["train_loss"] for r in history], label=name)
         axes[1].plot(epochs, [r["test_loss"] for r in history], label=name)
-    for ax, title in zip(axes, ("train loss", "test loss")):
+    for ax, title in zip(axes, ("train loss", "test loss"), strict=False):
         ax.set_xlabel("epoch")
         ax.set_ylabel(title)
         ax.set_yscale("log")

@@ -1,6 +1,47 @@
 """randlr_jax: learning rates you do not tune, for JAX and Optax.
 
-Public surface is re-exported explicitly here; private modules hold one concept each.
+The public surface is re-exported explicitly here; private modules hold one concept each. Subpackages:
+``randlr_jax.data`` (TFDS datasets, offline builders, batching), ``randlr_jax.models`` (the Flax model zoo),
+``randlr_jax.training`` (jitted steps, data-parallel loop, checkpoints).
 """
+
+from randlr_jax import models as models
+from randlr_jax import training as training
+from randlr_jax.alrao import alrao as alrao
+from randlr_jax.alrao import alrao_adam as alrao_adam
+from randlr_jax.alrao import alrao_loss as alrao_loss
+from randlr_jax.alrao import alrao_sgd as alrao_sgd
+from randlr_jax.alrao import head_label_fn as head_label_fn
+from randlr_jax.alrao import make_alrao_train_step as make_alrao_train_step
+from randlr_jax.alrao import posterior_of as posterior_of
+from randlr_jax.alrao import scale_by_copy_lrs as scale_by_copy_lrs
+from randlr_jax.classifier_copies import AlraoHead as AlraoHead
+from randlr_jax.classifier_copies import copy_learning_rates as copy_learning_rates
+from randlr_jax.classifier_copies import suggest_lr as suggest_lr
+from randlr_jax.features import FeatureLRState as FeatureLRState
+from randlr_jax.features import FeatureRule as FeatureRule
+from randlr_jax.features import UnrecognisedParameterWarning as UnrecognisedParameterWarning
+from randlr_jax.features import alrao_adam_body as alrao_adam_body
+from randlr_jax.features import alrao_base as alrao_base
+from randlr_jax.features import alrao_sgd_body as alrao_sgd_body
+from randlr_jax.features import default_feature_rules as default_feature_rules
+from randlr_jax.features import sample_feature_lrs as sample_feature_lrs
+from randlr_jax.features import scale_by_feature_lrs as scale_by_feature_lrs
+from randlr_jax.features import scale_by_lr_tree as scale_by_lr_tree
+from randlr_jax.switch import Averager as Averager
+from randlr_jax.switch import SwitchState as SwitchState
+from randlr_jax.switch import bayes_init as bayes_init
+from randlr_jax.switch import bayes_posterior as bayes_posterior
+from randlr_jax.switch import bayes_update as bayes_update
+from randlr_jax.switch import catch_up as catch_up
+from randlr_jax.switch import make_averager as make_averager
+from randlr_jax.switch import switch_init as switch_init
+from randlr_jax.switch import switch_log_posterior as switch_log_posterior
+from randlr_jax.switch import switch_posterior as switch_posterior
+from randlr_jax.switch import switch_update as switch_update
+from randlr_jax.switch import switch_update_sequence as switch_update_sequence
+from randlr_jax.switch import uniform_init as uniform_init
+from randlr_jax.switch import uniform_posterior as uniform_posterior
+from randlr_jax.switch import uniform_update as uniform_update
 
 __version__ = "0.1.0"

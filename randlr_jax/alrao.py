@@ -8,7 +8,8 @@ Gradients (ALGORITHMS.md §1.2) come from one backward pass of the scalar
 
 .. math::
 
-    L = L_{mix}(\\text{features},\\ \\mathrm{sg}(\\theta^{cl})) + \\sum_j L_j(\\mathrm{sg}(\\text{features}),\\ \\theta^{cl}_j),
+    L = L_{mix}(\\text{features},\\ \\mathrm{sg}(\\theta^{cl}))
+        + \\sum_j L_j(\\mathrm{sg}(\\text{features}),\\ \\theta^{cl}_j),
     \\qquad L_{mix} = -\\log \\sum_j a_j p_j(y|x), \\quad L_j = -\\log p_j(y|x),
 
 so the pre-classifier receives the gradient of the averaged model's loss and each copy the gradient of its own
@@ -31,7 +32,6 @@ from typing import Any, NamedTuple
 import chex
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
 from randlr_jax import classifier_copies as cc
@@ -56,19 +56,21 @@ def scale_by_copy_lrs(copy_lrs: Any) -> optax.GradientTransformation:
     Args:
       copy_lrs: ``(N,)`` positive rates, e.g. :func:`randlr_jax.copy_learning_rates`.
     """
-    # Kept on the host: ``init`` must return fresh buffers (a training loop may donate the state).
-    copy_lrs = np.asarray(copy_lrs, np.float32)
+    copy_lrs = jnp.asarray(copy_lrs, jnp.float32)
     if copy_lrs.ndim != 1:
         raise ValueError(f"copy_lrs must be a 1-D array of rates, got shape {copy_lrs.shape}.")
 
     def init_fn(params):
         for leaf in jax.tree.leaves(params):
-            if not isinstance(leaf, optax.MaskedNode) and (leaf.ndim == 0 or leaf.shape[0] != len(copy_lrs)):
+            if not isinstance(leaf, optax.MaskedNode) and (
+                leaf.ndim == 0 or leaf.shape[0] != len(copy_lrs)
+            ):
                 raise ValueError(
                     f"every classifier-copy parameter must have the copy axis first, of size "
                     f"{len(copy_lrs)}; got a leaf of shape {leaf.shape}."
                 )
-        return ScaleByCopyLRsState(copy_lrs=jnp.asarray(copy_lrs))
+        # A fresh buffer: a training loop may donate the state it gets from ``init``.
+        return ScaleByCopyLRsState(copy_lrs=jnp.array(copy_lrs, copy=True))
 
     def update_fn(updates, state, params=None):
         del params
@@ -161,18 +163,36 @@ def alrao_sgd(
     momentum: float | None = None,
     nesterov: bool = False,
     learning_rate_scale: optax.ScalarOrSchedule = 1.0,
-    **kwargs,
+    per: str = "feature",
+    rules: Any = None,
+    lstm_gates: str = "shared",
+    head_key: str = HEAD,
 ) -> optax.GradientTransformation:
     """Alrao-SGD (the paper's main method), with optional ordinary momentum.
 
-    ``kwargs`` go to :func:`alrao` (``per``, ``rules``, ``lstm_gates``, ``head_key``).
+    ``per``, ``rules``, ``lstm_gates`` and ``head_key`` are as in :func:`alrao`. The numeric
+    hyperparameters (``momentum``, ``learning_rate_scale``) can be driven by ``optax.inject_hyperparams``
+    with ``static_args=("key", "lr_min", "lr_max", "num_copies")``.
+
+    Example:
+      >>> tx = alrao_sgd(jax.random.key(0), lr_min=1e-5, lr_max=10.0, num_copies=10)
     """
     if isinstance(momentum, (int, float)) and not 0.0 <= momentum < 1.0:
         raise ValueError(f"momentum must be in [0, 1) or None, got {momentum!r}.")
     # ``momentum`` may be a traced value under ``optax.inject_hyperparams``: no Python test on it.
     base = optax.identity() if momentum is None else optax.trace(decay=momentum, nesterov=nesterov)
-    return alrao(base, key, lr_min, lr_max, num_copies,
-                 learning_rate_scale=learning_rate_scale, **kwargs)
+    return alrao(
+        base,
+        key,
+        lr_min,
+        lr_max,
+        num_copies,
+        learning_rate_scale=learning_rate_scale,
+        per=per,
+        rules=rules,
+        lstm_gates=lstm_gates,
+        head_key=head_key,
+    )
 
 
 def alrao_adam(
@@ -185,11 +205,27 @@ def alrao_adam(
     b2: float = 0.999,
     eps: float = 1e-8,
     learning_rate_scale: optax.ScalarOrSchedule = 1.0,
-    **kwargs,
+    per: str = "feature",
+    rules: Any = None,
+    lstm_gates: str = "shared",
+    head_key: str = HEAD,
 ) -> optax.GradientTransformation:
-    """Alrao-Adam: ``eta ⊙ m_hat / (sqrt(v_hat) + eps)`` with per-feature (and per-copy) ``eta`` (Appendix C)."""
-    return alrao(optax.scale_by_adam(b1=b1, b2=b2, eps=eps), key, lr_min, lr_max, num_copies,
-                 learning_rate_scale=learning_rate_scale, **kwargs)
+    """Alrao-Adam: ``eta ⊙ m_hat / (sqrt(v_hat) + eps)``, per-feature (and per-copy) ``eta`` (Appendix C).
+
+    Other arguments as :func:`alrao_sgd`.
+    """
+    return alrao(
+        optax.scale_by_adam(b1=b1, b2=b2, eps=eps),
+        key,
+        lr_min,
+        lr_max,
+        num_copies,
+        learning_rate_scale=learning_rate_scale,
+        per=per,
+        rules=rules,
+        lstm_gates=lstm_gates,
+        head_key=head_key,
+    )
 
 
 def alrao_loss(
@@ -233,16 +269,21 @@ def alrao_loss(
     copy_ll = jnp.where(finite, copy_ll, -jnp.inf)
     copies_loss = -jnp.sum(jnp.where(finite, own_ll.reshape(n, -1).mean(axis=1), 0.0))
     logw = cc.masked_log_weights(log_posterior, finite)
-    safe_logw = jnp.where(jnp.any(finite), logw, -math.log(n))  # all dropped: keep the output finite
+    safe_logw = jnp.where(
+        jnp.any(finite), logw, -math.log(n)
+    )  # all dropped: keep the output finite
     mixture_ll = jax.nn.logsumexp(
-        safe_logw.reshape((-1,) + (1,) * (mix_ll.ndim - 1)) + jnp.where(finite.reshape(
-            (-1,) + (1,) * (mix_ll.ndim - 1)), mix_ll, -jnp.inf), axis=0)
+        safe_logw.reshape((-1,) + (1,) * (mix_ll.ndim - 1))
+        + jnp.where(finite.reshape((-1,) + (1,) * (mix_ll.ndim - 1)), mix_ll, -jnp.inf),
+        axis=0,
+    )
     mixture_ll = jnp.where(jnp.isfinite(mixture_ll), mixture_ll, 0.0)
     mixture_loss = -jnp.mean(mixture_ll)
     aux = {"mixture_loss": mixture_loss, "copy_log_likelihoods": copy_ll, "finite": finite}
     if task == "classification":
         aux["mixture_log_probs"] = jax.lax.stop_gradient(
-            cc.mixture_log_probs(jax.nn.log_softmax(own, axis=-1), safe_logw))
+            cc.mixture_log_probs(jax.nn.log_softmax(own, axis=-1), safe_logw)
+        )
     else:
         weights = jnp.exp(safe_logw).reshape((-1,) + (1,) * (own.ndim - 1))
         aux["prediction"] = jax.lax.stop_gradient(jnp.sum(weights * own, axis=0))
@@ -301,10 +342,19 @@ def make_alrao_train_step(
         other_state = {k: v for k, v in state.model_state.items() if k != cc.SWITCH_COLLECTION}
         variables = {"params": params, **other_state}
         mutable = list(other_state) or False
-        args = (batch["x"],) if task != "language_model" else (
-            batch["x"], jax.lax.stop_gradient(state.carry))
-        out = model.apply(variables, *args, train=True, rngs={"dropout": dropout_key},
-                          mutable=mutable, method="features")
+        args = (
+            (batch["x"],)
+            if task != "language_model"
+            else (batch["x"], jax.lax.stop_gradient(state.carry))
+        )
+        out = model.apply(
+            variables,
+            *args,
+            train=True,
+            rngs={"dropout": dropout_key},
+            mutable=mutable,
+            method="features",
+        )
         features, new_other = out if mutable else (out, {})
         new_carry = None
         if task == "language_model":
@@ -320,14 +370,16 @@ def make_alrao_train_step(
         own = copies(safe_head, jax.lax.stop_gradient(features))
         mix = copies(jax.lax.stop_gradient(safe_head), features)
         log_posterior = averager.log_posterior(switch_state)
-        loss, aux = alrao_loss(own, mix, batch["y"], log_posterior, params_finite,
-                               task=loss_task, sigma=head.sigma)
+        loss, aux = alrao_loss(
+            own, mix, batch["y"], log_posterior, params_finite, task=loss_task, sigma=head.sigma
+        )
         return loss, (aux, new_other, new_carry)
 
     def train_step(state: TrainState, batch: dict) -> tuple[TrainState, dict]:
         dropout_key, next_rng = jax.random.split(state.rng)
         (_, (aux, new_other, new_carry)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-            state.params, state, batch, dropout_key)
+            state.params, state, batch, dropout_key
+        )
         finite = aux["finite"]
         grads = {**grads, HEAD: cc.zero_nonfinite_copies(grads[HEAD], finite)}
         extra = {"value": aux["mixture_loss"]}
@@ -337,16 +389,22 @@ def make_alrao_train_step(
         # A dropped copy is frozen: no update (momentum buffers included) reaches it.
         updates = {**updates, HEAD: cc.zero_nonfinite_copies(updates[HEAD], finite)}
         params = optax.apply_updates(state.params, updates)
-        new_switch = averager.update(cc.get_switch_state(state.model_state),
-                                     aux["copy_log_likelihoods"])
+        new_switch = averager.update(
+            cc.get_switch_state(state.model_state), aux["copy_log_likelihoods"]
+        )
         log_posterior = averager.log_posterior(new_switch)
         if catch_up:
-            params = {**params, HEAD: switch_lib.catch_up(params[HEAD], log_posterior,
-                                                          catch_up_threshold)}
+            params = {
+                **params,
+                HEAD: switch_lib.catch_up(params[HEAD], log_posterior, catch_up_threshold),
+            }
         model_state = cc.set_switch_state({**state.model_state, **new_other}, new_switch)
         new_state = state.replace(
-            step=optax.safe_increment(state.step), params=params, model_state=model_state,
-            opt_state=opt_state, rng=next_rng,
+            step=optax.safe_increment(state.step),
+            params=params,
+            model_state=model_state,
+            opt_state=opt_state,
+            rng=next_rng,
             carry=None if new_carry is None else jax.lax.stop_gradient(new_carry),
         )
         metrics = {

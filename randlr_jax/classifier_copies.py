@@ -69,7 +69,11 @@ def check_lr_interval(lr_min: Any, lr_max: Any) -> tuple[float, float]:
 
 
 def check_num_copies(num_copies: Any) -> int:
-    if isinstance(num_copies, bool) or not isinstance(num_copies, (int, np.integer)) or num_copies < 1:
+    if (
+        isinstance(num_copies, bool)
+        or not isinstance(num_copies, (int, np.integer))
+        or num_copies < 1
+    ):
         raise ValueError(f"num_copies must be an integer >= 1, got {num_copies!r}.")
     return int(num_copies)
 
@@ -178,8 +182,11 @@ class AlraoHead(nn.Module):
 
     def _validate(self) -> None:
         check_num_copies(self.num_copies)
-        if isinstance(self.num_outputs, bool) or not isinstance(self.num_outputs, (int, np.integer)) \
-                or self.num_outputs < 1:
+        if (
+            isinstance(self.num_outputs, bool)
+            or not isinstance(self.num_outputs, (int, np.integer))
+            or self.num_outputs < 1
+        ):
             raise ValueError(f"num_outputs must be an integer >= 1, got {self.num_outputs!r}.")
         if self.task not in TASKS:
             raise ValueError(f"task must be one of {TASKS}, got {self.task!r}.")

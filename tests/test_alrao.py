@@ -39,8 +39,9 @@ def _set_posterior(state, logits):
     """Give the switch a non-uniform posterior (as after some observations)."""
     sw = cc.get_switch_state(state.model_state)
     log_weights = jnp.stack([jnp.log(0.5) + jax.nn.log_softmax(logits)] * 2)
-    return state.replace(model_state=cc.set_switch_state(state.model_state,
-                                                         sw._replace(log_weights=log_weights)))
+    return state.replace(
+        model_state=cc.set_switch_state(state.model_state, sw._replace(log_weights=log_weights))
+    )
 
 
 def test_copy_learning_rates_are_log_spaced():
@@ -67,7 +68,9 @@ def test_output_is_log_of_posterior_weighted_mixture():
     variables = {"params": state.params, **state.model_state}
     out = model.apply(variables, x)
     features = model.apply(variables, x, method="features")
-    copy_logits = model.head.apply({"params": state.params["head"]}, features, method="copy_outputs")
+    copy_logits = model.head.apply(
+        {"params": state.params["head"]}, features, method="copy_outputs"
+    )
     a = jax.nn.softmax(jnp.array([0.3, -1.0, 2.0, 0.0]))
     expected = jnp.log(jnp.einsum("j,jbk->bk", a, jax.nn.softmax(copy_logits, -1)))
     chex.assert_trees_all_close(out, expected, rtol=1e-5, atol=1e-6)
@@ -86,6 +89,7 @@ def test_one_backward_pass_gives_mixture_and_standalone_gradients():
         def update(updates, opt_state, params=None, **_):
             captured["grads"] = updates
             return updates, opt_state
+
         return optax.GradientTransformationExtraArgs(lambda p: optax.EmptyState(), update)
 
     step = alrao.make_alrao_train_step(model, capture_tx())
@@ -96,13 +100,17 @@ def test_one_backward_pass_gives_mixture_and_standalone_gradients():
     head_apply = lambda hp, f: model.head.apply({"params": hp}, f, method="copy_outputs")
 
     def features(body_params):
-        return model.apply({"params": {"body": body_params, "head": state.params["head"]}},
-                           batch["x"], method="features")
+        return model.apply(
+            {"params": {"body": body_params, "head": state.params["head"]}},
+            batch["x"],
+            method="features",
+        )
 
     def mixture_loss(body_params):
         logp = jax.nn.log_softmax(head_apply(state.params["head"], features(body_params)), -1)
-        picked = jnp.take_along_axis(logp, jnp.broadcast_to(batch["y"][None, :, None],
-                                                            (N, 16, 1)), -1)[..., 0]
+        picked = jnp.take_along_axis(
+            logp, jnp.broadcast_to(batch["y"][None, :, None], (N, 16, 1)), -1
+        )[..., 0]
         return -jnp.mean(jax.nn.logsumexp(log_a[:, None] + picked, axis=0))
 
     expected_body = jax.grad(mixture_loss)(state.params["body"])
@@ -110,14 +118,17 @@ def test_one_backward_pass_gives_mixture_and_standalone_gradients():
 
     f = features(state.params["body"])
     for j in range(N):
+
         def own_loss(copy_params, j=j):
-            hp = jax.tree.map(lambda full, c: full.at[j].set(c), state.params["head"], copy_params)
+            hp = jax.tree.map(
+                lambda full, c, j=j: full.at[j].set(c), state.params["head"], copy_params
+            )
             logits = head_apply(hp, f)[j]
             return optax.softmax_cross_entropy_with_integer_labels(logits, batch["y"]).mean()
 
-        copy_params = jax.tree.map(lambda p: p[j], state.params["head"])
+        copy_params = jax.tree.map(lambda p, j=j: p[j], state.params["head"])
         expected = jax.grad(own_loss)(copy_params)
-        got = jax.tree.map(lambda g: g[j], grads["head"])
+        got = jax.tree.map(lambda g, j=j: g[j], grads["head"])
         chex.assert_trees_all_close(got, expected, rtol=1e-4, atol=1e-6)
 
 
@@ -139,10 +150,15 @@ def test_single_copy_equal_rates_is_plain_sgd():
         s_alrao, m_alrao = step_alrao(s_alrao, batch)
         s_plain, m_plain = step_plain(s_plain, batch)
         np.testing.assert_allclose(m_alrao["loss"], m_plain["loss"], rtol=1e-5)
-    chex.assert_trees_all_close(s_alrao.params["body"], s_plain.params["body"], rtol=1e-5, atol=1e-7)
-    chex.assert_trees_all_close(s_alrao.params["head"]["copies"],
-                                jax.tree.map(lambda p: p[None], s_plain.params["head"]),
-                                rtol=1e-5, atol=1e-7)
+    chex.assert_trees_all_close(
+        s_alrao.params["body"], s_plain.params["body"], rtol=1e-5, atol=1e-7
+    )
+    chex.assert_trees_all_close(
+        s_alrao.params["head"]["copies"],
+        jax.tree.map(lambda p: p[None], s_plain.params["head"]),
+        rtol=1e-5,
+        atol=1e-7,
+    )
 
 
 def test_step_updates_switch_with_copy_log_likelihoods():
@@ -154,14 +170,16 @@ def test_step_updates_switch_with_copy_log_likelihoods():
     variables = {"params": state.params, **state.model_state}
     f = model.apply(variables, batch["x"], method="features")
     logits = model.head.apply({"params": state.params["head"]}, f, method="copy_outputs")
-    ell = -jax.vmap(lambda z: optax.softmax_cross_entropy_with_integer_labels(z, batch["y"]).mean())(
-        logits)
+    ell = -jax.vmap(
+        lambda z: optax.softmax_cross_entropy_with_integer_labels(z, batch["y"]).mean()
+    )(logits)
     expected = switch_lib.switch_update(switch_lib.switch_init(N), ell)
     got = cc.get_switch_state(new_state.model_state)
     chex.assert_trees_all_close(got.log_weights, expected.log_weights, rtol=1e-5, atol=1e-6)
     assert int(got.step) == 2
-    chex.assert_trees_all_close(metrics["posterior"], switch_lib.switch_posterior(expected),
-                                rtol=1e-5)
+    chex.assert_trees_all_close(
+        metrics["posterior"], switch_lib.switch_posterior(expected), rtol=1e-5
+    )
     chex.assert_trees_all_close(metrics["copy_losses"], -ell, rtol=1e-5)
 
 
@@ -239,8 +257,9 @@ def test_regression_head_predicts_posterior_weighted_mean():
     chex.assert_trees_all_close(pred, expected, rtol=1e-5, atol=1e-6)
     # The loss: -mean log sum_j a_j N(y; mu_j, sigma^2).
     y = jnp.ones((5, 2))
-    loss, aux = alrao.alrao_loss(means, means, y, jax.nn.log_softmax(logits), jnp.ones(3, bool),
-                                 task="regression", sigma=0.5)
+    loss, aux = alrao.alrao_loss(
+        means, means, y, jax.nn.log_softmax(logits), jnp.ones(3, bool), task="regression", sigma=0.5
+    )
     dens = jnp.exp(-0.5 * ((y[None] - means) / 0.5) ** 2) / (0.5 * math.sqrt(2 * math.pi))
     mix = -jnp.mean(jnp.log(jnp.einsum("j,jb->b", jax.nn.softmax(logits), dens.prod(-1))))
     np.testing.assert_allclose(float(aux["mixture_loss"]), float(mix), rtol=1e-5)
@@ -310,41 +329,55 @@ def test_bad_arguments_raise_at_construction(kwargs, match):
 
 def test_bad_head_arguments():
     x = jnp.zeros((2, 3))
-    for kw, match in ((dict(num_copies=0), "num_copies"), (dict(theta=1.5), "theta"),
-                      (dict(task="ranking"), "task"), (dict(averaging="median"), "averaging")):
+    for kw, match in (
+        (dict(num_copies=0), "num_copies"),
+        (dict(theta=1.5), "theta"),
+        (dict(task="ranking"), "task"),
+        (dict(averaging="median"), "averaging"),
+    ):
         model = models.make_model("mlp", widths=(4,), head=cc.AlraoHead(num_outputs=2, **kw))
         with pytest.raises(ValueError, match=match):
             model.init(jax.random.key(0), x)
     with pytest.raises(ValueError, match="AlraoHead"):
-        alrao.make_alrao_train_step(models.make_model("mlp", widths=(4,), num_classes=2),
-                                    optax.sgd(0.1))
+        alrao.make_alrao_train_step(
+            models.make_model("mlp", widths=(4,), num_classes=2), optax.sgd(0.1)
+        )
 
 
 def test_learning_rate_scale_schedule_divides_all_rates():
-    params = {"body": {"Dense_0": {"kernel": jnp.ones((3, 4)), "bias": jnp.ones(4)}},
-              "head": {"copies": {"kernel": jnp.ones((2, 4, 3)), "bias": jnp.ones((2, 3))}}}
+    params = {
+        "body": {"Dense_0": {"kernel": jnp.ones((3, 4)), "bias": jnp.ones(4)}},
+        "head": {"copies": {"kernel": jnp.ones((2, 4, 3)), "bias": jnp.ones((2, 3))}},
+    }
     grads = jax.tree.map(jnp.ones_like, params)
     plain = alrao.alrao_sgd(jax.random.key(0), 1e-3, 1.0, 2)
-    scheduled = alrao.alrao_sgd(jax.random.key(0), 1e-3, 1.0, 2,
-                                learning_rate_scale=lambda step: 1.0 / (1.0 + step))
+    scheduled = alrao.alrao_sgd(
+        jax.random.key(0), 1e-3, 1.0, 2, learning_rate_scale=lambda step: 1.0 / (1.0 + step)
+    )
     s_plain, s_sched = plain.init(params), scheduled.init(params)
     for t in range(3):
         u_plain, s_plain = plain.update(grads, s_plain, params)
         u_sched, s_sched = scheduled.update(grads, s_sched, params)
-        chex.assert_trees_all_close(u_sched, jax.tree.map(lambda u: u / (1.0 + t), u_plain),
-                                    rtol=1e-6)
+        chex.assert_trees_all_close(
+            u_sched, jax.tree.map(lambda u, t=t: u / (1.0 + t), u_plain), rtol=1e-6
+        )
 
 
 def test_head_routing_by_path():
-    params = {"body": {"Dense_0": {"kernel": jnp.ones((3, 4))}},
-              "head": {"copies": {"kernel": jnp.ones((2, 4, 3))}}}
+    params = {
+        "body": {"Dense_0": {"kernel": jnp.ones((3, 4))}},
+        "head": {"copies": {"kernel": jnp.ones((2, 4, 3))}},
+    }
     labels = alrao.head_label_fn()(params)
-    assert labels == {"body": {"Dense_0": {"kernel": "body"}},
-                      "head": {"copies": {"kernel": "head"}}}
+    assert labels == {
+        "body": {"Dense_0": {"kernel": "body"}},
+        "head": {"copies": {"kernel": "head"}},
+    }
     tx = alrao.alrao_sgd(jax.random.key(0), 1e-2, 1.0, 2)
     updates, _ = tx.update(jax.tree.map(jnp.ones_like, params), tx.init(params), params)
-    np.testing.assert_allclose(np.asarray(updates["head"]["copies"]["kernel"][:, 0, 0]),
-                               [-1e-2, -1.0], rtol=1e-6)
+    np.testing.assert_allclose(
+        np.asarray(updates["head"]["copies"]["kernel"][:, 0, 0]), [-1e-2, -1.0], rtol=1e-6
+    )
     body_rates = -np.asarray(updates["body"]["Dense_0"]["kernel"])
     assert (body_rates >= 1e-2 - 1e-9).all() and (body_rates <= 1.0 + 1e-6).all()
     assert len(np.unique(body_rates[0])) == 4  # one rate per feature (output unit)

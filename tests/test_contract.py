@@ -35,29 +35,90 @@ class Case:
 KEY = jax.random.key(0)
 
 CASES = [
-    Case("scale_by_feature_lrs",
-         lambda: optax.chain(features.scale_by_feature_lrs(KEY, 0.05, 0.5), optax.scale(-1.0))),
-    Case("scale_by_copy_lrs",
-         lambda: optax.chain(alrao.scale_by_copy_lrs(jnp.array([0.1, 0.5])), optax.scale(-1.0))),
-    Case("alrao_sgd", lambda: alrao.alrao_sgd(KEY, 0.05, 0.5, 2),
-         inject=(alrao.alrao_sgd, dict(key=KEY, lr_min=0.05, lr_max=0.5, num_copies=2),
-                 "learning_rate_scale", 0.5)),
-    Case("alrao_sgd_momentum", lambda: alrao.alrao_sgd(KEY, 0.02, 0.2, 2, momentum=0.9),
-         inject=(alrao.alrao_sgd, dict(key=KEY, lr_min=0.02, lr_max=0.2, num_copies=2),
-                 "momentum", 0.5)),
-    Case("alrao_adam", lambda: alrao.alrao_adam(KEY, 0.01, 0.1, 2),
-         inject=(alrao.alrao_adam, dict(key=KEY, lr_min=0.01, lr_max=0.1, num_copies=2),
-                 "b1", 0.5), steps_to_converge=600),
+    Case(
+        "scale_by_feature_lrs",
+        lambda: optax.chain(features.scale_by_feature_lrs(KEY, 0.05, 0.5), optax.scale(-1.0)),
+    ),
+    Case(
+        "scale_by_copy_lrs",  # the copies' rates on the head, plain SGD on the body
+        lambda: optax.partition(
+            {
+                "head": optax.chain(
+                    alrao.scale_by_copy_lrs(jnp.array([0.1, 0.5])), optax.scale(-1.0)
+                ),
+                "body": optax.sgd(0.1),
+            },
+            alrao.head_label_fn(),
+        ),
+    ),
+    Case(
+        "alrao_sgd",
+        lambda: alrao.alrao_sgd(KEY, 0.05, 0.5, 2),
+        inject=(
+            alrao.alrao_sgd,
+            dict(key=KEY, lr_min=0.05, lr_max=0.5, num_copies=2),
+            "learning_rate_scale",
+            0.5,
+        ),
+    ),
+    Case(
+        "alrao_sgd_momentum",
+        lambda: alrao.alrao_sgd(KEY, 0.02, 0.2, 2, momentum=0.9),
+        inject=(
+            alrao.alrao_sgd,
+            dict(key=KEY, lr_min=0.02, lr_max=0.2, num_copies=2),
+            "momentum",
+            0.5,
+        ),
+    ),
+    Case(
+        "alrao_adam",
+        lambda: alrao.alrao_adam(KEY, 0.01, 0.1, 2),
+        inject=(alrao.alrao_adam, dict(key=KEY, lr_min=0.01, lr_max=0.1, num_copies=2), "b1", 0.5),
+        steps_to_converge=600,
+    ),
 ]
 IDS = [c.name for c in CASES]
+
+
+def _eager(fn):
+    def run(*args):
+        with jax.disable_jit():
+            return fn(*args)
+
+    return run
+
+
+def _pmapped(fn):
+    """Run ``fn`` on every device with the same inputs (pmap) and return device 0's result."""
+
+    def run(*args):
+        n = jax.local_device_count()
+        stacked = jax.tree.map(lambda x: jnp.broadcast_to(x, (n,) + x.shape), args)
+        out = jax.pmap(lambda a: fn(*a))(stacked)
+        return jax.tree.map(lambda x: x[0], out)
+
+    return run
+
+
+_VARIANTS = {"jit": jax.jit, "eager": _eager, "pmap": _pmapped}
 
 
 def _params(dtype=jnp.float32):
     k1, k2, k3, k4 = jax.random.split(jax.random.key(42), 4)
     tree = {
-        "body": {"Dense_0": {"kernel": jax.random.normal(k1, (3, 4)), "bias": jax.random.normal(k2, (4,))}},
-        "head": {"copies": {"kernel": jax.random.normal(k3, (2, 4, 3)),
-                            "bias": jax.random.normal(k4, (2, 3))}},
+        "body": {
+            "Dense_0": {
+                "kernel": jax.random.normal(k1, (3, 4)),
+                "bias": jax.random.normal(k2, (4,)),
+            }
+        },
+        "head": {
+            "copies": {
+                "kernel": jax.random.normal(k3, (2, 4, 3)),
+                "bias": jax.random.normal(k4, (2, 3)),
+            }
+        },
     }
     return jax.tree.map(lambda x: x.astype(dtype), tree)
 
@@ -67,8 +128,10 @@ def _target():
 
 
 def _quadratic(params):
-    return sum(0.5 * jnp.sum((p.astype(jnp.float32) - t) ** 2)
-               for p, t in zip(jax.tree.leaves(params), jax.tree.leaves(_target())))
+    return sum(
+        0.5 * jnp.sum((p.astype(jnp.float32) - t) ** 2)
+        for p, t in zip(jax.tree.leaves(params), jax.tree.leaves(_target()), strict=False)
+    )
 
 
 def _run(tx, params, steps):
@@ -86,16 +149,17 @@ def _run(tx, params, steps):
 
 @pytest.mark.parametrize("case", CASES, ids=IDS)
 class TestContract:
-
-    @chex.variants(with_jit=True, without_jit=True, with_pmap=True)
-    def test_same_updates_jitted_eager_and_pmapped(self, case):
+    @pytest.mark.parametrize("variant", ["jit", "eager", "pmap"])
+    def test_same_updates_jitted_eager_and_pmapped(self, case, variant):
         tx = case.make()
         params = _params()
         state = tx.init(params)
         grads = jax.grad(_quadratic)(params)
-        update = self.variant(lambda g, s, p: tx.update(g, s, p))
-        updates, new_state = update(grads, state, params)
-        reference, ref_state = tx.update(grads, state, params)
+        updates, new_state = _VARIANTS[variant](lambda g, s, p: tx.update(g, s, p))(
+            grads, state, params
+        )
+        with jax.disable_jit():
+            reference, ref_state = tx.update(grads, state, params)
         chex.assert_trees_all_close(updates, reference, rtol=1e-6, atol=1e-7)
         chex.assert_trees_all_close(new_state, ref_state, rtol=1e-6, atol=1e-7)
 
@@ -103,14 +167,18 @@ class TestContract:
         tx = optax.chain(optax.clip_by_global_norm(1e3), case.make(), optax.scale(1.0))
         params = _params()
         updates, _ = jax.jit(tx.update)(jax.grad(_quadratic)(params), tx.init(params), params)
-        expected, _ = case.make().update(jax.grad(_quadratic)(params), case.make().init(params), params)
+        expected, _ = case.make().update(
+            jax.grad(_quadratic)(params), case.make().init(params), params
+        )
         chex.assert_trees_all_close(updates, expected, rtol=1e-6)
 
     def test_inside_masked(self, case):
         # The head is masked off: its gradients must pass through untouched.
         params = _params()
-        mask = {"body": jax.tree.map(lambda _: True, params["body"]),
-                "head": jax.tree.map(lambda _: False, params["head"])}
+        mask = {
+            "body": jax.tree.map(lambda _: True, params["body"]),
+            "head": jax.tree.map(lambda _: False, params["head"]),
+        }
         tx = optax.masked(case.make(), mask)
         grads = jax.grad(_quadratic)(params)
         updates, _ = jax.jit(tx.update)(grads, tx.init(params), params)
@@ -138,10 +206,11 @@ class TestContract:
         grads = jax.tree.map(lambda g: g.astype(dtype), jax.grad(_quadratic)(params))
         updates, _ = jax.jit(tx.update)(grads, state, params)
         new_params = optax.apply_updates(params, updates)
-        for p, u in zip(jax.tree.leaves(new_params), jax.tree.leaves(updates)):
+        for p, u in zip(jax.tree.leaves(new_params), jax.tree.leaves(updates), strict=False):
             assert p.dtype == dtype and u.dtype == dtype
 
     def test_no_recompilation(self, case):
+        chex.clear_trace_counter()  # the counter is keyed by the function's code, shared by the cases
         tx = case.make()
         params = _params()
 
@@ -161,10 +230,14 @@ class TestContract:
         assert float(_quadratic(final)) < 1e-3 * float(_quadratic(params))
 
 
-@pytest.mark.parametrize("case", [c for c in CASES if c.inject], ids=[c.name for c in CASES if c.inject])
+@pytest.mark.parametrize(
+    "case", [c for c in CASES if c.inject], ids=[c.name for c in CASES if c.inject]
+)
 def test_inject_hyperparams(case):
     factory, static, name, value = case.inject
-    injected = optax.inject_hyperparams(factory, static_args=tuple(static))(**static, **{name: value})
+    injected = optax.inject_hyperparams(factory, static_args=tuple(static))(
+        **static, **{name: value}
+    )
     params = _params()
     state = injected.init(params)
     assert float(state.hyperparams[name]) == pytest.approx(value)
@@ -178,5 +251,7 @@ def test_inject_hyperparams(case):
     same, _ = update(grads, state, params)
     state.hyperparams[name] = jnp.asarray(value * 0.5, jnp.float32)
     changed, _ = update(grads, state, params)
-    assert not all(np.allclose(np.asarray(a, np.float32), np.asarray(b, np.float32))
-                   for a, b in zip(jax.tree.leaves(same), jax.tree.leaves(changed)))
+    assert not all(
+        np.allclose(np.asarray(a, np.float32), np.asarray(b, np.float32))
+        for a, b in zip(jax.tree.leaves(same), jax.tree.leaves(changed), strict=False)
+    )

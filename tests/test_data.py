@@ -85,8 +85,9 @@ def test_builders_are_deterministic_and_leave_global_rngs_alone(tfds_data_dir, t
 
 def test_second_use_reuses_the_built_files(tfds_data_dir, monkeypatch):
     data.load_arrays("digits", "test", data_dir=tfds_data_dir)
-    info_file = os.path.join(data.get_builder("digits", data_dir=tfds_data_dir).data_dir,
-                             "dataset_info.json")
+    info_file = os.path.join(
+        data.get_builder("digits", data_dir=tfds_data_dir).data_dir, "dataset_info.json"
+    )
     stamp = os.stat(info_file).st_mtime_ns
 
     def fail(*args, **kwargs):
@@ -130,7 +131,8 @@ def test_digits_split_and_standardisation(tfds_data_dir):
 
 def test_shakespeare_splits_vocabulary_and_round_trip(tfds_data_dir):
     assert shakespeare_split_of_works() == {
-        "test": TEST_WORKS, "validation": VALIDATION_WORKS,
+        "test": TEST_WORKS,
+        "validation": VALIDATION_WORKS,
         "train": shakespeare_split_of_works()["train"],
     }
     assert len(document_names()) == 77
@@ -172,8 +174,17 @@ def test_char_vocabulary_validates():
 
 
 def test_registry_is_consistent():
-    expected = {"mnist1d", "digits", "shakespeare_char", "mnist", "fashion_mnist", "cifar10",
-                "cifar100", "svhn_cropped", "tiny_shakespeare"}
+    expected = {
+        "mnist1d",
+        "digits",
+        "shakespeare_char",
+        "mnist",
+        "fashion_mnist",
+        "cifar10",
+        "cifar100",
+        "svhn_cropped",
+        "tiny_shakespeare",
+    }
     assert set(data.DATASETS) == expected
     for name, spec in data.DATASETS.items():
         assert spec.name == name and spec.kind in ("classification", "language_model")
@@ -209,9 +220,7 @@ def test_unprepared_public_dataset_fails_fast_with_instructions(tmp_path, name):
     assert repr(name) in message and str(tmp_path) in message and f"tfds build {name}" in message
 
 
-@pytest.mark.parametrize(
-    "name, shape", [("mnist", (28, 28, 1)), ("cifar10", (32, 32, 3))]
-)
+@pytest.mark.parametrize("name, shape", [("mnist", (28, 28, 1)), ("cifar10", (32, 32, 3))])
 def test_public_datasets_through_mocked_tfds(tmp_path, monkeypatch, name, shape):
     # mock_data fakes the records, not the files that mark a dataset prepared.
     monkeypatch.setattr(_loading, "_require_prepared", lambda *args, **kwargs: None)
@@ -262,8 +271,10 @@ def _arrays(n):
     return {"x": np.arange(n * 3, dtype=np.float32).reshape(n, 3), "y": np.arange(n)}
 
 
-@pytest.mark.parametrize("n, batch_size, drop", [(10, 3, False), (10, 3, True), (12, 4, False),
-                                                  (7, 7, True), (1, 1, False)])
+@pytest.mark.parametrize(
+    "n, batch_size, drop",
+    [(10, 3, False), (10, 3, True), (12, 4, False), (7, 7, True), (1, 1, False)],
+)
 def test_batch_iterator_epochs(n, batch_size, drop):
     arrays = _arrays(n)
     kwargs = dict(shuffle=True, seed=5, drop_remainder=drop)
@@ -274,11 +285,13 @@ def test_batch_iterator_epochs(n, batch_size, drop):
     assert len(np.unique(seen)) == len(seen)  # each example at most once, all when not dropping
     for batch in epoch0:
         np.testing.assert_array_equal(batch["x"][:, 0], 3 * batch["y"])  # rows stay together
-    chex.assert_trees_all_equal(epoch0, list(data.batch_iterator(arrays, batch_size, epoch=0,
-                                                                 **kwargs)))
+    chex.assert_trees_all_equal(
+        epoch0, list(data.batch_iterator(arrays, batch_size, epoch=0, **kwargs))
+    )
     for start in range(len(epoch0) + 1):
-        resumed = list(data.batch_iterator(arrays, batch_size, epoch=0, start_batch=start,
-                                           **kwargs))
+        resumed = list(
+            data.batch_iterator(arrays, batch_size, epoch=0, start_batch=start, **kwargs)
+        )
         chex.assert_trees_all_equal(resumed, epoch0[start:])
 
 
@@ -312,8 +325,9 @@ def test_batch_iterator_rejects_bad_arguments():
         data.num_batches(8, 0, False)
 
 
-@pytest.mark.parametrize("num_tokens, batch_size, seq_len", [(100, 2, 10), (1000, 7, 13),
-                                                             (33, 4, 7), (50, 1, 48)])
+@pytest.mark.parametrize(
+    "num_tokens, batch_size, seq_len", [(100, 2, 10), (1000, 7, 13), (33, 4, 7), (50, 1, 48)]
+)
 def test_lm_batches_are_contiguous_streams(num_tokens, batch_size, seq_len):
     rng = np.random.default_rng(num_tokens)
     tokens = rng.integers(0, 50, num_tokens).astype(np.int32)

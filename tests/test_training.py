@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 
 import chex
 import flax.linen as nn
@@ -95,7 +94,13 @@ def test_fit_writes_outputs_and_learns(tmp_path):
     assert len(lines) == 3
     records = [json.loads(line) for line in lines]
     assert [r["epoch"] for r in records] == [1, 2, 3]
-    for key in ("train_loss", "validation_loss", "validation_accuracy", "test_loss", "test_accuracy"):
+    for key in (
+        "train_loss",
+        "validation_loss",
+        "validation_accuracy",
+        "test_loss",
+        "test_accuracy",
+    ):
         assert all(np.isfinite(r[key]) for r in records), key
     assert records[-1]["train_loss"] < records[0]["train_loss"]
     summary = json.loads((tmp_path / "results.json").read_text())
@@ -151,7 +156,7 @@ def test_interrupted_run_resumes_to_identical_parameters(tmp_path, checkpoint_ev
     chex.assert_trees_all_equal(resumed.state.params, straight.state.params)
     chex.assert_trees_all_equal(resumed.state.opt_state, straight.state.opt_state)
     assert [r["epoch"] for r in resumed.history] == [1, 2, 3]
-    for a, b in zip(resumed.history, straight.history):
+    for a, b in zip(resumed.history, straight.history, strict=False):
         assert a["validation_loss"] == pytest.approx(b["validation_loss"], rel=1e-6)
 
 
@@ -171,7 +176,12 @@ def test_early_stopping_keeps_best_epoch(tmp_path):
 def test_early_stopping_unit():
     stopper = EarlyStopping(patience=2)
     assert [stopper.update(v, e) for e, v in enumerate([3.0, float("nan"), 2.0, 2.5, 2.1], 1)] == [
-        True, False, True, False, False]
+        True,
+        False,
+        True,
+        False,
+        False,
+    ]
     assert stopper.best_epoch == 3 and stopper.should_stop
     assert EarlyStopping.from_dict(stopper.to_dict()) == stopper
     with pytest.raises(ValueError, match="patience"):
@@ -186,14 +196,23 @@ def test_language_model_fit_and_resume(tmp_path):
     text = np.where(rng.random(text.shape) < 0.05, noise, text)
     splits = {"train": text[:500], "validation": text[500:600], "test": text[600:]}
     model = models.make_model("char_lstm", vocab_size=vocab, embed_dim=8, hidden_size=16)
-    config = LoopConfig(epochs=2, batch_size=8, seq_len=5, eval_streams=8, progress=False, log_every=1)
+    config = LoopConfig(
+        epochs=2, batch_size=8, seq_len=5, eval_streams=8, progress=False, log_every=1
+    )
     tx = optax.adam(1e-2)
     straight = fit(model, tx, splits, config, tmp_path / "a", task="language_model")
     assert "validation_bits_per_char" in straight.history[-1]
     assert straight.history[-1]["train_loss"] < straight.history[0]["train_loss"]
     with pytest.raises(KeyboardInterrupt):
-        fit(model, tx, splits, config, tmp_path / "b", task="language_model",
-            callbacks=[_Interrupt(at=11)])
+        fit(
+            model,
+            tx,
+            splits,
+            config,
+            tmp_path / "b",
+            task="language_model",
+            callbacks=[_Interrupt(at=11)],
+        )
     resumed = fit(model, tx, splits, config, tmp_path / "b", task="language_model")
     chex.assert_trees_all_equal(resumed.state.params, straight.state.params)
 
@@ -224,12 +243,17 @@ def test_shard_batch_rejects_indivisible_batch():
 def test_checkpointer_roundtrip_keeps_structure(tmp_path):
     from randlr_jax.training import Checkpointer
 
-    tree = {"w": jnp.arange(6.0).reshape(2, 3), "opt": optax.adam(1e-3).init(jnp.ones(3)),
-            "key": jax.random.key(3)}
+    tree = {
+        "w": jnp.arange(6.0).reshape(2, 3),
+        "opt": optax.adam(1e-3).init(jnp.ones(3)),
+        "key": jax.random.key(3),
+    }
     with Checkpointer(tmp_path) as ckpt:
         ckpt.save(7, tree, {"epoch": 2, "loss": float("nan")})
         restored, meta = ckpt.restore(tree)
     assert type(restored["opt"][0]) is type(tree["opt"][0])
     chex.assert_trees_all_equal(restored["w"], tree["w"])
-    assert jax.random.key_data(restored["key"]).tolist() == jax.random.key_data(tree["key"]).tolist()
+    assert (
+        jax.random.key_data(restored["key"]).tolist() == jax.random.key_data(tree["key"]).tolist()
+    )
     assert meta["epoch"] == 2

@@ -46,8 +46,10 @@ def num_batches(num_examples: int, batch_size: int, drop_remainder: bool) -> int
       >>> num_batches(10, 4, drop_remainder=False), num_batches(10, 4, drop_remainder=True)
       (3, 2)
     """
-    if isinstance(num_examples, bool) or not isinstance(num_examples, (int, np.integer)) or (
-        num_examples < 0
+    if (
+        isinstance(num_examples, bool)
+        or not isinstance(num_examples, (int, np.integer))
+        or (num_examples < 0)
     ):
         raise ValueError(f"num_examples must be a non-negative int, got {num_examples!r}.")
     _check_positive_int(batch_size, "batch_size")
@@ -113,8 +115,10 @@ def batch_iterator(
     check_seed(seed)
     check_seed(epoch, "epoch")
     count = num_batches(n, batch_size, drop_remainder)
-    if isinstance(start_batch, bool) or not isinstance(start_batch, (int, np.integer)) or not (
-        0 <= start_batch <= count
+    if (
+        isinstance(start_batch, bool)
+        or not isinstance(start_batch, (int, np.integer))
+        or not (0 <= start_batch <= count)
     ):
         raise ValueError(f"start_batch must be an int in [0, {count}], got {start_batch!r}.")
     order = epoch_permutation(n, seed=seed, epoch=epoch) if shuffle else np.arange(n)
@@ -137,8 +141,10 @@ def lm_num_batches(num_tokens: int, batch_size: int, seq_len: int) -> int:
       >>> lm_num_batches(1000, 4, 10)
       24
     """
-    if isinstance(num_tokens, bool) or not isinstance(num_tokens, (int, np.integer)) or (
-        num_tokens < 0
+    if (
+        isinstance(num_tokens, bool)
+        or not isinstance(num_tokens, (int, np.integer))
+        or (num_tokens < 0)
     ):
         raise ValueError(f"num_tokens must be a non-negative int, got {num_tokens!r}.")
     _check_positive_int(batch_size, "batch_size")
@@ -189,8 +195,10 @@ def lm_batch_iterator(
             f"{len(tokens)} tokens "
             f"(at least batch_size * (seq_len + 1) = {batch_size * (seq_len + 1)} are needed)."
         )
-    if isinstance(start_batch, bool) or not isinstance(start_batch, (int, np.integer)) or not (
-        0 <= start_batch <= count
+    if (
+        isinstance(start_batch, bool)
+        or not isinstance(start_batch, (int, np.integer))
+        or not (0 <= start_batch <= count)
     ):
         raise ValueError(f"start_batch must be an int in [0, {count}], got {start_batch!r}.")
     stream_length = len(tokens) // batch_size
@@ -202,5 +210,7 @@ def lm_batch_iterator(
 def _lm_batches(streams, seq_len, start_batch, count) -> Iterator[dict[str, np.ndarray]]:
     for k in range(start_batch, count):
         start = k * seq_len
-        yield {"x": np.ascontiguousarray(streams[:, start : start + seq_len]),
-               "y": np.ascontiguousarray(streams[:, start + 1 : start + seq_len + 1])}
+        yield {
+            "x": np.ascontiguousarray(streams[:, start : start + seq_len]),
+            "y": np.ascontiguousarray(streams[:, start + 1 : start + seq_len + 1]),
+        }

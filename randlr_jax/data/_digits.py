@@ -45,11 +45,13 @@ class Digits(EmbeddedBuilder):
         return tfds.core.DatasetInfo(
             builder=self,
             description=self.__doc__,
-            features=tfds.features.FeaturesDict({
-                "image": tfds.features.Tensor(shape=(8, 8, 1), dtype=np.uint8),
-                "label": tfds.features.ClassLabel(num_classes=10),
-                "index": np.int64,
-            }),
+            features=tfds.features.FeaturesDict(
+                {
+                    "image": tfds.features.Tensor(shape=(8, 8, 1), dtype=np.uint8),
+                    "label": tfds.features.ClassLabel(num_classes=10),
+                    "index": np.int64,
+                }
+            ),
             supervised_keys=("image", "label"),
             homepage=(
                 "https://scikit-learn.org/stable/modules/generated/sklearn.datasets.load_digits.html"
@@ -72,5 +74,7 @@ class Digits(EmbeddedBuilder):
 
     def _generate_examples(self, images: np.ndarray, labels: np.ndarray, indices: np.ndarray):
         for index in indices:
-            yield int(index), {"image": images[index], "label": int(labels[index]),
-                               "index": int(index)}
+            yield (
+                int(index),
+                {"image": images[index], "label": int(labels[index]), "index": int(index)},
+            )

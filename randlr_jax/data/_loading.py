@@ -183,8 +183,9 @@ def load_supervised(name: str, split: str, *, data_dir: str | None = None) -> di
 
 
 def _validation_count(validation_size: int | float, num_train: int) -> int:
-    if isinstance(validation_size, bool) or not isinstance(validation_size, (int, float, np.integer,
-                                                                              np.floating)):
+    if isinstance(validation_size, bool) or not isinstance(
+        validation_size, (int, float, np.integer, np.floating)
+    ):
         raise ValueError(
             "validation_size must be None, an int count or a float fraction, got "
             f"{validation_size!r}."
@@ -225,8 +226,10 @@ def carve_validation(
     permutation = np.random.default_rng(seed).permutation(num_examples)
     validation_index = np.sort(permutation[:count])
     train_index = np.sort(permutation[count:])
-    return ({k: v[train_index] for k, v in arrays.items()},
-            {k: v[validation_index] for k, v in arrays.items()})
+    return (
+        {k: v[train_index] for k, v in arrays.items()},
+        {k: v[validation_index] for k, v in arrays.items()},
+    )
 
 
 def train_val_test(
@@ -282,4 +285,3 @@ def train_val_test(
         validation_size = spec.validation_size
     train, validation = carve_validation(train, validation_size, seed=seed)
     return {"train": train, "validation": validation, "test": test}
-

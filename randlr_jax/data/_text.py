@@ -64,8 +64,9 @@ class CharVocabulary:
         """The text of token ids (any integer array; flattened)."""
         ids = np.asarray(ids).reshape(-1)
         if ids.size and (ids.min() < 0 or ids.max() >= self.size):
-            raise ValueError(f"ids must lie in [0, {self.size}), got values in "
-                             f"[{ids.min()}, {ids.max()}].")
+            raise ValueError(
+                f"ids must lie in [0, {self.size}), got values in [{ids.min()}, {ids.max()}]."
+            )
         return self._code_points()[ids].astype("<u4").tobytes().decode("utf-32-le")
 
 

@@ -71,7 +71,14 @@ class LoopConfig:
     description: str = "train"
 
     def __post_init__(self):
-        for name in ("epochs", "batch_size", "eval_batch_size", "seq_len", "eval_streams", "log_every"):
+        for name in (
+            "epochs",
+            "batch_size",
+            "eval_batch_size",
+            "seq_len",
+            "eval_streams",
+            "log_every",
+        ):
             value = getattr(self, name)
             if not isinstance(value, (int, np.integer)) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}.")
@@ -117,7 +124,8 @@ def fit(
       task: ``"classification"`` or ``"language_model"``.
       train_step: a replacement for :func:`make_train_step`'s step (same signature), e.g. Alrao's.
       callbacks: called as ``callback(step, metrics)`` with host-side metrics (floats, or numpy arrays for
-        vector metrics) every ``log_every`` steps and at each epoch's end; raising ``KeyboardInterrupt`` from one checkpoints and stops (as Ctrl-C).
+        vector metrics) every ``log_every`` steps and at each epoch's end; raising ``KeyboardInterrupt``
+        from one checkpoints and stops (as Ctrl-C).
 
     Returns:
       A :class:`FitResult`.
@@ -160,8 +168,13 @@ def fit(
     total_steps = steps_per_epoch * config.epochs
     start_step = int(state.step)
     progress = tqdm(
-        total=total_steps, initial=start_step, unit="step", desc=config.description,
-        disable=not config.progress, dynamic_ncols=True, leave=True,
+        total=total_steps,
+        initial=start_step,
+        unit="step",
+        desc=config.description,
+        disable=not config.progress,
+        dynamic_ncols=True,
+        leave=True,
     )
 
     def save() -> None:
@@ -178,29 +191,44 @@ def fit(
             t_epoch = time.perf_counter()
             step = int(state.step)
             if task == "language_model" and step == steps_per_epoch * epoch:
-                state = state.replace(carry=shard_batch(carry, mesh))  # each epoch restarts the streams
+                state = state.replace(
+                    carry=shard_batch(carry, mesh)
+                )  # each epoch restarts the streams
             for batch in data.train_batches(epoch, start_batch=step - steps_per_epoch * epoch):
                 state, metrics = step_fn(state, shard_batch(batch, mesh))
                 losses.append(metrics["loss"])
                 step += 1
                 steps_timed += 1
-                if (config.checkpoint_every_steps and step % config.checkpoint_every_steps == 0
-                        and step != epoch_end):  # the epoch end saves anyway, with its metrics
+                if (
+                    config.checkpoint_every_steps
+                    and step % config.checkpoint_every_steps == 0
+                    and step != epoch_end
+                ):  # the epoch end saves anyway, with its metrics
                     save()
                 if step % config.log_every == 0 or step == epoch_end:
                     host = _host_metrics(metrics)
                     rate = steps_timed / max(time.perf_counter() - t_start, 1e-9)
                     progress.set_postfix(
-                        epoch=epoch + 1, loss=f"{host['loss']:.4f}",
+                        epoch=epoch + 1,
+                        loss=f"{host['loss']:.4f}",
                         ex_per_s=f"{rate * config.batch_size:.0f}",
                     )
                     for callback in callbacks:
                         callback(step, host)
                 progress.update(1)
-            record = {"epoch": epoch + 1, "step": step, "epoch_time_s": time.perf_counter() - t_epoch}
+            record = {
+                "epoch": epoch + 1,
+                "step": step,
+                "epoch_time_s": time.perf_counter() - t_epoch,
+            }
             if losses:  # vector metrics of the epoch's last step (e.g. Alrao's posterior)
-                record.update({f"last_{k}": v.tolist() for k, v in _host_metrics(metrics).items()
-                               if isinstance(v, np.ndarray)})
+                record.update(
+                    {
+                        f"last_{k}": v.tolist()
+                        for k, v in _host_metrics(metrics).items()
+                        if isinstance(v, np.ndarray)
+                    }
+                )
             if losses:
                 train_losses = np.asarray(jax.device_get(jnp.stack(losses)), np.float64)
                 record["train_loss"] = float(train_losses.mean())
@@ -210,8 +238,9 @@ def fit(
                         record[f"{split}_{name}"] = value
             improved = stopper.update(record.get("validation_loss", -float(epoch)), epoch + 1)
             if improved:  # a copy: the state's own buffers are donated to the next step
-                best = jax.tree.map(jnp.copy, {"params": state.params,
-                                               "model_state": state.model_state})
+                best = jax.tree.map(
+                    jnp.copy, {"params": state.params, "model_state": state.model_state}
+                )
             record["best_epoch"] = stopper.best_epoch
             history.append(record)
             _append_jsonl(metrics_path, record)
@@ -285,11 +314,19 @@ class _Data:
     def train_batches(self, epoch: int, start_batch: int) -> Iterable[Batch]:
         if self.task == "classification":
             return self._rdata.batch_iterator(
-                self.splits["train"], self.config.batch_size, shuffle=True, seed=self.config.seed,
-                epoch=epoch, drop_remainder=self.config.drop_remainder, start_batch=start_batch,
+                self.splits["train"],
+                self.config.batch_size,
+                shuffle=True,
+                seed=self.config.seed,
+                epoch=epoch,
+                drop_remainder=self.config.drop_remainder,
+                start_batch=start_batch,
             )
         return self._rdata.lm_batch_iterator(
-            self.splits["train"], self.config.batch_size, self.config.seq_len, start_batch=start_batch
+            self.splits["train"],
+            self.config.batch_size,
+            self.config.seq_len,
+            start_batch=start_batch,
         )
 
     def evaluate(self, split: str, state: TrainState, eval_fn, mesh) -> dict:
@@ -298,8 +335,12 @@ class _Data:
         if self.task == "classification":
             arrays = self.splits[split]
             batches = self._rdata.batch_iterator(
-                arrays, min(self.config.eval_batch_size, len(arrays["y"])), shuffle=False,
-                seed=0, epoch=0, drop_remainder=False,
+                arrays,
+                min(self.config.eval_batch_size, len(arrays["y"])),
+                shuffle=False,
+                seed=0,
+                epoch=0,
+                drop_remainder=False,
             )
             for batch in batches:
                 sums = eval_fn(state, shard_batch(pad_batch(batch, num_devices), mesh))
@@ -339,7 +380,8 @@ def _floats(record: dict) -> dict:
 
 def _encode(record: dict) -> dict:
     return {
-        k: (repr(v) if isinstance(v, float) and not math.isfinite(v) else v) for k, v in record.items()
+        k: (repr(v) if isinstance(v, float) and not math.isfinite(v) else v)
+        for k, v in record.items()
     }
 
 

@@ -10,16 +10,26 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 
-def learning_curves(history: list[dict], path: str | os.PathLike, *, task: str = "classification",
-                    title: str | None = None) -> str:
+def learning_curves(
+    history: list[dict],
+    path: str | os.PathLike,
+    *,
+    task: str = "classification",
+    title: str | None = None,
+) -> str:
     """Loss (train / validation / test) and accuracy or bits per character against the epoch."""
     epochs = [r["epoch"] for r in history]
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    for key, label in (("train_loss", "train"), ("validation_loss", "validation"), ("test_loss", "test")):
+    for key, label in (
+        ("train_loss", "train"),
+        ("validation_loss", "validation"),
+        ("test_loss", "test"),
+    ):
         values = [r.get(key) for r in history]
         if any(v is not None for v in values):
-            axes[0].plot(epochs, [float("nan") if v is None else v for v in values], marker="o",
-                         label=label)
+            axes[0].plot(
+                epochs, [float("nan") if v is None else v for v in values], marker="o", label=label
+            )
     axes[0].set_xlabel("epoch")
     axes[0].set_ylabel("cross-entropy loss")
     axes[0].legend()
@@ -28,8 +38,9 @@ def learning_curves(history: list[dict], path: str | os.PathLike, *, task: str =
     for split in ("validation", "test"):
         values = [r.get(f"{split}_{second}") for r in history]
         if any(v is not None for v in values):
-            axes[1].plot(epochs, [float("nan") if v is None else v for v in values], marker="o",
-                         label=split)
+            axes[1].plot(
+                epochs, [float("nan") if v is None else v for v in values], marker="o", label=split
+            )
     axes[1].set_xlabel("epoch")
     axes[1].set_ylabel(second.replace("_", " "))
     axes[1].legend()

@@ -61,7 +61,9 @@ def load_splits(config: TrainConfig) -> tuple[dict, Any, str]:
         }
         return splits, spec, "language_model"
     splits = rdata.train_val_test(
-        config.dataset, validation_size=config.validation_size, seed=config.loop.seed,
+        config.dataset,
+        validation_size=config.validation_size,
+        seed=config.loop.seed,
         data_dir=config.data_dir,
     )
     return splits, spec, "classification"

@@ -76,8 +76,14 @@ def make_train_step(
     def loss_fn(params, state: TrainState, batch: dict, dropout_key):
         carry = None if state.carry is None else jax.lax.stop_gradient(state.carry)
         logits, new_model_state, new_carry = _apply(
-            model, params, state.model_state, batch["x"], carry,
-            train=True, dropout_key=dropout_key, task=task,
+            model,
+            params,
+            state.model_state,
+            batch["x"],
+            carry,
+            train=True,
+            dropout_key=dropout_key,
+            task=task,
         )
         losses = optax.softmax_cross_entropy_with_integer_labels(logits, batch["y"])
         loss = losses.mean()
@@ -111,9 +117,7 @@ def make_train_step(
     return train_step
 
 
-def make_eval_step(
-    model: Any, *, task: str = "classification"
-) -> Callable[..., Any]:
+def make_eval_step(model: Any, *, task: str = "classification") -> Callable[..., Any]:
     """Build the evaluation step, returning sums so that batches of any size aggregate exactly.
 
     Classification: ``eval_step(state, batch) -> {"loss_sum", "correct", "count"}``.
@@ -127,7 +131,9 @@ def make_eval_step(
         correct = (jnp.argmax(logits, -1) == y).astype(jnp.float32)
         if mask is None:
             mask = jnp.ones(losses.shape[:1], jnp.float32)
-        weights = jnp.broadcast_to(mask.reshape(mask.shape + (1,) * (losses.ndim - 1)), losses.shape)
+        weights = jnp.broadcast_to(
+            mask.reshape(mask.shape + (1,) * (losses.ndim - 1)), losses.shape
+        )
         return {
             "loss_sum": jnp.sum(losses * weights),
             "correct": jnp.sum(correct * weights),
@@ -138,8 +144,13 @@ def make_eval_step(
 
         def eval_step(state: TrainState, batch: dict) -> dict:
             logits, _, _ = _apply(
-                model, state.params, state.model_state, batch["x"], None,
-                train=False, task=task,
+                model,
+                state.params,
+                state.model_state,
+                batch["x"],
+                None,
+                train=False,
+                task=task,
             )
             return sums(logits, batch["y"], batch.get("mask"))
 
@@ -147,8 +158,13 @@ def make_eval_step(
 
     def lm_eval_step(state: TrainState, batch: dict, carry: Any) -> tuple[dict, Any]:
         logits, _, new_carry = _apply(
-            model, state.params, state.model_state, batch["x"], carry,
-            train=False, task=task,
+            model,
+            state.params,
+            state.model_state,
+            batch["x"],
+            carry,
+            train=False,
+            task=task,
         )
         return sums(logits, batch["y"], batch.get("mask")), new_carry
 
