@@ -7,14 +7,14 @@ The public surface is re-exported explicitly here; private modules hold one conc
 
 from randlr_jax import models as models
 from randlr_jax import training as training
-from randlr_jax.alrao import alrao as alrao
-from randlr_jax.alrao import alrao_adam as alrao_adam
-from randlr_jax.alrao import alrao_loss as alrao_loss
-from randlr_jax.alrao import alrao_sgd as alrao_sgd
-from randlr_jax.alrao import head_label_fn as head_label_fn
-from randlr_jax.alrao import make_alrao_train_step as make_alrao_train_step
-from randlr_jax.alrao import posterior_of as posterior_of
-from randlr_jax.alrao import scale_by_copy_lrs as scale_by_copy_lrs
+from randlr_jax._alrao import alrao as alrao
+from randlr_jax._alrao import alrao_adam as alrao_adam
+from randlr_jax._alrao import alrao_loss as alrao_loss
+from randlr_jax._alrao import alrao_sgd as alrao_sgd
+from randlr_jax._alrao import head_label_fn as head_label_fn
+from randlr_jax._alrao import make_alrao_train_step as make_alrao_train_step
+from randlr_jax._alrao import posterior_of as posterior_of
+from randlr_jax._alrao import scale_by_copy_lrs as scale_by_copy_lrs
 from randlr_jax.classifier_copies import AlraoHead as AlraoHead
 from randlr_jax.classifier_copies import copy_learning_rates as copy_learning_rates
 from randlr_jax.classifier_copies import suggest_lr as suggest_lr

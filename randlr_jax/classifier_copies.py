@@ -10,7 +10,7 @@ computed with ``logsumexp`` from the copies' log-probabilities and the averaging
 posterior by default, ALGORITHMS.md §1.3). The copies' parameters are stacked on a leading axis of size ``N``
 and evaluated with one vmapped matmul. The averaging state lives in the Flax collection ``"alrao_switch"``
 (not trained by gradient descent), so it is part of the model's variables, checkpointed with them, and
-updated inside the jitted training step (:mod:`randlr_jax.alrao`).
+updated inside the jitted training step (:func:`randlr_jax.make_alrao_train_step`).
 
 Copy ``j`` (``j = 0..N-1``) is trained with the learning rate
 

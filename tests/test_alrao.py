@@ -11,7 +11,8 @@ import numpy as np
 import optax
 import pytest
 
-from randlr_jax import alrao, models
+from randlr_jax import _alrao as alrao
+from randlr_jax import models
 from randlr_jax import classifier_copies as cc
 from randlr_jax import switch as switch_lib
 from randlr_jax.training import LoopConfig, create_train_state, fit, make_train_step

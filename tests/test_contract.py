@@ -20,7 +20,8 @@ import numpy as np
 import optax
 import pytest
 
-from randlr_jax import alrao, features
+from randlr_jax import _alrao as alrao
+from randlr_jax import features
 
 
 @dataclasses.dataclass(frozen=True)
