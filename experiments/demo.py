@@ -42,6 +42,11 @@ def runs(quick: bool) -> dict[str, TrainConfig]:
         "sgd_lr1e-1": base.replace(optimizer="sgd", learning_rate=1e-1),
         "sgd_lr1": base.replace(optimizer="sgd", learning_rate=1.0),
         "adam_lr1e-3": base.replace(optimizer="adam", learning_rate=1e-3),
+        # Alrao-SGD over the whole grid's span, 10 classifier copies (Blier et al. 2019, Table 1 setting).
+        "alrao_sgd_1e-5_10": base.replace(
+            optimizer="alrao_sgd",
+            optimizer_kwargs={"lr_min": 1e-5, "lr_max": 10.0, "num_copies": 10},
+        ),
     }
 
 

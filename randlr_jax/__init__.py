@@ -12,8 +12,6 @@ from randlr_jax._alrao import alrao_adam as alrao_adam
 from randlr_jax._alrao import alrao_loss as alrao_loss
 from randlr_jax._alrao import alrao_sgd as alrao_sgd
 from randlr_jax._alrao import head_label_fn as head_label_fn
-from randlr_jax._alrao import make_alrao_train_step as make_alrao_train_step
-from randlr_jax._alrao import posterior_of as posterior_of
 from randlr_jax._alrao import scale_by_copy_lrs as scale_by_copy_lrs
 from randlr_jax.classifier_copies import AlraoHead as AlraoHead
 from randlr_jax.classifier_copies import copy_learning_rates as copy_learning_rates
@@ -43,5 +41,7 @@ from randlr_jax.switch import switch_update_sequence as switch_update_sequence
 from randlr_jax.switch import uniform_init as uniform_init
 from randlr_jax.switch import uniform_posterior as uniform_posterior
 from randlr_jax.switch import uniform_update as uniform_update
+from randlr_jax.training.alrao_step import make_alrao_train_step as make_alrao_train_step
+from randlr_jax.training.alrao_step import posterior_of as posterior_of
 
 __version__ = "0.1.0"

@@ -12,10 +12,10 @@ import optax
 import pytest
 
 from randlr_jax import _alrao as alrao
-from randlr_jax import models
 from randlr_jax import classifier_copies as cc
+from randlr_jax import models
 from randlr_jax import switch as switch_lib
-from randlr_jax.training import LoopConfig, create_train_state, fit, make_train_step
+from randlr_jax.training import LoopConfig, alrao_step, create_train_state, fit, make_train_step
 
 K, N, D = 3, 4, 6
 
@@ -93,7 +93,7 @@ def test_one_backward_pass_gives_mixture_and_standalone_gradients():
 
         return optax.GradientTransformationExtraArgs(lambda p: optax.EmptyState(), update)
 
-    step = alrao.make_alrao_train_step(model, capture_tx())
+    step = alrao_step.make_alrao_train_step(model, capture_tx())
     step(state.replace(opt_state=optax.EmptyState()), batch)
     grads = captured["grads"]
 
@@ -145,7 +145,7 @@ def test_single_copy_equal_rates_is_plain_sgd():
     # Same initial weights: the Alrao head's single copy takes the plain head's kernel and bias.
     head = jax.tree.map(lambda p: p[None], s_plain.params["head"])
     s_alrao = s_alrao.replace(params={"body": s_plain.params["body"], "head": {"copies": head}})
-    step_alrao = jax.jit(alrao.make_alrao_train_step(alrao_model, tx_alrao))
+    step_alrao = jax.jit(alrao_step.make_alrao_train_step(alrao_model, tx_alrao))
     step_plain = jax.jit(make_train_step(plain_model, tx_plain))
     for batch in batch_stream:
         s_alrao, m_alrao = step_alrao(s_alrao, batch)
@@ -167,7 +167,7 @@ def test_step_updates_switch_with_copy_log_likelihoods():
     tx = alrao.alrao_sgd(jax.random.key(0), 1e-3, 1.0, N)
     state = _state(model, tx)
     batch = _data(16, seed=5)
-    new_state, metrics = jax.jit(alrao.make_alrao_train_step(model, tx))(state, batch)
+    new_state, metrics = jax.jit(alrao_step.make_alrao_train_step(model, tx))(state, batch)
     variables = {"params": state.params, **state.model_state}
     f = model.apply(variables, batch["x"], method="features")
     logits = model.head.apply({"params": state.params["head"]}, f, method="copy_outputs")
@@ -192,7 +192,7 @@ def test_step_compiles_once():
     @jax.jit
     @chex.assert_max_traces(n=1)
     def step(state, batch):
-        return alrao.make_alrao_train_step(model, tx)(state, batch)
+        return alrao_step.make_alrao_train_step(model, tx)(state, batch)
 
     for s in range(3):
         state, _ = step(state, _data(16, seed=s))
@@ -211,7 +211,7 @@ def test_large_lr_max_stays_finite_where_sgd_diverges():
     model = _model(num_copies=6)
     tx = alrao.alrao_sgd(jax.random.key(0), 1e-3, 100.0, 6)
     state = _state(model, tx)
-    step = jax.jit(alrao.make_alrao_train_step(model, tx))
+    step = jax.jit(alrao_step.make_alrao_train_step(model, tx))
     for b in batches:
         state, metrics = step(state, b)
         assert np.isfinite(float(metrics["loss"]))
@@ -229,7 +229,7 @@ def test_nonfinite_copy_is_dropped_and_frozen():
     head = jax.tree.map(lambda p: p.at[2].set(jnp.nan), state.params["head"])
     state = state.replace(params={**state.params, "head": head})
     batch = _data(16)
-    step = jax.jit(alrao.make_alrao_train_step(model, tx))
+    step = jax.jit(alrao_step.make_alrao_train_step(model, tx))
     for _ in range(3):
         state, metrics = step(state, batch)
     chex.assert_tree_all_finite(state.params["body"])
@@ -274,7 +274,7 @@ def test_regression_training_step_learns():
     batch = {"x": x, "y": (x @ np.array([[1.0], [-2.0], [0.5]], np.float32))}
     tx = alrao.alrao_sgd(jax.random.key(0), 1e-3, 0.3, 4)
     state = create_train_state(model, tx, jax.random.key(0), x[:1])
-    step = jax.jit(alrao.make_alrao_train_step(model, tx, task="regression"))
+    step = jax.jit(alrao_step.make_alrao_train_step(model, tx, task="regression"))
     first = None
     for _ in range(150):
         state, metrics = step(state, batch)
@@ -294,7 +294,7 @@ def test_fit_with_alrao_resumes_exactly(tmp_path):
     splits = {"train": _data(64, 0), "validation": _data(32, 1), "test": _data(32, 2)}
     model = _model()
     tx = alrao.alrao_sgd(jax.random.key(7), 1e-3, 1.0, N, momentum=0.5)
-    step = alrao.make_alrao_train_step(model, tx)
+    step = alrao_step.make_alrao_train_step(model, tx)
     config = LoopConfig(epochs=3, batch_size=16, progress=False, log_every=1)
     straight = fit(model, tx, splits, config, tmp_path / "a", train_step=step)
 
@@ -340,7 +340,7 @@ def test_bad_head_arguments():
         with pytest.raises(ValueError, match=match):
             model.init(jax.random.key(0), x)
     with pytest.raises(ValueError, match="AlraoHead"):
-        alrao.make_alrao_train_step(
+        alrao_step.make_alrao_train_step(
             models.make_model("mlp", widths=(4,), num_classes=2), optax.sgd(0.1)
         )
 

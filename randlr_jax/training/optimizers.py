@@ -40,7 +40,10 @@ def make_optimizer(name: str, learning_rate: float, **kwargs) -> optax.GradientT
       ValueError: unknown name (the message lists the known ones) or a non-positive learning rate.
     """
     if name not in OPTIMIZERS:
-        raise ValueError(f"optimizer must be one of {sorted(OPTIMIZERS)}, got {name!r}.")
+        raise ValueError(
+            f"optimizer must be one of {sorted(OPTIMIZERS)} (or 'alrao_sgd'/'alrao_adam' through "
+            f"TrainConfig), got {name!r}."
+        )
     if not (learning_rate > 0):
         raise ValueError(f"learning_rate must be > 0, got {learning_rate!r}.")
     return OPTIMIZERS[name](learning_rate, **kwargs)

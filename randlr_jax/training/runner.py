@@ -12,6 +12,7 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
+import jax
 import optax
 
 from randlr_jax.training.loop import FitResult, LoopConfig, StepCallback, fit
@@ -26,9 +27,12 @@ class TrainConfig:
       dataset: a name known to ``randlr_jax.data.DATASETS`` (``"mnist1d"``, ``"digits"``, ``"cifar10"``, ...).
       model: a name known to ``randlr_jax.models.MODELS``.
       model_kwargs: extra keyword arguments of the model factory.
-      optimizer: a name known to ``randlr_jax.training.OPTIMIZERS``.
-      learning_rate: the optimizer's learning rate.
-      optimizer_kwargs: extra keyword arguments of the optimizer factory.
+      optimizer: a name known to ``randlr_jax.training.OPTIMIZERS``, or ``"alrao_sgd"`` / ``"alrao_adam"``
+        (the model then gets an :class:`~randlr_jax.AlraoHead` and trains with the Alrao step).
+      learning_rate: the optimizer's learning rate (unused by Alrao, which takes ``lr_min``/``lr_max``).
+      optimizer_kwargs: extra keyword arguments of the optimizer factory. For Alrao: ``lr_min``,
+        ``lr_max``, ``num_copies`` (default 10), ``averaging``/``theta`` (of the head), and the
+        optimizer's own (``momentum``, ``per``, ...).
       validation_size: examples (int) or fraction (float) carved from train for validation; ``None``: the
         dataset's own validation split if it has one, else no validation.
       data_dir: TFDS data dir (default: ``TFDS_DATA_DIR`` or TFDS's default).
@@ -69,12 +73,43 @@ def load_splits(config: TrainConfig) -> tuple[dict, Any, str]:
     return splits, spec, "classification"
 
 
-def build_model(config: TrainConfig, spec: Any) -> Any:
+ALRAO_OPTIMIZERS = ("alrao_sgd", "alrao_adam")
+
+
+def build_model(config: TrainConfig, spec: Any, head: Any = None) -> Any:
     from randlr_jax import models
 
     if spec.kind == "language_model":
-        return models.make_model(config.model, vocab_size=spec.num_classes, **config.model_kwargs)
-    return models.make_model(config.model, num_classes=spec.num_classes, **config.model_kwargs)
+        return models.make_model(
+            config.model, vocab_size=spec.num_classes, head=head, **config.model_kwargs
+        )
+    return models.make_model(
+        config.model, num_classes=spec.num_classes, head=head, **config.model_kwargs
+    )
+
+
+def build_alrao(config: TrainConfig, spec: Any, task: str) -> tuple[Any, Any, Any]:
+    """Model with an Alrao head, the Alrao optimizer and its training step for ``config``."""
+    from randlr_jax import _alrao, classifier_copies
+    from randlr_jax.training.alrao_step import make_alrao_train_step
+
+    kwargs = dict(config.optimizer_kwargs)
+    missing = [k for k in ("lr_min", "lr_max") if k not in kwargs]
+    if missing:
+        raise ValueError(
+            f"optimizer {config.optimizer!r} needs optimizer_kwargs {missing} (the Alrao interval)."
+        )
+    num_copies = kwargs.pop("num_copies", 10)
+    head_kwargs = {k: kwargs.pop(k) for k in ("averaging", "theta") if k in kwargs}
+    head = classifier_copies.AlraoHead(
+        num_outputs=spec.num_classes, num_copies=num_copies, **head_kwargs
+    )
+    model = build_model(config, spec, head=head)
+    factory = {"alrao_sgd": _alrao.alrao_sgd, "alrao_adam": _alrao.alrao_adam}[config.optimizer]
+    key = jax.random.fold_in(jax.random.key(config.loop.seed), 1)
+    lr_min, lr_max = kwargs.pop("lr_min"), kwargs.pop("lr_max")
+    tx = factory(key, lr_min, lr_max, num_copies, **kwargs)
+    return model, tx, make_alrao_train_step(model, tx, task=task)
 
 
 def train_and_evaluate(
@@ -86,10 +121,23 @@ def train_and_evaluate(
 ) -> FitResult:
     """Run ``config`` in ``workdir`` (resuming if it holds a checkpoint); ``tx`` overrides the optimizer."""
     splits, spec, task = load_splits(config)
-    model = build_model(config, spec)
-    if tx is None:
-        tx = make_optimizer(config.optimizer, config.learning_rate, **config.optimizer_kwargs)
+    train_step = None
+    if config.optimizer in ALRAO_OPTIMIZERS and tx is None:
+        model, tx, train_step = build_alrao(config, spec, task)
+    else:
+        model = build_model(config, spec)
+        if tx is None:
+            tx = make_optimizer(config.optimizer, config.learning_rate, **config.optimizer_kwargs)
     os.makedirs(workdir, exist_ok=True)
     with open(os.path.join(workdir, "config.json"), "w") as f:
         json.dump(dataclasses.asdict(config), f, indent=2, default=repr)
-    return fit(model, tx, splits, config.loop, workdir, task=task, callbacks=callbacks)
+    return fit(
+        model,
+        tx,
+        splits,
+        config.loop,
+        workdir,
+        task=task,
+        train_step=train_step,
+        callbacks=callbacks,
+    )
