@@ -10,8 +10,8 @@ Later issues add their transformations to ``CASES``.
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Callable
+import importlib
+import pathlib
 
 import chex
 import jax
@@ -22,16 +22,7 @@ import pytest
 
 from randlr_jax import _alrao as alrao
 from randlr_jax import features
-
-
-@dataclasses.dataclass(frozen=True)
-class Case:
-    name: str
-    make: Callable[[], optax.GradientTransformation]
-    # (factory, static kwargs, numeric hyperparameter name, value) for inject_hyperparams, or None.
-    inject: tuple | None = None
-    steps_to_converge: int = 300
-
+from tests.helpers import ContractCase as Case
 
 KEY = jax.random.key(0)
 
@@ -79,6 +70,10 @@ CASES = [
         steps_to_converge=600,
     ),
 ]
+# Later issues add their transformations in modules ``tests/contract_cases_*.py``, each defining
+# ``CASES`` (a list of ``tests.helpers.ContractCase``); they are collected here.
+for _path in sorted(pathlib.Path(__file__).parent.glob("contract_cases_*.py")):
+    CASES += importlib.import_module(f"tests.{_path.stem}").CASES
 IDS = [c.name for c in CASES]
 
 
