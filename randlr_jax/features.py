@@ -270,7 +270,9 @@ def sample_feature_lrs(
         if plan.blocks > 1:
             rates = jnp.tile(rates, (1,) * (rates.ndim - 1) + (plan.blocks,))
         stored_shape = tuple(shape[axis] if axis in plan.axes else 1 for axis in range(len(shape)))
-        rates_by_path[keypath] = rates.reshape(stored_shape)
+        # A buffer of its own per leaf: members of a group must not alias one array (a training
+        # loop that donates its state would otherwise donate the same buffer twice).
+        rates_by_path[keypath] = jnp.array(rates.reshape(stored_shape), copy=True)
     return jax.tree_util.tree_map_with_path(lambda keypath, _: rates_by_path[keypath], params)
 
 

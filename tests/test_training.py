@@ -257,3 +257,17 @@ def test_checkpointer_roundtrip_keeps_structure(tmp_path):
         jax.random.key_data(restored["key"]).tolist() == jax.random.key_data(tree["key"]).tolist()
     )
     assert meta["epoch"] == 2
+
+
+def test_create_train_state_unaliases_shared_buffers():
+    shared = jnp.ones(4)
+
+    def init(params):
+        return (shared, shared)  # one array in two places of the state
+
+    tx = optax.GradientTransformation(init, lambda u, s, p=None: (u, s))
+    state = create_train_state(_model(), tx, jax.random.key(0), np.zeros((1, 12), np.float32))
+    a, b = state.opt_state
+    assert a is not b
+
+    jax.jit(lambda s: s, donate_argnums=0)(state)  # would fail: "donate the same buffer twice"

@@ -55,7 +55,7 @@ def create_train_state(
         variables = model.init(rngs, sample_input, carry, train=False)
     variables = dict(variables)
     params = variables.pop("params")
-    return TrainState(
+    state = TrainState(
         step=jnp.zeros((), jnp.int32),
         params=params,
         model_state=variables,
@@ -63,3 +63,23 @@ def create_train_state(
         rng=rng,
         carry=carry,
     )
+    return unalias(state)
+
+
+def unalias(tree: Any) -> Any:
+    """Copy leaves that are the same array object as an earlier leaf.
+
+    A transformation's ``init`` may put one array in several places of its state (or return an array it
+    also holds elsewhere); a step that donates its state would then donate one buffer twice, which XLA
+    rejects. After this, every leaf owns its buffer.
+    """
+    seen: set[int] = set()
+
+    def own(leaf):
+        if isinstance(leaf, jax.Array):
+            if id(leaf) in seen:
+                return jnp.copy(leaf)
+            seen.add(id(leaf))
+        return leaf
+
+    return jax.tree.map(own, tree)
