@@ -6,6 +6,7 @@ The public surface is re-exported explicitly here; private modules hold one conc
 """
 
 from randlr_jax import models as models
+from randlr_jax import noisy_quadratic as noisy_quadratic
 from randlr_jax import training as training
 from randlr_jax._alrao import alrao as alrao
 from randlr_jax._alrao import alrao_adam as alrao_adam
@@ -13,6 +14,10 @@ from randlr_jax._alrao import alrao_loss as alrao_loss
 from randlr_jax._alrao import alrao_sgd as alrao_sgd
 from randlr_jax._alrao import head_label_fn as head_label_fn
 from randlr_jax._alrao import scale_by_copy_lrs as scale_by_copy_lrs
+from randlr_jax.autodrop import AutoDropState as AutoDropState
+from randlr_jax.autodrop import angle_degrees as angle_degrees
+from randlr_jax.autodrop import autodrop as autodrop
+from randlr_jax.autodrop import get_autodrop_state as get_autodrop_state
 from randlr_jax.classifier_copies import AlraoHead as AlraoHead
 from randlr_jax.classifier_copies import copy_learning_rates as copy_learning_rates
 from randlr_jax.classifier_copies import suggest_lr as suggest_lr
@@ -26,6 +31,17 @@ from randlr_jax.features import default_feature_rules as default_feature_rules
 from randlr_jax.features import sample_feature_lrs as sample_feature_lrs
 from randlr_jax.features import scale_by_feature_lrs as scale_by_feature_lrs
 from randlr_jax.features import scale_by_lr_tree as scale_by_lr_tree
+from randlr_jax.range_test import RangeTestResult as RangeTestResult
+from randlr_jax.range_test import classification_loss as classification_loss
+from randlr_jax.range_test import lr_range_test as lr_range_test
+from randlr_jax.schedules import cyclic_adam as cyclic_adam
+from randlr_jax.schedules import cyclic_momentum_schedule as cyclic_momentum_schedule
+from randlr_jax.schedules import cyclic_schedule as cyclic_schedule
+from randlr_jax.schedules import cyclic_sgd as cyclic_sgd
+from randlr_jax.schedules import one_cycle_adam as one_cycle_adam
+from randlr_jax.schedules import one_cycle_momentum_schedule as one_cycle_momentum_schedule
+from randlr_jax.schedules import one_cycle_schedule as one_cycle_schedule
+from randlr_jax.schedules import one_cycle_sgd as one_cycle_sgd
 from randlr_jax.switch import Averager as Averager
 from randlr_jax.switch import SwitchState as SwitchState
 from randlr_jax.switch import bayes_init as bayes_init

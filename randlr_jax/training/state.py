@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import flax.struct
@@ -49,10 +50,12 @@ def create_train_state(
     """
     init_key, dropout_key, rng = jax.random.split(key, 3)
     rngs = {"params": init_key, "dropout": dropout_key}
+    # Compiled once: an eager ``init`` dispatches (and compiles) every small op of a deep model.
+    init = jax.jit(functools.partial(model.init, train=False))
     if carry is None:
-        variables = model.init(rngs, sample_input, train=False)
+        variables = init(rngs, sample_input)
     else:
-        variables = model.init(rngs, sample_input, carry, train=False)
+        variables = init(rngs, sample_input, carry)
     variables = dict(variables)
     params = variables.pop("params")
     state = TrainState(

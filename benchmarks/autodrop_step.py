@@ -1,0 +1,148 @@
+"""Step time of a base optimizer with and without AutoDrop, averaged over whole epochs (issue 5's benchmark).
+
+For each model: one jitted training step of momentum SGD, and one of momentum SGD chained with
+``randlr_jax.autodrop`` (one period = one epoch of ``steps_per_epoch`` steps, so every timed block contains
+the period-end work once per epoch), both donating their state, timed in interleaved blocks of whole
+epochs so that machine noise hits both alike. Figures: the ratio of median epoch times (target <= 1.02;
+the ratio of the fastest blocks is printed too, less sensitive to a loaded machine)
+and AutoDrop's extra memory in parameter copies (the optimizer-state bytes it adds over the parameters'
+bytes).
+
+Run::
+
+    .venv/bin/python -m benchmarks.autodrop_step             # the MNIST-1D CNN (CPU default)
+    .venv/bin/python -m benchmarks.autodrop_step --gpu       # + ResNet-18 on CIFAR-shaped random data
+
+Prints a table and writes ``benchmarks/results/autodrop_step_<device>.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import time
+
+import jax
+import numpy as np
+import optax
+
+from randlr_jax import models
+from randlr_jax.autodrop import autodrop
+from randlr_jax.training import create_train_state, make_train_step
+
+# model name -> (input shape without batch, steps per epoch of its dataset at batch 128)
+SETTINGS = {
+    "cnn1d": ((40,), 28),  # MNIST-1D: 3,600 training examples
+    "resnet18": ((32, 32, 3), 312),  # CIFAR-10: 40,000 training examples
+}
+
+
+def _bytes(tree) -> int:
+    return sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(tree))
+
+
+def _epoch_time(step, state, batch, steps: int):
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        state, metrics = step(state, batch)
+    jax.block_until_ready((state, metrics))
+    return time.perf_counter() - t0, state
+
+
+def bench(model_name: str, batch_size: int, epochs: int, repeats: int) -> dict:
+    shape, steps_per_epoch = SETTINGS[model_name]
+    rng = np.random.default_rng(0)
+    batch = {
+        "x": rng.normal(size=(batch_size, *shape)).astype(np.float32),
+        "y": rng.integers(0, 10, size=batch_size).astype(np.int32),
+    }
+    model = models.make_model(model_name, num_classes=10)
+    base = optax.sgd(0.05, momentum=0.9)
+    with_autodrop = optax.chain(
+        optax.sgd(0.05, momentum=0.9), autodrop(0.05, 0.2, steps_per_period=steps_per_epoch)
+    )
+    variants = {}
+    for name, tx in (("base", base), ("autodrop", with_autodrop)):
+        state = create_train_state(model, tx, jax.random.key(0), batch["x"][:1])
+        step = jax.jit(make_train_step(model, tx), donate_argnums=0)
+        _, state = _epoch_time(step, state, batch, steps_per_epoch)  # compile + one warm-up epoch
+        variants[name] = {
+            "step": step,
+            "state": state,
+            "times": [],
+            "opt_state_bytes": _bytes(state.opt_state),
+            "param_bytes": _bytes(state.params),
+        }
+    for _ in range(repeats):
+        for v in variants.values():
+            elapsed, v["state"] = _epoch_time(
+                v["step"], v["state"], batch, epochs * steps_per_epoch
+            )
+            v["times"].append(elapsed / (epochs * steps_per_epoch))
+    base_time = statistics.median(variants["base"]["times"])
+    auto_time = statistics.median(variants["autodrop"]["times"])
+    param_bytes = variants["base"]["param_bytes"]
+    extra = variants["autodrop"]["opt_state_bytes"] - variants["base"]["opt_state_bytes"]
+    return {
+        "model": model_name,
+        "batch_size": batch_size,
+        "steps_per_epoch": steps_per_epoch,
+        "epochs_per_block": epochs,
+        "repeats": repeats,
+        "parameters": param_bytes // 4,
+        "base_step_ms": 1e3 * base_time,
+        "autodrop_step_ms": 1e3 * auto_time,
+        "ratio": auto_time / base_time,
+        "ratio_of_minima": min(variants["autodrop"]["times"]) / min(variants["base"]["times"]),
+        "base_step_ms_all": [1e3 * t for t in variants["base"]["times"]],
+        "autodrop_step_ms_all": [1e3 * t for t in variants["autodrop"]["times"]],
+        "extra_memory_parameter_copies": extra / param_bytes,
+    }
+
+
+def main(argv=None) -> list[dict]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--gpu", action="store_true", help="also ResNet-18 on CIFAR-shaped data")
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--epochs", type=int, default=5, help="epochs per timed block")
+    parser.add_argument("--repeats", type=int, default=5, help="interleaved blocks per variant")
+    args = parser.parse_args(argv)
+    model_names = ["cnn1d"] + (["resnet18"] if args.gpu else [])
+    device = jax.devices()[0]
+    rows = [bench(m, args.batch_size, args.epochs, args.repeats) for m in model_names]
+    print(f"device: {device.device_kind} ({device.platform}), {platform.processor() or 'cpu'}")
+    print(
+        "| model | batch | steps/epoch | base step [ms] | with AutoDrop [ms] | ratio (medians) "
+        "| ratio (minima) | extra memory [param. copies] |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    for r in rows:
+        print(
+            f"| {r['model']} | {r['batch_size']} | {r['steps_per_epoch']} | {r['base_step_ms']:.3f} | "
+            f"{r['autodrop_step_ms']:.3f} | {r['ratio']:.3f} | {r['ratio_of_minima']:.3f} | "
+            f"{r['extra_memory_parameter_copies']:.2f} |"
+        )
+    out_dir = os.path.join(os.path.dirname(__file__), "results")
+    os.makedirs(out_dir, exist_ok=True)
+    kind = device.device_kind.replace(" ", "_").lower()
+    path = os.path.join(out_dir, f"autodrop_step_{kind}.json")
+    with open(path, "w") as f:
+        json.dump(
+            {
+                "device_kind": device.device_kind,
+                "platform": device.platform,
+                "note": "CPU run on a shared 2-core machine" if device.platform == "cpu" else "",
+                "rows": rows,
+            },
+            f,
+            indent=2,
+        )
+    print(f"results: {os.path.abspath(path)}")
+    return rows
+
+
+if __name__ == "__main__":
+    main()

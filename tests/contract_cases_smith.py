@@ -1,0 +1,23 @@
+"""Contract cases for the cyclical / 1cycle optimizer helpers (``randlr_jax.schedules``).
+
+Their rate and momentum are already injected with ``optax.inject_hyperparams`` (a second injection
+around them would be read once at init), so they carry no ``inject`` entry; ``tests/test_schedules.py``
+checks the values in ``state.hyperparams`` step by step. ``cyclic_sgd`` / ``cyclic_adam`` are the same
+transformations as ``one_cycle_sgd`` / ``one_cycle_adam`` with other schedules (checked there, inside
+``jax.jit`` too), so they are not repeated here.
+"""
+
+from __future__ import annotations
+
+from randlr_jax import schedules
+from tests.helpers import ContractCase as Case
+
+CASES = [
+    Case(
+        "one_cycle_sgd",
+        lambda: schedules.one_cycle_sgd(
+            300, 0.3, three_phase=True, nesterov=True, weight_decay=1e-4
+        ),
+    ),
+    Case("one_cycle_adam", lambda: schedules.one_cycle_adam(600, 0.1), steps_to_converge=600),
+]
