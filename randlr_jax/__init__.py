@@ -7,6 +7,7 @@ The public surface is re-exported explicitly here; private modules hold one conc
 
 from randlr_jax import models as models
 from randlr_jax import noisy_quadratic as noisy_quadratic
+from randlr_jax import pretrained as pretrained
 from randlr_jax import training as training
 from randlr_jax._alrao import alrao as alrao
 from randlr_jax._alrao import alrao_adam as alrao_adam
@@ -31,6 +32,25 @@ from randlr_jax.features import default_feature_rules as default_feature_rules
 from randlr_jax.features import sample_feature_lrs as sample_feature_lrs
 from randlr_jax.features import scale_by_feature_lrs as scale_by_feature_lrs
 from randlr_jax.features import scale_by_lr_tree as scale_by_lr_tree
+from randlr_jax.hypergradient import HypergradientState as HypergradientState
+from randlr_jax.hypergradient import adam_hd as adam_hd
+from randlr_jax.hypergradient import hypergradient_descent as hypergradient_descent
+from randlr_jax.hypergradient import sgd_hd as sgd_hd
+from randlr_jax.lstm_optimizer import LSTMOptimizerState as LSTMOptimizerState
+from randlr_jax.lstm_optimizer import LSTMUpdateProposer as LSTMUpdateProposer
+from randlr_jax.lstm_optimizer import lstm_optimizer as lstm_optimizer
+from randlr_jax.meta_training import MetaTrainResult as MetaTrainResult
+from randlr_jax.meta_training import load_lstm_params as load_lstm_params
+from randlr_jax.meta_training import make_meta_optimizer as make_meta_optimizer
+from randlr_jax.meta_training import make_meta_step as make_meta_step
+from randlr_jax.meta_training import make_truncation_loss as make_truncation_loss
+from randlr_jax.meta_training import meta_train as meta_train
+from randlr_jax.meta_training import save_lstm_params as save_lstm_params
+from randlr_jax.noh import LSTMRateProposer as LSTMRateProposer
+from randlr_jax.noh import NOHAdamState as NOHAdamState
+from randlr_jax.noh import init_proposer_params as init_proposer_params
+from randlr_jax.noh import noh_adam as noh_adam
+from randlr_jax.noh import preprocess_gradients as preprocess_gradients
 from randlr_jax.range_test import RangeTestResult as RangeTestResult
 from randlr_jax.range_test import classification_loss as classification_loss
 from randlr_jax.range_test import lr_range_test as lr_range_test
