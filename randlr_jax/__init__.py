@@ -7,6 +7,7 @@ The public surface is re-exported explicitly here; private modules hold one conc
 
 from randlr_jax import models as models
 from randlr_jax import noisy_quadratic as noisy_quadratic
+from randlr_jax import population as population
 from randlr_jax import pretrained as pretrained
 from randlr_jax import training as training
 from randlr_jax._alrao import alrao as alrao
@@ -51,6 +52,7 @@ from randlr_jax.noh import NOHAdamState as NOHAdamState
 from randlr_jax.noh import init_proposer_params as init_proposer_params
 from randlr_jax.noh import noh_adam as noh_adam
 from randlr_jax.noh import preprocess_gradients as preprocess_gradients
+from randlr_jax.population import fit_population as fit_population
 from randlr_jax.range_test import RangeTestResult as RangeTestResult
 from randlr_jax.range_test import classification_loss as classification_loss
 from randlr_jax.range_test import lr_range_test as lr_range_test

@@ -271,3 +271,15 @@ def test_create_train_state_unaliases_shared_buffers():
     assert a is not b
 
     jax.jit(lambda s: s, donate_argnums=0)(state)  # would fail: "donate the same buffer twice"
+
+
+def test_language_model_fit_on_one_device(tmp_path):
+    # One device: device_put does not copy, so a donated carry reused at the next epoch would be gone.
+    text = np.tile(np.arange(5, dtype=np.int32), 80)
+    splits = {"train": text[:300], "validation": text[300:]}
+    model = models.make_model("char_lstm", vocab_size=5, embed_dim=4, hidden_size=8)
+    config = LoopConfig(
+        epochs=2, batch_size=4, seq_len=6, eval_streams=4, progress=False, num_devices=1
+    )
+    result = fit(model, optax.adam(1e-2), splits, config, tmp_path, task="language_model")
+    assert len(result.history) == 2 and np.isfinite(result.history[-1]["validation_loss"])

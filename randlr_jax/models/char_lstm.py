@@ -112,5 +112,9 @@ class CharLSTM(nn.Module):
         Needs no parameters: callable on an unbound module.
         """
         check_positive_int("batch_size", batch_size)
-        zeros = jnp.zeros((batch_size, self.hidden_size), jnp.float32)
-        return tuple((zeros, zeros) for _ in range(self.num_layers))
+        shape = (batch_size, self.hidden_size)
+        # Distinct arrays: a training step that donates its state must not see one buffer twice.
+        return tuple(
+            (jnp.zeros(shape, jnp.float32), jnp.zeros(shape, jnp.float32))
+            for _ in range(self.num_layers)
+        )

@@ -13,10 +13,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import os
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
@@ -28,11 +27,12 @@ from tqdm.auto import tqdm
 from randlr_jax.training import plotting
 from randlr_jax.training.checkpoint import Checkpointer
 from randlr_jax.training.early_stopping import EarlyStopping
+from randlr_jax.training.feed import SplitFeed
+from randlr_jax.training.records import append_jsonl, decode_record, host_metrics, write_jsonl
 from randlr_jax.training.sharding import make_mesh, pad_batch, replicate, shard_batch
-from randlr_jax.training.state import TrainState, create_train_state
+from randlr_jax.training.state import TrainState, create_train_state, unalias
 from randlr_jax.training.steps import TASKS, make_eval_step, make_train_step, summarize
 
-Batch = dict[str, np.ndarray]
 StepCallback = Callable[[int, dict], None]
 
 
@@ -142,14 +142,17 @@ def fit(
         raise ValueError(
             f"batch_size {config.batch_size} must be a multiple of the number of devices ({num_devices})."
         )
-    data = _Data(splits, config, task)
+    data = SplitFeed(splits, config, task)
 
     key = jax.random.key(config.seed)
-    carry = model.initial_carry(config.batch_size) if task == "language_model" else None
+    carry = None
+    if task == "language_model":
+        # Kept on the host: every epoch start puts fresh buffers on the devices (the step donates them).
+        carry = jax.tree.map(np.asarray, model.initial_carry(config.batch_size))
     state = create_train_state(model, tx, key, data.sample_input(), carry=carry)
     state = replicate(state, mesh)
     if carry is not None:
-        state = state.replace(carry=shard_batch(carry, mesh))
+        state = state.replace(carry=unalias(shard_batch(carry, mesh)))
     step_fn = jax.jit(train_step or make_train_step(model, tx, task=task), donate_argnums=0)
     eval_fn = jax.jit(make_eval_step(model, task=task))
 
@@ -159,10 +162,10 @@ def fit(
     checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"))
     if checkpointer.latest_step() is not None:
         (state, best), meta = checkpointer.restore((state, best))
-        history = [_floats(h) for h in meta["history"]]
+        history = [decode_record(h) for h in meta["history"]]
         stopper = EarlyStopping.from_dict(meta["early_stopping"])
     metrics_path = os.path.join(workdir, "metrics.jsonl")
-    _write_jsonl(metrics_path, history)  # what is on disk matches the checkpoint we resume from
+    write_jsonl(metrics_path, history)  # what is on disk matches the checkpoint we resume from
 
     steps_per_epoch = data.steps_per_epoch
     total_steps = steps_per_epoch * config.epochs
@@ -192,7 +195,7 @@ def fit(
             step = int(state.step)
             if task == "language_model" and step == steps_per_epoch * epoch:
                 state = state.replace(
-                    carry=shard_batch(carry, mesh)
+                    carry=unalias(shard_batch(carry, mesh))
                 )  # each epoch restarts the streams
             for batch in data.train_batches(epoch, start_batch=step - steps_per_epoch * epoch):
                 state, metrics = step_fn(state, shard_batch(batch, mesh))
@@ -206,7 +209,7 @@ def fit(
                 ):  # the epoch end saves anyway, with its metrics
                     save()
                 if step % config.log_every == 0 or step == epoch_end:
-                    host = _host_metrics(metrics)
+                    host = host_metrics(metrics)
                     rate = steps_timed / max(time.perf_counter() - t_start, 1e-9)
                     progress.set_postfix(
                         epoch=epoch + 1,
@@ -225,7 +228,7 @@ def fit(
                 record.update(
                     {
                         f"last_{k}": v.tolist()
-                        for k, v in _host_metrics(metrics).items()
+                        for k, v in host_metrics(metrics).items()
                         if isinstance(v, np.ndarray)
                     }
                 )
@@ -234,7 +237,7 @@ def fit(
                 record["train_loss"] = float(train_losses.mean())
             for split in ("validation", "test"):
                 if split in splits:
-                    for name, value in data.evaluate(split, state, eval_fn, mesh).items():
+                    for name, value in _evaluate(data, split, state, eval_fn, mesh).items():
                         record[f"{split}_{name}"] = value
             improved = stopper.update(record.get("validation_loss", -float(epoch)), epoch + 1)
             if improved:  # a copy: the state's own buffers are donated to the next step
@@ -243,7 +246,7 @@ def fit(
                 )
             record["best_epoch"] = stopper.best_epoch
             history.append(record)
-            _append_jsonl(metrics_path, record)
+            append_jsonl(metrics_path, record)
             save()
     except KeyboardInterrupt:
         save()
@@ -272,127 +275,31 @@ def _summarize(history, stopper, splits, data, best, state, eval_fn, mesh) -> di
         summary["best_validation_loss"] = stopper.best_value
     if "test" in splits:
         best_state = state.replace(params=best["params"], model_state=best["model_state"])
-        for name, value in data.evaluate("test", best_state, eval_fn, mesh).items():
+        for name, value in _evaluate(data, "test", best_state, eval_fn, mesh).items():
             summary[f"test_{name}"] = value
     if history:
         summary["final"] = history[-1]
     return summary
 
 
-class _Data:
-    """Batching of the in-memory splits for one task."""
-
-    def __init__(self, splits: dict, config: LoopConfig, task: str):
-        from randlr_jax import data as rdata  # the data layer is heavy (TFDS); import it on use
-
-        self._rdata = rdata
-        self.splits = splits
-        self.config = config
-        self.task = task
-        if task == "classification":
-            n = len(splits["train"]["y"])
-            if config.batch_size > n:
-                raise ValueError(
-                    f"batch_size {config.batch_size} is larger than the training split ({n} examples)."
-                )
-            self.steps_per_epoch = rdata.num_batches(n, config.batch_size, config.drop_remainder)
-        else:
-            self.steps_per_epoch = rdata.lm_num_batches(
-                len(splits["train"]), config.batch_size, config.seq_len
-            )
-            if self.steps_per_epoch < 1:
-                raise ValueError(
-                    f"the training text ({len(splits['train'])} tokens) is too short for batch_size "
-                    f"{config.batch_size} streams of seq_len {config.seq_len}."
-                )
-
-    def sample_input(self) -> np.ndarray:
-        if self.task == "classification":
-            return np.asarray(self.splits["train"]["x"][:1])
-        return np.zeros((1, self.config.seq_len), np.int32)
-
-    def train_batches(self, epoch: int, start_batch: int) -> Iterable[Batch]:
-        if self.task == "classification":
-            return self._rdata.batch_iterator(
-                self.splits["train"],
-                self.config.batch_size,
-                shuffle=True,
-                seed=self.config.seed,
-                epoch=epoch,
-                drop_remainder=self.config.drop_remainder,
-                start_batch=start_batch,
-            )
-        return self._rdata.lm_batch_iterator(
-            self.splits["train"],
-            self.config.batch_size,
-            self.config.seq_len,
-            start_batch=start_batch,
+def _evaluate(feed: SplitFeed, split: str, state: TrainState, eval_fn, mesh) -> dict:
+    """Mean loss and accuracy (bits per character) of ``state`` on ``split``, over the global batch."""
+    num_devices = mesh.devices.size
+    totals = None
+    if feed.task == "classification":
+        for batch in feed.eval_batches(split):
+            sums = eval_fn(state, shard_batch(pad_batch(batch, num_devices), mesh))
+            totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
+    else:
+        streams = feed.config.eval_streams
+        streams = max(num_devices, streams - streams % num_devices)
+        # The carry's structure is the training carry's, with ``streams`` rows.
+        model_carry = jax.tree.map(
+            lambda c: jnp.zeros((streams,) + c.shape[1:], c.dtype), state.carry
         )
-
-    def evaluate(self, split: str, state: TrainState, eval_fn, mesh) -> dict:
-        num_devices = mesh.devices.size
-        totals = None
-        if self.task == "classification":
-            arrays = self.splits[split]
-            batches = self._rdata.batch_iterator(
-                arrays,
-                min(self.config.eval_batch_size, len(arrays["y"])),
-                shuffle=False,
-                seed=0,
-                epoch=0,
-                drop_remainder=False,
-            )
-            for batch in batches:
-                sums = eval_fn(state, shard_batch(pad_batch(batch, num_devices), mesh))
-                totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
-        else:
-            tokens = self.splits[split]
-            streams = self.config.eval_streams
-            streams = max(num_devices, streams - streams % num_devices)
-            model_carry = None
-            for batch in self._rdata.lm_batch_iterator(tokens, streams, self.config.seq_len):
-                if model_carry is None:
-                    model_carry = self._initial_carry(state, streams)
-                sums, model_carry = eval_fn(state, shard_batch(batch, mesh), model_carry)
-                totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
-        if totals is None:
-            return {}
-        return summarize(jax.device_get(totals), task=self.task)
-
-    def _initial_carry(self, state: TrainState, batch_size: int):
-        # The carry's structure is the training carry's, with ``batch_size`` rows.
-        return jax.tree.map(lambda c: jnp.zeros((batch_size,) + c.shape[1:], c.dtype), state.carry)
-
-
-def _host_metrics(metrics: dict) -> dict:
-    """Metrics on the host: Python floats for scalars, numpy arrays otherwise."""
-    host = jax.device_get(metrics)
-    return {k: float(v) if np.ndim(v) == 0 else np.asarray(v) for k, v in host.items()}
-
-
-def _floats(record: dict) -> dict:
-    """Undo the JSON encoding of non-finite floats written by the checkpointer."""
-    out = {}
-    for k, v in record.items():
-        out[k] = float(v) if isinstance(v, str) and v in ("nan", "inf", "-inf") else v
-    return out
-
-
-def _encode(record: dict) -> dict:
-    return {
-        k: (repr(v) if isinstance(v, float) and not math.isfinite(v) else v)
-        for k, v in record.items()
-    }
-
-
-def _write_jsonl(path: str, records: list[dict]) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        for r in records:
-            f.write(json.dumps(_encode(r)) + "\n")
-    os.replace(tmp, path)
-
-
-def _append_jsonl(path: str, record: dict) -> None:
-    with open(path, "a") as f:
-        f.write(json.dumps(_encode(record)) + "\n")
+        for batch in feed.eval_batches(split, streams):
+            sums, model_carry = eval_fn(state, shard_batch(batch, mesh), model_carry)
+            totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
+    if totals is None:
+        return {}
+    return summarize(jax.device_get(totals), task=feed.task)

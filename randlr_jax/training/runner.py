@@ -112,6 +112,13 @@ def build_alrao(config: TrainConfig, spec: Any, task: str) -> tuple[Any, Any, An
     return model, tx, make_alrao_train_step(model, tx, task=task)
 
 
+def write_config(workdir: str | os.PathLike, config: TrainConfig) -> None:
+    """Record ``config`` as ``workdir/config.json`` (what produced the run's results)."""
+    os.makedirs(workdir, exist_ok=True)
+    with open(os.path.join(workdir, "config.json"), "w") as f:
+        json.dump(dataclasses.asdict(config), f, indent=2, default=repr)
+
+
 def train_and_evaluate(
     config: TrainConfig,
     workdir: str | os.PathLike,
@@ -128,9 +135,7 @@ def train_and_evaluate(
         model = build_model(config, spec)
         if tx is None:
             tx = make_optimizer(config.optimizer, config.learning_rate, **config.optimizer_kwargs)
-    os.makedirs(workdir, exist_ok=True)
-    with open(os.path.join(workdir, "config.json"), "w") as f:
-        json.dump(dataclasses.asdict(config), f, indent=2, default=repr)
+    write_config(workdir, config)
     return fit(
         model,
         tx,

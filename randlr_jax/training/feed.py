@@ -1,0 +1,94 @@
+"""Batching of in-memory splits for one task, shared by :func:`~randlr_jax.training.fit` and the
+vmapped learning-rate population (:mod:`randlr_jax.population`).
+
+Classification splits are ``{"x", "y"}`` arrays, read in a per-epoch order that depends only on
+``(seed, epoch)`` (so a run resumes mid-epoch exactly); language-model splits are 1-D token arrays cut into
+``batch_size`` contiguous streams read in windows of ``seq_len`` (truncated backprop through time).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+
+Batch = dict[str, np.ndarray]
+
+
+class SplitFeed:
+    """Training and evaluation batches of ``splits`` for ``task``, with the sizes of ``config``.
+
+    Args:
+      splits: classification: ``{"train": {"x", "y"}, ...}``; language model: ``{"train": tokens, ...}``.
+      config: a :class:`~randlr_jax.training.LoopConfig` (``batch_size``, ``eval_batch_size``, ``seed``,
+        ``drop_remainder``, ``seq_len``).
+      task: ``"classification"`` or ``"language_model"``.
+
+    Raises:
+      ValueError: a batch larger than the training split, or a text too short for one window.
+    """
+
+    def __init__(self, splits: dict, config: Any, task: str):
+        from randlr_jax import data as rdata  # the data layer is heavy (TFDS); import it on use
+
+        self._rdata = rdata
+        self.splits = splits
+        self.config = config
+        self.task = task
+        if task == "classification":
+            n = len(splits["train"]["y"])
+            if config.batch_size > n:
+                raise ValueError(
+                    f"batch_size {config.batch_size} is larger than the training split ({n} examples)."
+                )
+            self.steps_per_epoch = rdata.num_batches(n, config.batch_size, config.drop_remainder)
+        else:
+            self.steps_per_epoch = rdata.lm_num_batches(
+                len(splits["train"]), config.batch_size, config.seq_len
+            )
+            if self.steps_per_epoch < 1:
+                raise ValueError(
+                    f"the training text ({len(splits['train'])} tokens) is too short for batch_size "
+                    f"{config.batch_size} streams of seq_len {config.seq_len}."
+                )
+
+    def sample_input(self) -> np.ndarray:
+        """One input, for ``model.init``."""
+        if self.task == "classification":
+            return np.asarray(self.splits["train"]["x"][:1])
+        return np.zeros((1, self.config.seq_len), np.int32)
+
+    def train_batches(self, epoch: int, start_batch: int = 0) -> Iterator[Batch]:
+        """Epoch ``epoch``'s training batches from batch ``start_batch`` on."""
+        if self.task == "classification":
+            return self._rdata.batch_iterator(
+                self.splits["train"],
+                self.config.batch_size,
+                shuffle=True,
+                seed=self.config.seed,
+                epoch=epoch,
+                drop_remainder=self.config.drop_remainder,
+                start_batch=start_batch,
+            )
+        return self._rdata.lm_batch_iterator(
+            self.splits["train"],
+            self.config.batch_size,
+            self.config.seq_len,
+            start_batch=start_batch,
+        )
+
+    def eval_batches(self, split: str, streams: int | None = None) -> Iterator[Batch]:
+        """All of ``split`` in order: ``eval_batch_size`` examples a batch (the last one may be smaller),
+        or, for a language model, ``streams`` streams read in ``seq_len`` windows."""
+        if self.task == "classification":
+            arrays = self.splits[split]
+            return self._rdata.batch_iterator(
+                arrays,
+                min(self.config.eval_batch_size, len(arrays["y"])),
+                shuffle=False,
+                seed=0,
+                epoch=0,
+                drop_remainder=False,
+            )
+        return self._rdata.lm_batch_iterator(self.splits[split], streams, self.config.seq_len)

@@ -1,0 +1,128 @@
+"""The Alrao experiment scripts: each ``--quick`` path runs on a tiny budget and writes well-formed outputs."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from experiments import alrao_appendix, alrao_compare, alrao_interval, alrao_posterior, demo
+from randlr_jax import models
+
+
+def _finite(*values):
+    return all(v is not None and math.isfinite(float(v)) for v in values)
+
+
+def _png(path):
+    assert os.path.exists(path), path
+    with open(path, "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_compare_quick_writes_a_row_for_every_method(tmp_path, capsys):
+    out = alrao_compare.main(
+        ["--workdir", str(tmp_path), "--settings", "digits_mlp", "--quick", "--epochs", "1"]
+    )
+    result = out["results"]["digits_mlp"]
+    assert set(result["rows"]) == {"sgd_best", "adam", "alrao_sgd"}
+    for row in result["rows"].values():
+        assert _finite(*row["loss"], *row["accuracy"])
+    assert [r["learning_rate"] for r in result["sgd_grid"]] == list(alrao_compare.SGD_GRID)
+    assert result["rows"]["sgd_best"]["learning_rate"] in alrao_compare.SGD_GRID
+    table = (tmp_path / "table.md").read_text()
+    assert "| digits_mlp | 1 |" in table
+    assert table.count("| digits_mlp | ") == 1 + len(alrao_compare.SGD_GRID)
+    with open(tmp_path / "results.json") as f:
+        assert "digits_mlp" in json.load(f)["results"]
+    _png(result["figure"])
+    assert "figure:" in capsys.readouterr().out
+
+
+def test_demo_quick_prints_the_table_and_the_figure(tmp_path, capsys):
+    summary = demo.main(["--workdir", str(tmp_path), "--quick", "--epochs", "1"])
+    printed = capsys.readouterr().out
+    assert "Alrao-SGD" in printed and "Adam" in printed and "SGD, best rate" in printed
+    assert printed.count("| SGD ") == len(alrao_compare.SGD_GRID)
+    _png(summary["result"]["figure"])
+    assert os.path.abspath(summary["result"]["figure"]) in printed
+
+
+def test_interval_quick_writes_the_heatmap(tmp_path):
+    out = alrao_interval.main(["--workdir", str(tmp_path), "--quick", "--setting", "digits_mlp"])
+    cells = out["cells"]
+    assert {(c["lr_min"], c["lr_max"], c["method"]) for c in cells} == {
+        (1e-2, 1e-2, "sgd"),
+        (1.0, 1.0, "sgd"),
+        (1e-2, 1.0, "alrao_sgd"),
+    }
+    assert all(_finite(c["train_loss"], c["test_loss"]) for c in cells)
+    _png(out["figure"])
+
+
+def test_posterior_quick_records_a_distribution_over_the_copies(tmp_path):
+    out = alrao_posterior.main(["--workdir", str(tmp_path), "--quick", "--setting", "digits_mlp"])
+    assert len(out["copy_learning_rates"]) == alrao_compare.SETTINGS["digits_mlp"].num_copies
+    np.testing.assert_allclose(sum(out["final_posterior"]), 1.0, rtol=1e-4)
+    trace = alrao_posterior._read_trace(os.path.join(tmp_path, "posterior.jsonl"))
+    assert len(trace) >= 2
+    for entry in trace:
+        np.testing.assert_allclose(sum(entry["posterior"]), 1.0, rtol=1e-4)
+    assert out["argmax_learning_rate"] in [pytest.approx(r) for r in out["copy_learning_rates"]]
+    _png(out["figure"])
+
+
+def test_appendix_quick_runs_every_study(tmp_path):
+    out = alrao_appendix.main(
+        ["all", "--workdir", str(tmp_path), "--quick", "--setting", "digits_mlp", "--epochs", "1"]
+    )
+    assert set(out) == set(alrao_appendix.COMMANDS)
+    assert {(r["per"]) for r in out["per_weight"]["rows"]} == {"feature", "weight"}
+    assert [r["p"] for r in out["fraction"]["rows"]] == [0.25, 1.0]
+    assert out["fraction"]["rows"][1]["trained_weight_fraction"] == 1.0
+    assert 0.0 < out["fraction"]["rows"][0]["trained_weight_fraction"] < 0.6
+    assert [r["width"] for r in out["wider"]["rows"]] == [1.0, 1.0, 3.0, 3.0]
+    for name in ("per_weight", "fraction", "adam", "wider"):
+        for row in out[name]["rows"]:
+            assert _finite(row["test_loss"], row["test_accuracy"]), (name, row)
+        _png(out[name]["figure"])
+        assert (tmp_path / name / "table.md").read_text().count("\n") == 2 + len(out[name]["rows"])
+
+
+def test_parameter_counts_add_the_copies_of_the_classifier():
+    out = alrao_appendix.params(_Args(), None, _mkdir())
+    for row, (classes, features, copies) in zip(
+        out["rows"], [(10, 100, 10), (10, 125, 10), (88, 100, 6)], strict=True
+    ):
+        assert row["with_alrao"] - row["without_alrao"] == (copies - 1) * (features + 1) * classes
+
+
+class _Args:
+    quick = True
+
+
+def _mkdir():
+    import tempfile
+
+    return tempfile.mkdtemp()
+
+
+def test_fraction_rates_share_a_feature_and_hit_the_fraction():
+    model = models.make_model("mlp", num_classes=10, widths=(400, 400))
+    params = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, 40))))["params"]
+    rates = alrao_appendix.fraction_learning_rates(jax.random.key(1), params, 0.1, 0.3)
+    kernel = np.asarray(rates["body"]["dense_0"]["kernel"])[0]
+    bias = np.asarray(rates["body"]["dense_0"]["bias"])
+    np.testing.assert_array_equal(kernel, bias)  # a feature's weights and bias train together
+    assert np.all((kernel == 0.0) | np.isclose(kernel, 0.1))
+    assert abs(np.mean(kernel > 0) - 0.3) < 0.08
+    assert all(float(r) == pytest.approx(0.1) for r in jax.tree.leaves(rates["head"]))
+    none = alrao_appendix.fraction_learning_rates(jax.random.key(1), params, 0.1, 0.0)
+    assert all(not np.any(np.asarray(r)) for r in jax.tree.leaves(none["body"]))
+    with pytest.raises(ValueError, match="p must be in"):
+        alrao_appendix.fraction_learning_rates(jax.random.key(1), params, 0.1, 1.5)
