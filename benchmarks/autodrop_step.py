@@ -29,8 +29,7 @@ import jax
 import numpy as np
 import optax
 
-from randlr_jax import models
-from randlr_jax.autodrop import autodrop
+from randlr_jax import autodrop, models
 from randlr_jax.training import create_train_state, make_train_step
 
 # model name -> (input shape without batch, steps per epoch of its dataset at batch 128)

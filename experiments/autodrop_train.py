@@ -50,9 +50,12 @@ import optax
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from randlr_jax import (  # noqa: E402
+    autodrop,
+    get_autodrop_state,
+    models,  # noqa: E402
+)
 from randlr_jax import data as rdata  # noqa: E402
-from randlr_jax import models  # noqa: E402
-from randlr_jax.autodrop import autodrop, get_autodrop_state  # noqa: E402
 from randlr_jax.training import LoopConfig, fit, make_train_step  # noqa: E402
 
 

@@ -39,13 +39,13 @@ import optax
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+import randlr_jax  # noqa: E402
 from randlr_jax import (  # noqa: E402
     data,
     models,
     noh,  # noqa: E402
 )
 from randlr_jax import hypergradient as hd  # noqa: E402
-from randlr_jax import lstm_optimizer as lo  # noqa: E402
 from randlr_jax import meta_training as mt  # noqa: E402
 
 PAPER_META_LR = 1e-7
@@ -105,13 +105,15 @@ def _flat(split):
 def _learned(config: Config):
     """name -> (proposer module, make_optimizer, meta learning rate)."""
     rate = noh.LSTMRateProposer(num_layers=config.noh_layers, hidden_size=config.hidden_size)
-    update = lo.LSTMUpdateProposer(num_layers=config.dmopt_layers, hidden_size=config.hidden_size)
+    update = randlr_jax.LSTMUpdateProposer(
+        num_layers=config.dmopt_layers, hidden_size=config.hidden_size
+    )
 
     def make_noh(p):
         return noh.noh_adam(p, proposer=rate, update_every=config.update_every)
 
     def make_dmopt(p):
-        return lo.lstm_optimizer(p, proposer=update)
+        return randlr_jax.lstm_optimizer(p, proposer=update)
 
     return {
         "noh": (rate, make_noh, config.meta_learning_rate),

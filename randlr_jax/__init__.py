@@ -16,10 +16,13 @@ from randlr_jax._alrao import alrao_loss as alrao_loss
 from randlr_jax._alrao import alrao_sgd as alrao_sgd
 from randlr_jax._alrao import head_label_fn as head_label_fn
 from randlr_jax._alrao import scale_by_copy_lrs as scale_by_copy_lrs
-from randlr_jax.autodrop import AutoDropState as AutoDropState
-from randlr_jax.autodrop import angle_degrees as angle_degrees
-from randlr_jax.autodrop import autodrop as autodrop
-from randlr_jax.autodrop import get_autodrop_state as get_autodrop_state
+from randlr_jax._autodrop import AutoDropState as AutoDropState
+from randlr_jax._autodrop import angle_degrees as angle_degrees
+from randlr_jax._autodrop import autodrop as autodrop
+from randlr_jax._autodrop import get_autodrop_state as get_autodrop_state
+from randlr_jax._lstm_optimizer import LSTMOptimizerState as LSTMOptimizerState
+from randlr_jax._lstm_optimizer import LSTMUpdateProposer as LSTMUpdateProposer
+from randlr_jax._lstm_optimizer import lstm_optimizer as lstm_optimizer
 from randlr_jax.classifier_copies import AlraoHead as AlraoHead
 from randlr_jax.classifier_copies import copy_learning_rates as copy_learning_rates
 from randlr_jax.classifier_copies import suggest_lr as suggest_lr
@@ -37,9 +40,6 @@ from randlr_jax.hypergradient import HypergradientState as HypergradientState
 from randlr_jax.hypergradient import adam_hd as adam_hd
 from randlr_jax.hypergradient import hypergradient_descent as hypergradient_descent
 from randlr_jax.hypergradient import sgd_hd as sgd_hd
-from randlr_jax.lstm_optimizer import LSTMOptimizerState as LSTMOptimizerState
-from randlr_jax.lstm_optimizer import LSTMUpdateProposer as LSTMUpdateProposer
-from randlr_jax.lstm_optimizer import lstm_optimizer as lstm_optimizer
 from randlr_jax.meta_training import MetaTrainResult as MetaTrainResult
 from randlr_jax.meta_training import load_lstm_params as load_lstm_params
 from randlr_jax.meta_training import make_meta_optimizer as make_meta_optimizer

@@ -36,7 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from randlr_jax.autodrop import AutoDropState, angle_degrees
+from randlr_jax._autodrop import AutoDropState, angle_degrees
 
 
 class NoisyQuadratic(NamedTuple):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import optax
 
-from randlr_jax.autodrop import autodrop
+from randlr_jax._autodrop import autodrop
 from tests.helpers import ContractCase as Case
 
 

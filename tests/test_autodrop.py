@@ -13,7 +13,7 @@ import optax
 import pytest
 
 from randlr_jax import noisy_quadratic as nqm
-from randlr_jax.autodrop import AutoDropState, angle_degrees, autodrop, get_autodrop_state
+from randlr_jax._autodrop import AutoDropState, angle_degrees, autodrop, get_autodrop_state
 from randlr_jax.training import Checkpointer
 
 # ----------------------------------------------------------------------------------------------- angles

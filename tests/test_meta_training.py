@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from randlr_jax import lstm_optimizer as lo
+from randlr_jax import _lstm_optimizer as lo
 from randlr_jax import meta_training as mt
 from randlr_jax import noh
 

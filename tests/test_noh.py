@@ -11,7 +11,7 @@ import numpy as np
 import optax
 import pytest
 
-from randlr_jax import lstm_optimizer as lo
+from randlr_jax import _lstm_optimizer as lo
 from randlr_jax import noh, pretrained
 
 PROPOSER = noh.LSTMRateProposer(num_layers=2, hidden_size=6)

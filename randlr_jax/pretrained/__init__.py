@@ -2,7 +2,7 @@
 
 Each file is written by :func:`randlr_jax.meta_training.save_lstm_params`: the LSTM parameters plus a config
 saying which module they belong to (``"kind"``: ``"noh"`` for :class:`randlr_jax.noh.LSTMRateProposer`,
-``"dmopt"`` for :class:`randlr_jax.lstm_optimizer.LSTMUpdateProposer`), its fields, ``update_every`` (NOH)
+``"dmopt"`` for :class:`randlr_jax.LSTMUpdateProposer`), its fields, ``update_every`` (NOH)
 and how it was trained (``"meta_training"``).
 
 Example:
@@ -17,7 +17,7 @@ from typing import Any, NamedTuple
 import flax.linen as nn
 import optax
 
-from randlr_jax import lstm_optimizer as lstm_optimizer_lib
+from randlr_jax import _lstm_optimizer as lstm_optimizer_lib
 from randlr_jax import meta_training
 from randlr_jax import noh as noh_lib
 
@@ -59,7 +59,7 @@ def pretrained_optimizer(name: str, **kwargs: Any) -> optax.GradientTransformati
     """The Optax transformation of a shipped learned optimizer, frozen.
 
     ``"noh_*"``: :func:`randlr_jax.noh.noh_adam` with the saved ``update_every`` (``kwargs`` override it or set
-    Adam's constants); ``"dmopt_*"``: :func:`randlr_jax.lstm_optimizer.lstm_optimizer`.
+    Adam's constants); ``"dmopt_*"``: :func:`randlr_jax.lstm_optimizer`.
     """
     loaded = load_pretrained(name)
     if loaded.config["kind"] == "noh":
