@@ -21,7 +21,7 @@ Copy ``j`` (``j = 0..N-1``) is trained with the learning rate
 and with ``N = 1`` the single copy uses ``eta_min`` (as the authors' code).
 
 A copy whose parameters are non-finite (its learning rate was too large) is dropped from the mixture, as if
-``a_j = 0``: the output stays finite as long as one copy is finite.
+``a_j = 0``. If no copy is finite the output is the uniform distribution (regression: zero), never NaN.
 
 Regression (the paper: "the case of regression is similar"): each copy predicts a mean ``mu_j``; the
 likelihood is Gaussian with fixed ``sigma`` (1 by default, as the reference code); the output is the
@@ -227,10 +227,17 @@ class AlraoHead(nn.Module):
         logw = masked_log_weights(self.averager().log_posterior(self.switch_state.value), finite)
         # Zero the dropped copies' outputs so that NaNs never meet their (zero) weights.
         outputs = zero_nonfinite_copies(outputs, finite)
+        # With no finite copy left there is no prediction to average: fall back to the uniform
+        # distribution (regression: zero) rather than return NaN.
+        any_finite = jnp.any(finite)
         if self.task == "classification":
-            return mixture_log_probs(jax.nn.log_softmax(outputs, axis=-1), logw)
+            mixture = mixture_log_probs(jax.nn.log_softmax(outputs, axis=-1), logw)
+            uniform = jnp.full_like(mixture, -math.log(self.num_outputs))
+            return jnp.where(any_finite, mixture, uniform)
         weights = jnp.exp(logw).reshape((-1,) + (1,) * (outputs.ndim - 1))
-        return jnp.sum(weights * outputs, axis=0)
+        return jnp.where(
+            any_finite, jnp.sum(jnp.where(any_finite, weights, 0.0) * outputs, axis=0), 0.0
+        )
 
 
 def get_switch_state(model_state: Any, head_key: str = "head") -> Any:

@@ -383,3 +383,12 @@ def test_head_routing_by_path():
     assert (body_rates >= 1e-2 - 1e-9).all() and (body_rates <= 1.0 + 1e-6).all()
     assert len(np.unique(body_rates[0])) == 4  # one rate per feature (output unit)
     np.testing.assert_allclose(body_rates, np.broadcast_to(body_rates[:1], body_rates.shape))
+
+
+def test_output_stays_finite_when_every_copy_is_dropped():
+    model = _model()
+    state = _state(model, optax.sgd(0.1))
+    head = jax.tree.map(lambda p: jnp.full_like(p, jnp.nan), state.params["head"])
+    variables = {"params": {**state.params, "head": head}, **state.model_state}
+    out = model.apply(variables, _data(8)["x"])
+    chex.assert_trees_all_close(out, jnp.full((8, K), -math.log(K)), rtol=1e-6)
