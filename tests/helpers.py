@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 
+import numpy as np
 import optax
 
 
@@ -26,3 +27,20 @@ class ContractCase:
     make: Callable[[], optax.GradientTransformation]
     inject: tuple | None = None
     steps_to_converge: int = 300
+
+
+def blobs(n: int, seed: int, dim: int = 12, classes: int = 3) -> dict:
+    """Gaussian blobs ``{"x": (n, dim) float32, "y": (n,) int32}``: a problem an MLP learns in a few steps.
+
+    The class centres are fixed; ``seed`` draws the labels and the noise.
+    """
+    rng = np.random.default_rng(seed)
+    centers = np.random.default_rng(1234).normal(size=(classes, dim)).astype(np.float32) * 2
+    y = rng.integers(0, classes, size=n).astype(np.int32)
+    x = centers[y] + rng.normal(size=(n, dim)).astype(np.float32)
+    return {"x": x, "y": y}
+
+
+def blob_splits() -> dict:
+    """Train (96), validation (40) and test (40) splits of :func:`blobs`."""
+    return {"train": blobs(96, 0), "validation": blobs(40, 1), "test": blobs(40, 2)}

@@ -18,18 +18,7 @@ from randlr_jax.population import (
     member_history,
 )
 from randlr_jax.training import LoopConfig, create_train_state, fit, make_train_step
-
-
-def _blobs(n: int, seed: int, dim: int = 12, classes: int = 3):
-    rng = np.random.default_rng(seed)
-    centers = np.random.default_rng(1234).normal(size=(classes, dim)).astype(np.float32) * 2
-    y = rng.integers(0, classes, size=n).astype(np.int32)
-    x = centers[y] + rng.normal(size=(n, dim)).astype(np.float32)
-    return {"x": x, "y": y}
-
-
-def _splits():
-    return {"train": _blobs(96, 0), "validation": _blobs(40, 1), "test": _blobs(40, 2)}
+from tests.helpers import blob_splits
 
 
 def _model():
@@ -48,7 +37,7 @@ RATES = (0.01, 0.1, 0.5)
 
 
 def test_each_member_follows_the_single_run_at_its_rate(tmp_path):
-    splits, model, config = _splits(), _model(), _config()
+    splits, model, config = blob_splits(), _model(), _config()
     pop = fit_population(model, RATES, splits, config, tmp_path / "pop")
     assert len(pop.members) == len(RATES)
     for k, rate in enumerate(RATES):
@@ -73,7 +62,7 @@ def test_each_member_follows_the_single_run_at_its_rate(tmp_path):
 
 
 def test_early_stopping_is_per_member_and_freezes_the_stopped(tmp_path):
-    splits, model = _splits(), _model()
+    splits, model = blob_splits(), _model()
     config = _config(epochs=6, patience=1)
     rates = (0.1, 1e4)  # the second diverges: no finite validation loss, stops after one epoch
     pop = fit_population(model, rates, splits, config, tmp_path / "pop")
@@ -94,7 +83,7 @@ def test_early_stopping_is_per_member_and_freezes_the_stopped(tmp_path):
 
 
 def test_resume_continues_exactly(tmp_path):
-    splits, model = _splits(), _model()
+    splits, model = blob_splits(), _model()
     fit_population(model, RATES, splits, _config(epochs=2), tmp_path / "run")
     resumed = fit_population(model, RATES, splits, _config(epochs=3), tmp_path / "run")
     scratch = fit_population(model, RATES, splits, _config(epochs=3), tmp_path / "scratch")
@@ -104,7 +93,7 @@ def test_resume_continues_exactly(tmp_path):
 
 
 def test_other_optimizers_take_the_rate_per_member(tmp_path):
-    splits, model, config = _splits(), _model(), _config(epochs=2)
+    splits, model, config = blob_splits(), _model(), _config(epochs=2)
     pop = fit_population(model, (1e-3, 1e-2), splits, config, tmp_path / "p", optimizer=optax.adam)
     single = fit(model, optax.adam(1e-2), splits, config, tmp_path / "s")
     chex.assert_trees_all_close(
@@ -149,7 +138,7 @@ def test_init_population_stacks_members_with_their_rates():
 @pytest.mark.parametrize("rates", [(), (0.1, -1.0), (0.1, float("nan")), ((0.1, 0.2),)])
 def test_bad_rates_raise(rates, tmp_path):
     with pytest.raises(ValueError, match="learning_rates"):
-        fit_population(_model(), rates, _splits(), _config(), tmp_path)
+        fit_population(_model(), rates, blob_splits(), _config(), tmp_path)
 
 
 def test_optimizer_without_injected_rate_raises():

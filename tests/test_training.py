@@ -23,19 +23,7 @@ from randlr_jax.training import (
     make_train_step,
 )
 from randlr_jax.training.sharding import make_mesh, pad_batch, shard_batch
-
-
-def _blobs(n: int, seed: int, dim: int = 12, classes: int = 3):
-    """Gaussian blobs: a small problem an MLP learns in a few steps."""
-    rng = np.random.default_rng(seed)
-    centers = np.random.default_rng(1234).normal(size=(classes, dim)).astype(np.float32) * 2
-    y = rng.integers(0, classes, size=n).astype(np.int32)
-    x = centers[y] + rng.normal(size=(n, dim)).astype(np.float32)
-    return {"x": x, "y": y}
-
-
-def _splits():
-    return {"train": _blobs(96, 0), "validation": _blobs(40, 1), "test": _blobs(40, 2)}
+from tests.helpers import blob_splits, blobs
 
 
 def _model():
@@ -51,7 +39,7 @@ def _config(**kw):
 def test_train_step_reduces_loss_and_reports_metrics():
     model = _model()
     tx = optax.sgd(0.1)
-    batch = _blobs(64, 3)
+    batch = blobs(64, 3)
     state = create_train_state(model, tx, jax.random.key(0), batch["x"][:1])
     step = jax.jit(make_train_step(model, tx))
     losses = []
@@ -67,7 +55,7 @@ def test_train_step_passes_value_to_extra_args_transformations():
     # reduce_on_plateau needs `value=`; a plain step that forgot it would raise a TypeError.
     model = _model()
     tx = optax.chain(optax.sgd(0.1), optax.contrib.reduce_on_plateau(patience=1, factor=0.5))
-    batch = _blobs(32, 4)
+    batch = blobs(32, 4)
     state = create_train_state(model, tx, jax.random.key(0), batch["x"][:1])
     step = jax.jit(make_train_step(model, tx))
     for _ in range(3):
@@ -78,7 +66,7 @@ def test_train_step_passes_value_to_extra_args_transformations():
 
 def test_eval_step_masks_padding():
     model = _model()
-    data = _blobs(10, 5)
+    data = blobs(10, 5)
     state = create_train_state(model, optax.sgd(0.1), jax.random.key(0), data["x"][:1])
     eval_step = jax.jit(make_eval_step(model))
     plain = eval_step(state, data)
@@ -89,7 +77,7 @@ def test_eval_step_masks_padding():
 
 
 def test_fit_writes_outputs_and_learns(tmp_path):
-    result = fit(_model(), optax.sgd(0.2), _splits(), _config(), tmp_path)
+    result = fit(_model(), optax.sgd(0.2), blob_splits(), _config(), tmp_path)
     lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
     assert len(lines) == 3
     records = [json.loads(line) for line in lines]
@@ -111,7 +99,7 @@ def test_fit_writes_outputs_and_learns(tmp_path):
 
 def test_same_result_on_one_and_eight_devices(tmp_path):
     assert jax.local_device_count() == 8, "tests expect 8 simulated CPU devices (see conftest.py)"
-    splits = _splits()
+    splits = blob_splits()
     one = fit(_model(), optax.sgd(0.2), splits, _config(num_devices=1), tmp_path / "one")
     eight = fit(_model(), optax.sgd(0.2), splits, _config(num_devices=8), tmp_path / "eight")
     chex.assert_trees_all_close(one.state.params, eight.state.params, rtol=1e-5, atol=1e-6)
@@ -140,7 +128,7 @@ class _Interrupt:
 
 @pytest.mark.parametrize("checkpoint_every_steps", [None, 4])
 def test_interrupted_run_resumes_to_identical_parameters(tmp_path, checkpoint_every_steps):
-    splits = _splits()
+    splits = blob_splits()
     config = _config(checkpoint_every_steps=checkpoint_every_steps)
     # Dropout makes the dropout key part of what must be restored.
     model = Classifier(body=_DropoutMLP(), head=nn.Dense(3))
@@ -161,7 +149,7 @@ def test_interrupted_run_resumes_to_identical_parameters(tmp_path, checkpoint_ev
 
 
 def test_early_stopping_keeps_best_epoch(tmp_path):
-    splits = _splits()
+    splits = blob_splits()
     steps_per_epoch = 96 // 16
     # Descend for one epoch, then ascend: validation loss gets worse from epoch 2 on.
     flip = optax.scale_by_schedule(lambda step: jnp.where(step < steps_per_epoch, 1.0, -1.0))
@@ -218,7 +206,7 @@ def test_language_model_fit_and_resume(tmp_path):
 
 
 def test_bad_input_errors(tmp_path):
-    splits = _splits()
+    splits = blob_splits()
     with pytest.raises(ValueError, match="larger than the training split"):
         fit(_model(), optax.sgd(0.1), splits, _config(batch_size=1000), tmp_path / "a")
     with pytest.raises(ValueError, match="multiple of the number of devices"):
