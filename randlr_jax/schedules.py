@@ -447,6 +447,35 @@ def _scheduled_adam(learning_rate, b1, b2, eps):
     return optax.inject_hyperparams(_adam)(learning_rate=learning_rate, b1=b1, b2=b2, eps=eps)
 
 
+def _cyclic_rate_and_momentum(
+    base_lr,
+    max_lr,
+    step_size_up,
+    step_size_down,
+    mode,
+    gamma,
+    cycle_momentum,
+    base_momentum,
+    max_momentum,
+):
+    """The rate schedule and the (inversely cycled, or constant ``max_momentum``) momentum of the
+    cyclic optimizer helpers."""
+    rate = cyclic_schedule(
+        base_lr, max_lr, step_size_up, step_size_down=step_size_down, mode=mode, gamma=gamma
+    )
+    if not cycle_momentum:
+        return rate, _check_finite("max_momentum", max_momentum)
+    momentum = cyclic_momentum_schedule(
+        base_momentum,
+        max_momentum,
+        step_size_up,
+        step_size_down=step_size_down,
+        mode=mode,
+        gamma=gamma,
+    )
+    return rate, momentum
+
+
 def cyclic_sgd(
     base_lr: float,
     max_lr: float,
@@ -489,20 +518,16 @@ def cyclic_sgd(
       Smith, `Cyclical Learning Rates for Training Neural Networks <https://arxiv.org/abs/1506.01186>`_,
       2017.
     """
-    rate = cyclic_schedule(
-        base_lr, max_lr, step_size_up, step_size_down=step_size_down, mode=mode, gamma=gamma
-    )
-    momentum = (
-        cyclic_momentum_schedule(
-            base_momentum,
-            max_momentum,
-            step_size_up,
-            step_size_down=step_size_down,
-            mode=mode,
-            gamma=gamma,
-        )
-        if cycle_momentum
-        else _check_finite("max_momentum", max_momentum)
+    rate, momentum = _cyclic_rate_and_momentum(
+        base_lr,
+        max_lr,
+        step_size_up,
+        step_size_down,
+        mode,
+        gamma,
+        cycle_momentum,
+        base_momentum,
+        max_momentum,
     )
     return _scheduled_sgd(rate, momentum, weight_decay, nesterov)
 
@@ -545,20 +570,16 @@ def cyclic_adam(
       Smith, `Cyclical Learning Rates for Training Neural Networks <https://arxiv.org/abs/1506.01186>`_,
       2017.
     """
-    rate = cyclic_schedule(
-        base_lr, max_lr, step_size_up, step_size_down=step_size_down, mode=mode, gamma=gamma
-    )
-    b1 = (
-        cyclic_momentum_schedule(
-            base_momentum,
-            max_momentum,
-            step_size_up,
-            step_size_down=step_size_down,
-            mode=mode,
-            gamma=gamma,
-        )
-        if cycle_momentum
-        else _check_finite("max_momentum", max_momentum)
+    rate, b1 = _cyclic_rate_and_momentum(
+        base_lr,
+        max_lr,
+        step_size_up,
+        step_size_down,
+        mode,
+        gamma,
+        cycle_momentum,
+        base_momentum,
+        max_momentum,
     )
     return _scheduled_adam(rate, b1, b2, eps)
 
