@@ -144,6 +144,18 @@ def unavailable_reason(setting: Setting) -> str | None:
     return None
 
 
+def write_results(workdir: str, out: dict, text: str, figure: str, *, json_default=None) -> None:
+    """Write ``results.json`` and ``table.md`` into ``workdir``, then print the table, wall time and figure."""
+    with open(os.path.join(workdir, "results.json"), "w") as f:
+        json.dump(out, f, indent=2, default=json_default)
+    with open(os.path.join(workdir, "table.md"), "w") as f:
+        f.write(text + "\n")
+    print()
+    print(text)
+    print(f"\nwall time {out['wall_time_s']:.1f} s")
+    print(f"figure:  {os.path.abspath(figure)}")
+
+
 def train_config(
     setting: Setting, seed: int, *, epochs: int, progress: bool = True, description: str = ""
 ) -> TrainConfig:

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import itertools
-import json
 import math
 import os
 import time
@@ -108,15 +107,7 @@ def main(argv=None) -> dict:
         "figure": figure,
         "wall_time_s": time.perf_counter() - t0,
     }
-    with open(os.path.join(args.workdir, "results.json"), "w") as f:
-        json.dump(out, f, indent=2, default=repr)
-    text = table(cells)
-    with open(os.path.join(args.workdir, "table.md"), "w") as f:
-        f.write(text + "\n")
-    print()
-    print(text)
-    print(f"\nwall time {out['wall_time_s']:.1f} s")
-    print(f"figure:  {os.path.abspath(figure)}")
+    ac.write_results(args.workdir, out, table(cells), figure, json_default=repr)
     return out
 
 

@@ -93,15 +93,7 @@ def main(argv=None) -> dict:
         "figure": figure,
         "wall_time_s": time.perf_counter() - t0,
     }
-    with open(os.path.join(args.workdir, "results.json"), "w") as f:
-        json.dump(out, f, indent=2)
-    text = table(out)
-    with open(os.path.join(args.workdir, "table.md"), "w") as f:
-        f.write(text + "\n")
-    print()
-    print(text)
-    print(f"\nwall time {out['wall_time_s']:.1f} s")
-    print(f"figure:  {os.path.abspath(figure)}")
+    ac.write_results(args.workdir, out, table(out), figure)
     return out
 
 
