@@ -209,7 +209,7 @@ def test_bad_input_errors(tmp_path):
     splits = blob_splits()
     with pytest.raises(ValueError, match="larger than the training split"):
         fit(_model(), optax.sgd(0.1), splits, _config(batch_size=1000), tmp_path / "a")
-    with pytest.raises(ValueError, match="multiple of the number of devices"):
+    with pytest.raises(ValueError, match="multiple of the number of data-parallel devices"):
         fit(_model(), optax.sgd(0.1), splits, _config(batch_size=12, num_devices=8), tmp_path / "b")
     for name, value in (("epochs", 0), ("batch_size", -3), ("seq_len", 0)):
         with pytest.raises(ValueError, match=name):
@@ -218,6 +218,10 @@ def test_bad_input_errors(tmp_path):
         make_train_step(_model(), optax.sgd(0.1), task="regression")
     with pytest.raises(ValueError, match="num_devices"):
         make_mesh(99)
+    with pytest.raises(ValueError, match="copies=3"):
+        make_mesh(8, copies=3)
+    with pytest.raises(ValueError, match="copy_shards"):
+        LoopConfig(copy_shards=0)
 
 
 def test_shard_batch_rejects_indivisible_batch():

@@ -29,7 +29,14 @@ from randlr_jax.training.checkpoint import Checkpointer
 from randlr_jax.training.early_stopping import EarlyStopping
 from randlr_jax.training.feed import SplitFeed
 from randlr_jax.training.records import append_jsonl, decode_record, host_metrics, write_jsonl
-from randlr_jax.training.sharding import make_mesh, pad_batch, replicate, shard_batch
+from randlr_jax.training.sharding import (
+    data_size,
+    make_mesh,
+    pad_batch,
+    replicate,
+    shard_batch,
+    to_host,
+)
 from randlr_jax.training.state import TrainState, create_train_state, unalias
 from randlr_jax.training.steps import TASKS, make_eval_step, make_train_step, summarize
 
@@ -48,7 +55,9 @@ class LoopConfig:
       patience: stop after this many epochs without a better validation loss (``None``: never stop early).
       drop_remainder: drop the last incomplete training batch of each epoch.
       checkpoint_every_steps: also checkpoint every this many steps (``None``: only at epoch ends).
-      num_devices: devices of the data-parallel mesh (``None``: all local devices).
+      num_devices: devices of the mesh (``None``: all devices of all processes).
+      copy_shards: devices of the mesh's ``"copies"`` axis: Alrao's classifier copies are split over
+        them (model parallel); the batch is split over the remaining ``num_devices // copy_shards``.
       seq_len: window length for truncated BPTT (language models only).
       eval_streams: number of parallel streams when evaluating a language model.
       log_every: refresh the progress bar every this many steps (each refresh waits for the device).
@@ -64,6 +73,7 @@ class LoopConfig:
     drop_remainder: bool = True
     checkpoint_every_steps: int | None = None
     num_devices: int | None = None
+    copy_shards: int = 1
     seq_len: int = 70
     eval_streams: int = 10
     log_every: int = 20
@@ -78,6 +88,7 @@ class LoopConfig:
             "seq_len",
             "eval_streams",
             "log_every",
+            "copy_shards",
         ):
             value = getattr(self, name)
             if not isinstance(value, (int, np.integer)) or value < 1:
@@ -136,12 +147,14 @@ def fit(
         raise ValueError(f"splits must contain 'train', got keys {sorted(splits)}.")
     workdir = os.path.abspath(os.fspath(workdir))
     os.makedirs(workdir, exist_ok=True)
-    mesh = make_mesh(config.num_devices)
+    mesh = make_mesh(config.num_devices, copies=config.copy_shards)
     num_devices = mesh.devices.size
-    if config.batch_size % num_devices:
+    if config.batch_size % data_size(mesh):
         raise ValueError(
-            f"batch_size {config.batch_size} must be a multiple of the number of devices ({num_devices})."
+            f"batch_size {config.batch_size} must be a multiple of the number of data-parallel devices "
+            f"({data_size(mesh)})."
         )
+    main_process = jax.process_index() == 0
     data = SplitFeed(splits, config, task)
 
     key = jax.random.key(config.seed)
@@ -150,7 +163,7 @@ def fit(
         # Kept on the host: every epoch start puts fresh buffers on the devices (the step donates them).
         carry = jax.tree.map(np.asarray, model.initial_carry(config.batch_size))
     state = create_train_state(model, tx, key, data.sample_input(), carry=carry)
-    state = replicate(state, mesh)
+    state = place_state(state, mesh)
     if carry is not None:
         state = state.replace(carry=unalias(shard_batch(carry, mesh)))
     step_fn = jax.jit(train_step or make_train_step(model, tx, task=task), donate_argnums=0)
@@ -165,7 +178,8 @@ def fit(
         history = [decode_record(h) for h in meta["history"]]
         stopper = EarlyStopping.from_dict(meta["early_stopping"])
     metrics_path = os.path.join(workdir, "metrics.jsonl")
-    write_jsonl(metrics_path, history)  # what is on disk matches the checkpoint we resume from
+    if main_process:
+        write_jsonl(metrics_path, history)  # what is on disk matches the checkpoint we resume from
 
     steps_per_epoch = data.steps_per_epoch
     total_steps = steps_per_epoch * config.epochs
@@ -175,7 +189,7 @@ def fit(
         initial=start_step,
         unit="step",
         desc=config.description,
-        disable=not config.progress,
+        disable=not config.progress or not main_process,
         dynamic_ncols=True,
         leave=True,
     )
@@ -209,7 +223,7 @@ def fit(
                 ):  # the epoch end saves anyway, with its metrics
                     save()
                 if step % config.log_every == 0 or step == epoch_end:
-                    host = host_metrics(metrics)
+                    host = host_metrics(to_host(metrics))
                     rate = steps_timed / max(time.perf_counter() - t_start, 1e-9)
                     progress.set_postfix(
                         epoch=epoch + 1,
@@ -228,12 +242,12 @@ def fit(
                 record.update(
                     {
                         f"last_{k}": v.tolist()
-                        for k, v in host_metrics(metrics).items()
+                        for k, v in host_metrics(to_host(metrics)).items()
                         if isinstance(v, np.ndarray)
                     }
                 )
             if losses:
-                train_losses = np.asarray(jax.device_get(jnp.stack(losses)), np.float64)
+                train_losses = np.asarray(to_host(jnp.stack(losses)), np.float64)
                 record["train_loss"] = float(train_losses.mean())
             for split in ("validation", "test"):
                 if split in splits:
@@ -246,7 +260,8 @@ def fit(
                 )
             record["best_epoch"] = stopper.best_epoch
             history.append(record)
-            append_jsonl(metrics_path, record)
+            if main_process:
+                append_jsonl(metrics_path, record)
             save()
     except KeyboardInterrupt:
         save()
@@ -263,10 +278,21 @@ def fit(
         num_devices=num_devices,
         device_kind=jax.devices()[0].device_kind,
     )
-    with open(os.path.join(workdir, "results.json"), "w") as f:
-        json.dump(summary, f, indent=2)
-    plotting.learning_curves(history, os.path.join(workdir, "learning_curves.png"), task=task)
+    summary.update(copy_shards=config.copy_shards, num_processes=jax.process_count())
+    if main_process:
+        with open(os.path.join(workdir, "results.json"), "w") as f:
+            json.dump(summary, f, indent=2)
+        plotting.learning_curves(history, os.path.join(workdir, "learning_curves.png"), task=task)
     return FitResult(state, best["params"], best["model_state"], history, summary)
+
+
+def place_state(state: TrainState, mesh: Any) -> TrainState:
+    """Put ``state`` on ``mesh``: replicated, except Alrao's copies along ``"copies"`` when that axis is > 1."""
+    if mesh.shape["copies"] > 1:
+        from randlr_jax.training import copy_sharding
+
+        return copy_sharding.shard_state(state, mesh)
+    return replicate(state, mesh)
 
 
 def _summarize(history, stopper, splits, data, best, state, eval_fn, mesh) -> dict:
@@ -284,7 +310,7 @@ def _summarize(history, stopper, splits, data, best, state, eval_fn, mesh) -> di
 
 def _evaluate(feed: SplitFeed, split: str, state: TrainState, eval_fn, mesh) -> dict:
     """Mean loss and accuracy (bits per character) of ``state`` on ``split``, over the global batch."""
-    num_devices = mesh.devices.size
+    num_devices = data_size(mesh)
     totals = None
     if feed.task == "classification":
         for batch in feed.eval_batches(split):
@@ -294,12 +320,12 @@ def _evaluate(feed: SplitFeed, split: str, state: TrainState, eval_fn, mesh) -> 
         streams = feed.config.eval_streams
         streams = max(num_devices, streams - streams % num_devices)
         # The carry's structure is the training carry's, with ``streams`` rows.
-        model_carry = jax.tree.map(
-            lambda c: jnp.zeros((streams,) + c.shape[1:], c.dtype), state.carry
+        model_carry = shard_batch(
+            jax.tree.map(lambda c: np.zeros((streams,) + c.shape[1:], c.dtype), state.carry), mesh
         )
         for batch in feed.eval_batches(split, streams):
             sums, model_carry = eval_fn(state, shard_batch(batch, mesh), model_carry)
             totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
     if totals is None:
         return {}
-    return summarize(jax.device_get(totals), task=feed.task)
+    return summarize(to_host(totals), task=feed.task)
