@@ -2,9 +2,7 @@
 
 Their rate and momentum are already injected with ``optax.inject_hyperparams`` (a second injection
 around them would be read once at init), so they carry no ``inject`` entry; ``tests/test_schedules.py``
-checks the values in ``state.hyperparams`` step by step. ``cyclic_sgd`` / ``cyclic_adam`` are the same
-transformations as ``one_cycle_sgd`` / ``one_cycle_adam`` with other schedules (checked there, inside
-``jax.jit`` too), so they are not repeated here.
+checks the values in ``state.hyperparams`` step by step.
 """
 
 from __future__ import annotations
@@ -20,4 +18,6 @@ CASES = [
         ),
     ),
     Case("one_cycle_adam", lambda: schedules.one_cycle_adam(600, 0.1), steps_to_converge=600),
+    Case("cyclic_sgd", lambda: schedules.cyclic_sgd(0.05, 0.3, 20, mode="triangular2")),
+    Case("cyclic_adam", lambda: schedules.cyclic_adam(0.01, 0.1, 50), steps_to_converge=600),
 ]

@@ -2,7 +2,8 @@
 
 Each case builds a transformation over a parameter tree shaped like a small model (a pre-classifier Dense
 layer under ``body`` and ``N = 2`` stacked classifier copies under ``head``). The checks: the same updates
-jitted, eager and under ``pmap``; usable inside ``optax.chain``, ``optax.masked``, ``optax.MultiSteps`` and
+jitted, eager and under ``pmap`` (replicated inputs, and per-device gradients averaged with ``lax.pmean``
+on 8 devices); usable inside ``optax.chain``, ``optax.masked``, ``optax.MultiSteps`` and
 ``optax.inject_hyperparams`` (when it has numeric hyperparameters); float32 and bfloat16 parameters keep
 their dtype; no recompilation on the second call; convergence on a small quadratic.
 Later issues add their transformations to ``CASES``.
@@ -69,12 +70,36 @@ CASES = [
         inject=(alrao.alrao_adam, dict(key=KEY, lr_min=0.01, lr_max=0.1, num_copies=2), "b1", 0.5),
         steps_to_converge=600,
     ),
+    Case(  # the generic form: any rate-free direction (here Adam's) under Alrao's rates
+        "alrao_generic_adam_direction",
+        lambda: alrao.alrao(optax.scale_by_adam(), KEY, 0.01, 0.1, 2),
+        steps_to_converge=600,
+    ),
+    Case(
+        "scale_by_lr_tree",
+        lambda: optax.chain(features.scale_by_lr_tree(_rate_tree()), optax.scale(-1.0)),
+    ),
+    Case("alrao_base", lambda: features.alrao_base(optax.identity(), KEY, 0.05, 0.5)),
+    Case("alrao_sgd_body", lambda: features.alrao_sgd_body(KEY, 0.02, 0.2, momentum=0.9)),
+    Case(
+        "alrao_adam_body", lambda: features.alrao_adam_body(KEY, 0.01, 0.1), steps_to_converge=600
+    ),
 ]
 # Later issues add their transformations in modules ``tests/contract_cases_*.py``, each defining
 # ``CASES`` (a list of ``tests.helpers.ContractCase``); they are collected here.
 for _path in sorted(pathlib.Path(__file__).parent.glob("contract_cases_*.py")):
     CASES += importlib.import_module(f"tests.{_path.stem}").CASES
 IDS = [c.name for c in CASES]
+
+
+def _rate_tree():
+    """Per-feature rates shaped like :func:`_params` (a feature is the last axis)."""
+    return {
+        "body": {
+            "Dense_0": {"kernel": jnp.linspace(0.05, 0.4, 4)[None], "bias": jnp.full((4,), 0.1)}
+        },
+        "head": {"copies": {"kernel": jnp.full((2, 1, 3), 0.2), "bias": jnp.full((2, 3), 0.3)}},
+    }
 
 
 def _eager(fn):
@@ -224,6 +249,52 @@ class TestContract:
         params = _params()
         final, _ = jax.jit(lambda p: _run(case.make(), p, case.steps_to_converge))(params)
         assert float(_quadratic(final)) < 1e-3 * float(_quadratic(params))
+
+
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+def test_pmap_with_pmean_gradients(case):
+    """The older data-parallel style: each device its own gradient, averaged with ``lax.pmean``.
+
+    Two steps on 8 devices with different per-device gradients must keep the replicas identical and equal
+    one device stepping with the mean gradient.
+    """
+    devices = jax.local_device_count()
+    tx = case.make()
+    params = _params()
+    state = tx.init(params)
+    keys = jax.random.split(jax.random.key(11), len(jax.tree.leaves(params)))
+    noise = jax.tree.unflatten(
+        jax.tree.structure(params),
+        [
+            jax.random.normal(k, (devices,) + p.shape)
+            for k, p in zip(keys, jax.tree.leaves(params), strict=True)
+        ],
+    )
+
+    def two_steps(params, state, noise, reduce):
+        def step(carry, scale):
+            params, state = carry
+            grads = jax.tree.map(lambda g, e: g + scale * e, jax.grad(_quadratic)(params), noise)
+            updates, state = tx.update(reduce(grads), state, params)
+            return (optax.apply_updates(params, updates), state), None
+
+        return jax.lax.scan(step, (params, state), jnp.array([1.0, -0.5]))[0]
+
+    def replicate(tree):
+        return jax.tree.map(lambda x: jnp.broadcast_to(x, (devices,) + x.shape), tree)
+
+    per_device = jax.pmap(
+        lambda p, s, e: two_steps(p, s, e, lambda g: jax.lax.pmean(g, "devices")),
+        axis_name="devices",
+    )(replicate(params), replicate(state), noise)
+    mean_noise = jax.tree.map(lambda e: e.mean(axis=0), noise)
+    reference = jax.jit(lambda p, s, e: two_steps(p, s, e, lambda g: g))(params, state, mean_noise)
+    for device in range(devices):
+        chex.assert_trees_all_close(
+            jax.tree.map(lambda x, d=device: x[d], per_device), reference, rtol=1e-5, atol=1e-6
+        )
+    moved = jax.tree.map(lambda a, b: bool(jnp.any(a != b)), reference[0], params)
+    assert any(jax.tree.leaves(moved))
 
 
 @pytest.mark.parametrize(
