@@ -49,6 +49,16 @@ from randlr_jax.training.early_stopping import EarlyStopping
 from randlr_jax.training.feed import SplitFeed
 from randlr_jax.training.loop import LoopConfig
 from randlr_jax.training.records import append_jsonl, decode_record, encode_record, write_jsonl
+from randlr_jax.training.sharding import (
+    batch_sharded,
+    data_size,
+    make_mesh,
+    pad_batch,
+    put_global,
+    replicate,
+    shard_batch,
+    to_host,
+)
 from randlr_jax.training.state import TrainState, create_train_state
 from randlr_jax.training.steps import TASKS, make_eval_step, make_train_step, summarize
 
@@ -251,9 +261,10 @@ def fit_population(
     """Train one member per learning rate, all at once, resuming from ``workdir`` if possible.
 
     Same data order, evaluation, early stopping and best-epoch selection as
-    :func:`randlr_jax.training.fit` with ``config``, per member; runs on one device (the population axis
-    is the parallel one). ``config.checkpoint_every_steps`` and ``config.num_devices`` are ignored:
-    checkpoints are written at every epoch's end and on ``KeyboardInterrupt``.
+    :func:`randlr_jax.training.fit` with ``config``, per member. Data parallel over ``config.num_devices``
+    devices (all by default, every process's): each batch is split over the devices and shared by the
+    members; the population is replicated. ``config.checkpoint_every_steps`` and ``config.copy_shards``
+    are ignored: checkpoints are written at every epoch's end and on ``KeyboardInterrupt``.
 
     Args:
       model: a Flax ``Classifier`` (classification) or ``LanguageModel`` (``task="language_model"``).
@@ -280,7 +291,14 @@ def fit_population(
     num_members = len(rates)
     workdir = os.path.abspath(os.fspath(workdir))
     os.makedirs(workdir, exist_ok=True)
-    data = _PopulationData(splits, config, task)
+    mesh = make_mesh(config.num_devices)
+    if config.batch_size % data_size(mesh):
+        raise ValueError(
+            f"batch_size {config.batch_size} must be a multiple of the number of data-parallel devices "
+            f"({data_size(mesh)})."
+        )
+    main_process = jax.process_index() == 0
+    data = _PopulationData(splits, config, task, mesh)
     tx = make_population_optimizer(optimizer, **(optimizer_kwargs or {}))
 
     carry = None
@@ -289,7 +307,11 @@ def fit_population(
     state = init_population(
         model, tx, rates, jax.random.key(config.seed), data.sample_input(), carry=carry
     )
-    initial_carry = None if carry is None else jax.tree.map(jnp.copy, state.carry)
+    # Members replicated; the carries ``(K, B, ...)`` split along their batch axis like the batches.
+    initial_carry = None if carry is None else to_host(state.carry)
+    state = replicate(state.replace(carry=None), mesh)
+    if initial_carry is not None:
+        state = state.replace(carry=data.shard_carry(initial_carry))
     step_fn = jax.jit(make_population_train_step(model, tx, task=task), donate_argnums=0)
     eval_fn = jax.jit(make_population_eval_step(model, task=task))
 
@@ -304,7 +326,8 @@ def fit_population(
         stoppers = [EarlyStopping.from_dict(d) for d in meta["early_stopping"]]
         global_step = int(meta["global_step"])
     metrics_path = os.path.join(workdir, "metrics.jsonl")
-    write_jsonl(metrics_path, history)
+    if main_process:
+        write_jsonl(metrics_path, history)
 
     steps_per_epoch = data.steps_per_epoch
     progress = tqdm(
@@ -312,7 +335,7 @@ def fit_population(
         initial=global_step,
         unit="step",
         desc=config.description,
-        disable=not config.progress,
+        disable=not config.progress or not main_process,
         dynamic_ncols=True,
         leave=True,
     )
@@ -334,14 +357,14 @@ def fit_population(
         while len(history) < config.epochs and active_mask().any():
             epoch = len(history)
             active = active_mask()
-            active_device = jnp.asarray(active)
+            active_device = replicate(active, mesh)
             t_epoch = time.perf_counter()
             start_batch = global_step - steps_per_epoch * epoch
             if initial_carry is not None and start_batch == 0:  # each epoch restarts the streams
-                state = state.replace(carry=jax.tree.map(jnp.copy, initial_carry))
+                state = state.replace(carry=data.shard_carry(initial_carry))
             losses = []
             for batch in data.train_batches(epoch, start_batch):
-                state, metrics = step_fn(state, batch, active_device)
+                state, metrics = step_fn(state, shard_batch(batch, mesh), active_device)
                 losses.append(metrics["loss"])
                 global_step += 1
                 steps_timed += 1
@@ -358,7 +381,7 @@ def fit_population(
                 "trained": active.tolist(),
             }
             if losses:
-                train = np.asarray(jax.device_get(jnp.stack(losses)), np.float64)  # (S, K)
+                train = np.asarray(to_host(jnp.stack(losses)), np.float64)  # (S, K)
                 record["train_loss"] = train.mean(axis=0).tolist()
             for split in ("validation", "test"):
                 if split in splits:
@@ -375,10 +398,13 @@ def fit_population(
                     improved[k] = stopper.update(value, epoch + 1)
             if improved.any():
                 current = {"params": state.params, "model_state": state.model_state}
-                best = jax.tree.map(jnp.copy, _where_active(jnp.asarray(improved), current, best))
+                best = jax.tree.map(
+                    jnp.copy, _where_active(replicate(improved, mesh), current, best)
+                )
             record["best_epoch"] = [s.best_epoch for s in stoppers]
             history.append(record)
-            append_jsonl(metrics_path, record)
+            if main_process:
+                append_jsonl(metrics_path, record)
             save()
             progress.set_postfix(epoch=epoch + 1, active=int(active_mask().sum()))
     except KeyboardInterrupt:
@@ -415,6 +441,7 @@ def fit_population(
         "wall_time_s": wall,
         "steps_per_second": steps_timed / wall if steps_timed and wall > 0 else None,
         "device_kind": jax.devices()[0].device_kind,
+        "num_devices": int(mesh.devices.size),
         "num_members": num_members,
     }
     scores = [m.get("best_validation_loss", math.inf) for m in members]
@@ -423,42 +450,58 @@ def fit_population(
         summary.update(best_member=best_member, best_learning_rate=float(rates[best_member]))
     else:
         summary.update(best_member=None, best_learning_rate=None)
-    with open(os.path.join(workdir, "results.json"), "w") as f:
-        json.dump(encode_record({"summary": summary, "members": members}), f, indent=2)
+    if main_process:
+        with open(os.path.join(workdir, "results.json"), "w") as f:
+            json.dump(encode_record({"summary": summary, "members": members}), f, indent=2)
     return PopulationResult(
         state, best["params"], best["model_state"], rates, history, members, summary
     )
 
 
 def _min_loss(metrics: dict) -> str:
-    losses = np.asarray(jax.device_get(metrics["loss"]), np.float64)
+    losses = np.asarray(to_host(metrics["loss"]), np.float64)
     finite = losses[np.isfinite(losses)]
     return f"{finite.min():.4f}" if finite.size else "nan"
 
 
 class _PopulationData(SplitFeed):
-    """The same batches for every member, as ``fit`` reads them; evaluation per member."""
+    """The same batches for every member, as ``fit`` reads them (split over the mesh's data axis);
+    evaluation per member."""
+
+    def __init__(self, splits: dict, config: Any, task: str, mesh: Any):
+        super().__init__(splits, config, task)
+        self.mesh = mesh
+
+    def shard_carry(self, carry: Any) -> Any:
+        """Put population carries ``(K, B, ...)`` on the mesh, split along the batch axis ``B``."""
+        spec = jax.sharding.PartitionSpec(None, *batch_sharded(self.mesh).spec)
+        sharding = jax.sharding.NamedSharding(self.mesh, spec)
+        return put_global(jax.tree.map(np.asarray, carry), sharding)
 
     def evaluate(self, split: str, state: TrainState, eval_fn) -> dict[str, list[float]]:
         totals = None
+        devices = data_size(self.mesh)
         if self.task == "classification":
             for batch in self.eval_batches(split):
-                sums = eval_fn(state, batch)
+                sums = eval_fn(state, shard_batch(pad_batch(batch, devices), self.mesh))
                 totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
         else:
             streams = self.config.eval_streams
+            streams = max(devices, streams - streams % devices)
             carries = None
             for batch in self.eval_batches(split, streams):
                 if carries is None:
-                    carries = jax.tree.map(
-                        lambda c: jnp.zeros(c.shape[:1] + (streams,) + c.shape[2:], c.dtype),
-                        state.carry,
+                    carries = self.shard_carry(
+                        jax.tree.map(
+                            lambda c: np.zeros(c.shape[:1] + (streams,) + c.shape[2:], c.dtype),
+                            state.carry,
+                        )
                     )
-                sums, carries = eval_fn(state, batch, carries)
+                sums, carries = eval_fn(state, shard_batch(batch, self.mesh), carries)
                 totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
         if totals is None:
             return {}
-        totals = jax.device_get(totals)
+        totals = to_host(totals)
         num_members = len(np.asarray(totals["count"]))
         per_member = [
             summarize({k: np.asarray(v)[k_] for k, v in totals.items()}, task=self.task)

@@ -183,3 +183,30 @@ def test_two_processes_match_one_process(tmp_path):
         np.testing.assert_allclose(two[name], one[name], rtol=RTOL, atol=1e-6, err_msg=name)
     # Only process 0 wrote the run's files; both wrote (and restored from) the shared checkpoints.
     assert (tmp_path / "mh" / "results.json").exists()
+
+
+@pytest.mark.parametrize("task", ["classification", "language_model"])
+def test_population_same_on_one_and_eight_devices(task, tmp_path):
+    from randlr_jax.population import fit_population
+
+    if task == "classification":
+        model, splits = models.make_model("mlp", widths=(16,), num_classes=3), blob_splits()
+        kw = {}
+    else:
+        tokens = np.random.default_rng(0).integers(0, 7, size=700).astype(np.int32)
+        splits = {"train": tokens, "validation": tokens[:250], "test": tokens[250:500]}
+        model = models.make_model(
+            "char_lstm", vocab_size=7, embed_dim=8, hidden_size=8, num_layers=1, dropout_rate=0.0
+        )
+        kw = dict(batch_size=8, seq_len=10, eval_streams=8)
+    runs = {
+        n: fit_population(
+            model, [0.05, 0.5], splits, _config(n, **kw), tmp_path / str(n), task=task
+        )
+        for n in (1, 8)
+    }
+    assert runs[8].summary["num_devices"] == 8
+    _assert_close(runs[1].state.params, runs[8].state.params)
+    np.testing.assert_allclose(
+        runs[1].history[-1]["validation_loss"], runs[8].history[-1]["validation_loss"], rtol=RTOL
+    )

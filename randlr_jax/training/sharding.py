@@ -91,7 +91,15 @@ def batch_sharded(mesh: Mesh) -> NamedSharding:
 
 def replicate(tree: Any, mesh: Mesh) -> Any:
     """Put every leaf of ``tree`` on all devices of ``mesh`` (every process passes the same values)."""
-    sharding = replicated(mesh)
+    return put_global(tree, replicated(mesh))
+
+
+def put_global(tree: Any, sharding: Any) -> Any:
+    """``jax.device_put`` of global values, also when ``sharding`` spans devices of other processes.
+
+    Every process passes the same (global) values; each places only the shards of its own devices.
+    ``sharding`` is one sharding for every leaf.
+    """
     if jax.process_count() == 1:
         return jax.device_put(tree, sharding)
     return jax.tree.map(lambda leaf: _global_array(leaf, sharding), tree)
@@ -112,10 +120,7 @@ def shard_batch(batch: Any, mesh: Mesh) -> Any:
                 f"batch size {leaf.shape[0]} is not a multiple of the {size} data-parallel devices of "
                 "the mesh; choose a batch size divisible by the device count (or run on fewer devices)."
             )
-    sharding = batch_sharded(mesh)
-    if jax.process_count() == 1:
-        return jax.device_put(batch, sharding)
-    return jax.tree.map(lambda leaf: _global_array(leaf, sharding), batch)
+    return put_global(batch, batch_sharded(mesh))
 
 
 def _global_array(value: Any, sharding: NamedSharding) -> jax.Array:
