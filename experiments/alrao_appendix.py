@@ -48,13 +48,16 @@ import optax  # noqa: E402
 from experiments import alrao_compare as ac  # noqa: E402
 from randlr_jax import AlraoHead, sample_feature_lrs, scale_by_lr_tree  # noqa: E402
 from randlr_jax import models as rmodels  # noqa: E402
+from randlr_jax.training import distributed  # noqa: E402
 
 COMMANDS = ("per_weight", "fraction", "adam", "wider", "params")
 
 
 def _base(args, setting: ac.Setting, description: str):
     epochs = setting.quick_epochs if args.quick else (args.epochs or setting.epochs)
-    config = ac.train_config(setting, args.seed, epochs=epochs, description=description)
+    config = ac.train_config(
+        setting, args.seed, epochs=epochs, description=description, mesh=args.mesh_spec
+    )
     return config
 
 
@@ -362,7 +365,9 @@ def main(argv=None) -> dict:
     parser.add_argument("--eta0", type=float, default=0.1, help="SGD rate of the fraction study")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true", help="fewer cases, 1-2 epochs")
+    distributed.add_arguments(parser)
     args = parser.parse_args(argv)
+    args.mesh_spec = distributed.from_args(args)
     setting = ac.SETTINGS[args.setting]
     reason = ac.unavailable_reason(setting)
     if reason:

@@ -43,7 +43,7 @@ import numpy as np  # noqa: E402
 import optax  # noqa: E402
 
 from randlr_jax.population import fit_population, member_history  # noqa: E402
-from randlr_jax.training import LoopConfig, TrainConfig, fit  # noqa: E402
+from randlr_jax.training import LoopConfig, TrainConfig, distributed, fit  # noqa: E402
 from randlr_jax.training.runner import build_model, load_splits, write_config  # noqa: E402
 
 SGD_GRID = (1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0)
@@ -156,10 +156,23 @@ def write_results(workdir: str, out: dict, text: str, figure: str, *, json_defau
     print(f"figure:  {os.path.abspath(figure)}")
 
 
+ALL_DEVICES = distributed.MeshSpec()  # --mesh auto: every device, data parallel
+
+
 def train_config(
-    setting: Setting, seed: int, *, epochs: int, progress: bool = True, description: str = ""
+    setting: Setting,
+    seed: int,
+    *,
+    epochs: int,
+    progress: bool = True,
+    description: str = "",
+    mesh: distributed.MeshSpec = ALL_DEVICES,
 ) -> TrainConfig:
-    """The :class:`TrainConfig` of ``setting`` (optimizer still the default; replace it)."""
+    """The :class:`TrainConfig` of ``setting`` (optimizer still the default; replace it).
+
+    ``mesh`` (the ``--mesh`` flag): the devices every run of the experiment is data parallel over (and
+    the Alrao copies' model-parallel axis); all devices by default.
+    """
     loop = LoopConfig(
         epochs=epochs,
         batch_size=setting.batch_size,
@@ -167,7 +180,8 @@ def train_config(
         seed=seed,
         seq_len=70,
         eval_streams=10,
-        num_devices=1,
+        num_devices=mesh.num_devices,
+        copy_shards=mesh.copies,
         progress=progress,
         description=description,
     )
@@ -282,14 +296,20 @@ def fmt(mean: float, std: float, digits: int = 3) -> str:
 
 
 def compare_setting(
-    name: str, setting: Setting, seeds: Sequence[int], workdir: str, *, epochs: int
+    name: str,
+    setting: Setting,
+    seeds: Sequence[int],
+    workdir: str,
+    *,
+    epochs: int,
+    mesh: distributed.MeshSpec = ALL_DEVICES,
 ) -> dict:
     """Every seed of the grid, Adam and Alrao-SGD on ``setting``; returns the per-method results."""
     per_seed = []
     curves = {}
     metric = metric_name(setting)
     for seed in seeds:
-        base = train_config(setting, seed, epochs=epochs)
+        base = train_config(setting, seed, epochs=epochs, mesh=mesh)
         root = os.path.join(workdir, name, f"seed{seed}")
         grid = run_grid(
             setting,
@@ -467,12 +487,19 @@ def learning_curves_figure(curves: dict, path: str, *, title: str, task: str) ->
     return path
 
 
-def time_sequential(name: str, setting: Setting, workdir: str, *, epochs: int) -> dict:
+def time_sequential(
+    name: str,
+    setting: Setting,
+    workdir: str,
+    *,
+    epochs: int,
+    mesh: distributed.MeshSpec = ALL_DEVICES,
+) -> dict:
     """Wall-clock of the seven SGD rates as one vmapped population vs seven sequential ``fit`` runs.
 
     Both from scratch (compilation included), same data, same epochs, no early stopping, seed 0.
     """
-    base = train_config(setting, 0, epochs=epochs, progress=False)
+    base = train_config(setting, 0, epochs=epochs, progress=False, mesh=mesh)
     base = base.replace(loop=dataclasses.replace(base.loop, patience=None))
     root = os.path.join(workdir, "timing", name)
     t0 = time.perf_counter()
@@ -514,7 +541,9 @@ def main(argv=None) -> dict:
         help="also time the grid as 7 sequential runs (first setting, seed 0)",
     )
     parser.add_argument("--quick", action="store_true", help="one seed, 1-2 epochs, tiny LM text")
+    distributed.add_arguments(parser)
     args = parser.parse_args(argv)  # fmt: skip
+    mesh = distributed.from_args(args)
     os.makedirs(args.workdir, exist_ok=True)
     seeds = args.seeds[:1] if args.quick else args.seeds
     t_start = time.perf_counter()
@@ -533,13 +562,15 @@ def main(argv=None) -> dict:
             if chars is not None:
                 setting = dataclasses.replace(setting, max_train_tokens=chars or None)
         epochs = args.epochs or (setting.quick_epochs if args.quick else setting.epochs)
-        results[name] = compare_setting(name, setting, seeds, args.workdir, epochs=epochs)
+        results[name] = compare_setting(
+            name, setting, seeds, args.workdir, epochs=epochs, mesh=mesh
+        )
     timing = None
     if args.time_sequential and results:
         name = next(iter(results))
         setting = SETTINGS[name]
         epochs = args.epochs or (setting.quick_epochs if args.quick else 10)
-        timing = time_sequential(name, setting, args.workdir, epochs=epochs)
+        timing = time_sequential(name, setting, args.workdir, epochs=epochs, mesh=mesh)
         with open(os.path.join(args.workdir, "timing.json"), "w") as f:
             json.dump(timing, f, indent=2)
     out = {"results": results, "skipped": skipped, "timing": timing,

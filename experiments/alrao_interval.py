@@ -30,6 +30,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from experiments import alrao_compare as ac  # noqa: E402
+from randlr_jax.training import distributed  # noqa: E402
 
 
 def main(argv=None) -> dict:
@@ -46,7 +47,9 @@ def main(argv=None) -> dict:
     parser.add_argument("--epochs", type=int, default=15)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true", help="rates 1e-2 1, one epoch")
+    distributed.add_arguments(parser)
     args = parser.parse_args(argv)
+    mesh = distributed.from_args(args)
     rates = sorted([1e-2, 1.0] if args.quick else args.rates)
     epochs = 1 if args.quick else args.epochs
     setting = ac.SETTINGS[args.setting]
@@ -56,7 +59,7 @@ def main(argv=None) -> dict:
         return {"skipped": reason}
     os.makedirs(args.workdir, exist_ok=True)
     t0 = time.perf_counter()
-    base = ac.train_config(setting, args.seed, epochs=epochs)
+    base = ac.train_config(setting, args.seed, epochs=epochs, mesh=mesh)
     base = base.replace(loop=dataclasses.replace(base.loop, patience=None))
     metric = ac.metric_name(setting)
 

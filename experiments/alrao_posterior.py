@@ -33,6 +33,7 @@ import numpy as np  # noqa: E402
 
 from experiments import alrao_compare as ac  # noqa: E402
 from randlr_jax import copy_learning_rates, suggest_lr  # noqa: E402
+from randlr_jax.training import distributed  # noqa: E402
 
 
 def main(argv=None) -> dict:
@@ -45,7 +46,9 @@ def main(argv=None) -> dict:
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true", help="one epoch")
+    distributed.add_arguments(parser)
     args = parser.parse_args(argv)
+    mesh = distributed.from_args(args)
     setting = ac.SETTINGS[args.setting]
     reason = ac.unavailable_reason(setting)
     if reason:
@@ -56,7 +59,7 @@ def main(argv=None) -> dict:
     os.makedirs(args.workdir, exist_ok=True)
     t0 = time.perf_counter()
     epochs = 1 if args.quick else args.epochs
-    config = ac.train_config(setting, args.seed, epochs=epochs, description="Alrao-SGD")
+    config = ac.train_config(setting, args.seed, epochs=epochs, description="Alrao-SGD", mesh=mesh)
     config = config.replace(
         loop=dataclasses.replace(config.loop, patience=None, log_every=args.log_every)
     )

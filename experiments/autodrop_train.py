@@ -56,7 +56,9 @@ from randlr_jax import (  # noqa: E402
     models,  # noqa: E402
 )
 from randlr_jax import data as rdata  # noqa: E402
-from randlr_jax.training import LoopConfig, fit, make_train_step  # noqa: E402
+from randlr_jax.training import LoopConfig, distributed, fit, make_train_step  # noqa: E402
+
+ALL_DEVICES = distributed.MeshSpec()  # --mesh auto: every device, data parallel
 
 
 @dataclasses.dataclass(frozen=True)
@@ -181,7 +183,14 @@ def logged_step(model: Any, tx: optax.GradientTransformation):
     return train_step
 
 
-def run_one(setup: Setup, method: str, learning_rate: float, seed: int, workdir: str) -> dict:
+def run_one(
+    setup: Setup,
+    method: str,
+    learning_rate: float,
+    seed: int,
+    workdir: str,
+    mesh: distributed.MeshSpec = ALL_DEVICES,
+) -> dict:
     splits = rdata.train_val_test(setup.dataset, validation_size=setup.validation_size, seed=seed)
     num_classes = rdata.get_spec(setup.dataset).num_classes
     model = models.make_model(setup.model, num_classes=num_classes, **setup.model_kwargs)
@@ -195,6 +204,8 @@ def run_one(setup: Setup, method: str, learning_rate: float, seed: int, workdir:
         progress=False,
         description=name,
         log_every=steps_per_epoch,
+        num_devices=mesh.num_devices,
+        copy_shards=mesh.copies,
     )
     train_step = None if method == "baseline" else logged_step(model, tx)
     result = fit(model, tx, splits, config, os.path.join(workdir, name), train_step=train_step)
@@ -241,7 +252,9 @@ def main(argv=None) -> dict:
     parser.add_argument("--threshold", type=float, default=None, help="theta_0 in degrees")
     parser.add_argument("--max-threshold", type=float, default=None, help="theta_max in degrees")
     parser.add_argument("--drop-delay", type=int, default=None, help="n_d in epochs")
+    distributed.add_arguments(parser)
     args = parser.parse_args(argv)
+    mesh = distributed.from_args(args)
     setup = PRESETS[args.preset]
     if args.quick:
         setup = quick(setup)
@@ -265,7 +278,7 @@ def main(argv=None) -> dict:
     for method, rate in jobs:
         seeds = setup.seeds if rate == setup.learning_rate else setup.seeds[: setup.table2_seeds]
         for seed in seeds:
-            runs.append(run_one(setup, method, rate, seed, args.workdir))
+            runs.append(run_one(setup, method, rate, seed, args.workdir, mesh))
 
     tables = {
         "table1": table1(runs, setup),

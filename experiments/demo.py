@@ -23,6 +23,7 @@ import os
 import time
 
 from experiments import alrao_compare
+from randlr_jax.training import distributed
 
 
 def main(argv=None) -> dict:
@@ -31,13 +32,15 @@ def main(argv=None) -> dict:
     parser.add_argument("--quick", action="store_true", help="2 epochs instead of 30 (smoke test)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--epochs", type=int, default=None, help="override the number of epochs")
+    distributed.add_arguments(parser)
     args = parser.parse_args(argv)
+    mesh = distributed.from_args(args)
     os.makedirs(args.workdir, exist_ok=True)
     t0 = time.perf_counter()
     setting = dataclasses.replace(alrao_compare.SETTINGS["mnist1d_mlp"], epochs=30)
     epochs = args.epochs or (setting.quick_epochs if args.quick else setting.epochs)
     result = alrao_compare.compare_setting(
-        "mnist1d_mlp", setting, [args.seed], args.workdir, epochs=epochs
+        "mnist1d_mlp", setting, [args.seed], args.workdir, epochs=epochs, mesh=mesh
     )
     summary = {"result": result, "wall_time_s": time.perf_counter() - t0}
     summary_path = os.path.join(args.workdir, "summary.json")

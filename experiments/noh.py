@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -47,6 +48,8 @@ from randlr_jax import (  # noqa: E402
 )
 from randlr_jax import hypergradient as hd  # noqa: E402
 from randlr_jax import meta_training as mt  # noqa: E402
+from randlr_jax.training import distributed, make_mesh  # noqa: E402
+from randlr_jax.training.sharding import batch_sharded, replicate  # noqa: E402
 
 PAPER_META_LR = 1e-7
 
@@ -122,8 +125,11 @@ def _learned(config: Config):
     }
 
 
-def meta_train_all(config: Config, workdir: str, log=print) -> dict:
-    """Meta-train (or load) every learned optimizer; returns name -> trained parameters."""
+def meta_train_all(config: Config, workdir: str, log=print, mesh=None) -> dict:
+    """Meta-train (or load) every learned optimizer; returns name -> trained parameters.
+
+    ``mesh``: data parallel over this mesh (each minibatch split over its ``"data"`` axis).
+    """
     splits = data.train_val_test("mnist1d", validation_size=VALIDATION_SIZE["mnist1d"], seed=0)
     train = _flat(splits["train"])
     model = models.make_model("noh_mlp", num_classes=10)
@@ -150,6 +156,7 @@ def meta_train_all(config: Config, workdir: str, log=print) -> dict:
             unroll_length=config.unroll_length,
             num_meta_iterations=config.meta_iterations,
             meta_learning_rate=meta_lr,
+            mesh=mesh,
         )
         seconds = time.perf_counter() - t0
         per_iteration = [
@@ -210,9 +217,18 @@ def _evaluator(model, splits):
     return evaluate
 
 
-def _train_curve(tx, model, params, splits, config, key, evaluate, trace_fn=None):
-    """Train from ``params`` for ``eval_horizon`` steps; ``evaluate`` every ``eval_every`` steps."""
+def _train_curve(tx, model, params, splits, config, key, evaluate, trace_fn=None, mesh=None):
+    """Train from ``params`` for ``eval_horizon`` steps; ``evaluate`` every ``eval_every`` steps.
+
+    ``mesh``: data parallel (the training set and the parameters replicated, each gathered minibatch
+    split over the mesh's ``"data"`` axis).
+    """
     train = jax.tree.map(jnp.asarray, _flat(splits["train"]))
+    constrain = lambda batch: batch  # noqa: E731
+    if mesh is not None:
+        train, params = replicate((train, params), mesh)
+        sharding = batch_sharded(mesh)
+        constrain = lambda batch: jax.lax.with_sharding_constraint(batch, sharding)  # noqa: E731
     loss_fn = _loss_fn(model)
     chunks = config.eval_horizon // config.eval_every
     indices = mt.sample_batch_indices(
@@ -223,7 +239,7 @@ def _train_curve(tx, model, params, splits, config, key, evaluate, trace_fn=None
     def run_chunk(params, state, chunk):
         def step(carry, idx):
             params, state = carry
-            batch = jax.tree.map(lambda a: a[idx], train)
+            batch = constrain(jax.tree.map(lambda a: a[idx], train))
             grads = jax.grad(loss_fn)(params, batch)
             updates, state = tx.update(grads, state, params)
             params = optax.apply_updates(params, updates)
@@ -247,8 +263,11 @@ def _train_curve(tx, model, params, splits, config, key, evaluate, trace_fn=None
     return curve
 
 
-def evaluate_dataset(name: str, config: Config, trained: dict, log=print) -> dict | None:
-    """Train fresh optimizees on ``name`` with every optimizer; ``None`` if the dataset is not prepared."""
+def evaluate_dataset(name: str, config: Config, trained: dict, log=print, mesh=None) -> dict | None:
+    """Train fresh optimizees on ``name`` with every optimizer; ``None`` if the dataset is not prepared.
+
+    ``mesh``: as :func:`_train_curve`.
+    """
     try:
         splits = data.train_val_test(name, validation_size=VALIDATION_SIZE.get(name), seed=0)
     except data.DatasetNotPreparedError:
@@ -270,19 +289,18 @@ def evaluate_dataset(name: str, config: Config, trained: dict, log=print) -> dic
     t0 = time.perf_counter()
     evaluate = _evaluator(model, splits)
     grid = {}
+    curve = functools.partial(_train_curve, mesh=mesh)
     for rate in config.adam_grid:
-        grid[rate] = _train_curve(optax.adam(rate), model, params, splits, config, key, evaluate)
+        grid[rate] = curve(optax.adam(rate), model, params, splits, config, key, evaluate)
     final = {r: c["validation_loss"][-1] for r, c in grid.items()}
     best = min((r for r in final if math.isfinite(final[r])), key=final.get)
     runs["adam_best"] = {**grid[best], "learning_rate": best}
-    runs["adam_hd"] = _train_curve(
-        hd.adam_hd(1e-3, 1e-7), model, params, splits, config, key, evaluate
-    )
-    runs["dmopt"] = _train_curve(
+    runs["adam_hd"] = curve(hd.adam_hd(1e-3, 1e-7), model, params, splits, config, key, evaluate)
+    runs["dmopt"] = curve(
         learned["dmopt"][1](trained["dmopt"]), model, params, splits, config, key, evaluate
     )
     for noh_name in ("noh", "noh_paper_meta_lr"):
-        runs[noh_name] = _train_curve(
+        runs[noh_name] = curve(
             learned[noh_name][1](trained[noh_name]),
             model,
             params,
@@ -370,20 +388,25 @@ def main(argv=None) -> dict:
     parser.add_argument(
         "--meta-learning-rate", type=float, default=None, help="override the meta learning rate"
     )
+    distributed.add_arguments(parser)
     args = parser.parse_args(argv)
+    mesh_spec = distributed.from_args(args)
+    if mesh_spec.copies != 1:
+        parser.error(f"--mesh copies=... is for Alrao's classifier copies; got {args.mesh!r} here.")
+    mesh = make_mesh(mesh_spec.num_devices)
     config = QUICK if args.quick else Config()
     if args.meta_learning_rate is not None:
         config = dataclasses.replace(config, meta_learning_rate=args.meta_learning_rate)
     os.makedirs(args.workdir, exist_ok=True)
     t0 = time.perf_counter()
-    trained = meta_train_all(config, args.workdir)
+    trained = meta_train_all(config, args.workdir, mesh=mesh)
     results = {}
     for name in config.datasets:
         path = os.path.join(args.workdir, f"eval_{name}.json")
         if os.path.exists(path):
             results[name] = json.load(open(path))
             continue
-        result = evaluate_dataset(name, config, trained)
+        result = evaluate_dataset(name, config, trained, mesh=mesh)
         if result is not None:
             with open(path, "w") as f:
                 json.dump(result, f)

@@ -39,6 +39,7 @@ import json
 import os
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import jax
 import matplotlib
@@ -56,7 +57,9 @@ from randlr_jax.training import (  # noqa: E402
     LoopConfig,
     TrainConfig,
     create_train_state,
+    distributed,
     fit,
+    make_mesh,
     train_and_evaluate,
 )
 
@@ -109,7 +112,14 @@ def train_batches(train: dict, s: Settings) -> Iterator[dict]:
         epoch += 1
 
 
-def range_test(model_name: str, splits: dict, s: Settings, workdir: str, momentum: float | None):
+def range_test(
+    model_name: str,
+    splits: dict,
+    s: Settings,
+    workdir: str,
+    momentum: float | None,
+    mesh: Any = None,
+):
     """The range test from the parameters ``fit`` starts from; read back if already run."""
     tag = "momentum" if momentum else "sgd"
     path = os.path.join(workdir, f"range_test_{tag}.json")
@@ -128,6 +138,7 @@ def range_test(model_name: str, splits: dict, s: Settings, workdir: str, momentu
         start=s.range_start,
         end=s.range_end,
         num_iter=s.range_iters,
+        mesh=mesh,
     )
     with open(path, "w") as f:
         json.dump(result.to_dict(), f, indent=2)
@@ -193,11 +204,20 @@ def main(argv=None) -> dict:
         "--workdir", default="runs/smith", help="run directory (resumes if present)"
     )
     parser.add_argument("--quick", action="store_true", help="MLP only, 1 epoch (smoke test)")
+    distributed.add_arguments(parser)
     args = parser.parse_args(argv)
+    mesh = distributed.from_args(args)
     s = settings(args.quick)
     os.makedirs(args.workdir, exist_ok=True)
     t0 = time.perf_counter()
-    loop = LoopConfig(epochs=s.epochs, batch_size=s.batch_size, seed=s.seed, patience=None)
+    loop = LoopConfig(
+        epochs=s.epochs,
+        batch_size=s.batch_size,
+        seed=s.seed,
+        patience=None,
+        num_devices=mesh.num_devices,
+        copy_shards=mesh.copies,
+    )
     base = TrainConfig(dataset="mnist1d", validation_size=s.validation_size, loop=loop)
     splits = rdata.train_val_test("mnist1d", validation_size=s.validation_size, seed=s.seed)
     steps_per_epoch = rdata.num_batches(len(splits["train"]["y"]), s.batch_size, True)
@@ -209,8 +229,9 @@ def main(argv=None) -> dict:
     for model_name in s.models:
         model_dir = os.path.join(args.workdir, model_name)
         os.makedirs(model_dir, exist_ok=True)
-        with_momentum = range_test(model_name, splits, s, model_dir, MOMENTUM)
-        plain = range_test(model_name, splits, s, model_dir, None)
+        device_mesh = make_mesh(mesh.num_devices)
+        with_momentum = range_test(model_name, splits, s, model_dir, MOMENTUM, device_mesh)
+        plain = range_test(model_name, splits, s, model_dir, None, device_mesh)
         range_results[model_name] = (with_momentum, plain)
         target = TARGETS[model_name]
         model = make_model(model_name, num_classes=10, **MODELS[model_name])

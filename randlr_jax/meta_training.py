@@ -88,6 +88,7 @@ def make_truncation_loss(
     *,
     second_order: bool = False,
     remat: bool = False,
+    mesh: Any = None,
 ) -> Callable[..., tuple[jax.Array, tuple[OptimizeeState, jax.Array]]]:
     """Build ``truncation_loss(lstm_params, optimizee, data, batch_indices) -> (L, (optimizee, losses))``.
 
@@ -99,17 +100,20 @@ def make_truncation_loss(
       loss_fn: ``(params, batch) -> scalar``.
       second_order: keep the gradient through the optimizee's gradients (default: stop it).
       remat: ``jax.checkpoint`` every unrolled step.
+      mesh: a ``jax.sharding.Mesh`` (:func:`randlr_jax.training.make_mesh`): every gathered minibatch is
+        split over its ``"data"`` axis (data parallel; the gradient is still the global-batch one).
 
     Returns:
       The truncation loss, differentiable in its first argument.
     """
+    constrain = _batch_constraint(mesh)
 
     def truncation_loss(lstm_params, optimizee: OptimizeeState, data, batch_indices):
         tx = make_optimizer(lstm_params)
 
         def step(carry, indices):
             params, opt_state = carry
-            batch = jax.tree.map(lambda a: a[indices], data)
+            batch = constrain(jax.tree.map(lambda a: a[indices], data))
             grads = jax.grad(loss_fn)(params, batch)
             if not second_order:
                 grads = jax.lax.stop_gradient(grads)
@@ -127,6 +131,15 @@ def make_truncation_loss(
     return truncation_loss
 
 
+def _batch_constraint(mesh: Any) -> Callable[[Any], Any]:
+    if mesh is None:
+        return lambda batch: batch
+    from randlr_jax.training.sharding import batch_sharded
+
+    sharding = batch_sharded(mesh)
+    return lambda batch: jax.lax.with_sharding_constraint(batch, sharding)
+
+
 def _all_finite(tree: Any) -> jax.Array:
     leaves = [jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree.leaves(tree)]
     return jnp.all(jnp.stack(leaves)) if leaves else jnp.array(True)
@@ -139,6 +152,7 @@ def make_meta_step(
     *,
     second_order: bool = False,
     remat: bool = False,
+    mesh: Any = None,
 ) -> Callable[..., tuple[MetaState, OptimizeeState, dict]]:
     """Build the (unjitted) ``meta_step(meta, optimizee, data, batch_indices) -> (meta, optimizee, metrics)``.
 
@@ -147,10 +161,10 @@ def make_meta_step(
     non-finite (then skipped and counted). The optimizee is advanced either way.
 
     Metrics: ``meta_loss``, ``meta_grad_norm`` (before clipping), ``finite`` (bool), ``final_loss`` (the last
-    step's training loss).
+    step's training loss). ``mesh``: as :func:`make_truncation_loss`.
     """
     truncation_loss = make_truncation_loss(
-        make_optimizer, loss_fn, second_order=second_order, remat=remat
+        make_optimizer, loss_fn, second_order=second_order, remat=remat, mesh=mesh
     )
 
     def meta_step(meta: MetaState, optimizee: OptimizeeState, data, batch_indices):
@@ -240,6 +254,7 @@ def meta_train(
     remat: bool = False,
     max_meta_grad_norm: float | None = 1.0,
     callback: Callable[[dict], None] | None = None,
+    mesh: Any = None,
 ) -> MetaTrainResult:
     """Meta-train a learned optimizer on one optimizee (same initial parameters every meta-iteration).
 
@@ -268,6 +283,9 @@ def meta_train(
       max_meta_grad_norm: clip the meta-gradient's global norm (``None``: no clipping; ignored if
         ``meta_optimizer`` is given).
       callback: called on the host after each truncation with that truncation's record.
+      mesh: run data parallel on this ``jax.sharding.Mesh`` (:func:`randlr_jax.training.make_mesh`):
+        ``data`` and the parameters replicated, each gathered minibatch split over the ``"data"`` axis
+        (``batch_size`` must be a multiple of its size). ``None``: the default device.
 
     Returns:
       :class:`MetaTrainResult`: trained parameters, per-truncation history (``meta_iteration``,
@@ -302,10 +320,24 @@ def meta_train(
         meta_optimizer = make_meta_optimizer(meta_learning_rate, max_meta_grad_norm)
     meta_step = jax.jit(
         make_meta_step(
-            make_optimizer, loss_fn, meta_optimizer, second_order=second_order, remat=remat
+            make_optimizer,
+            loss_fn,
+            meta_optimizer,
+            second_order=second_order,
+            remat=remat,
+            mesh=mesh,
         )
     )
     data = jax.tree.map(jnp.asarray, data)
+    if mesh is not None:
+        from randlr_jax.training.sharding import data_size, replicate
+
+        if batch_size % data_size(mesh):
+            raise ValueError(
+                f"batch_size {batch_size} must be a multiple of the mesh's {data_size(mesh)} "
+                "data-parallel devices."
+            )
+        data, lstm_params, init_params = replicate((data, lstm_params, init_params), mesh)
     (num_examples,) = sizes
     meta = MetaState(
         lstm_params=lstm_params,

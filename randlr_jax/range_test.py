@@ -19,6 +19,7 @@ References:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import os
 from collections.abc import Callable, Iterable
@@ -314,6 +315,7 @@ def lr_range_test(
     mode: str = "exponential",
     smoothing: float = 0.98,
     diverge_threshold: float = 4.0,
+    mesh: Any = None,
 ) -> RangeTestResult:
     r"""Run the LR range test from ``params`` (left untouched) and return the curve and suggestions.
 
@@ -346,6 +348,8 @@ def lr_range_test(
       mode: ``"exponential"`` or ``"linear"`` growth of the rate.
       smoothing: ``beta`` of the moving average, in ``[0, 1)``.
       diverge_threshold: stop when the smoothed loss exceeds this multiple of its best (> 1).
+      mesh: a ``jax.sharding.Mesh`` from :func:`randlr_jax.training.make_mesh` to run data parallel
+        (every batch split over its ``"data"`` axis, parameters replicated); ``None``: default device.
 
     Returns:
       A :class:`RangeTestResult`.
@@ -384,6 +388,12 @@ def lr_range_test(
     # which would compile it a second time: start from strongly typed copies.
     current = _strongly_typed(params)
     opt_state = _strongly_typed(optimizer(jnp.asarray(start, jnp.float32)).init(current))
+    place = lambda batch: batch  # noqa: E731
+    if mesh is not None:
+        from randlr_jax.training.sharding import replicate, shard_batch
+
+        current, opt_state = replicate((current, opt_state), mesh)
+        place = functools.partial(shard_batch, mesh=mesh)
     losses: list[float] = []
     smoothed: list[float] = []
     average, best = 0.0, math.inf
@@ -398,7 +408,7 @@ def lr_range_test(
                     break
                 iterator = iter(batches)
                 batch = next(iterator)
-        current, opt_state, loss = step(current, opt_state, np.float32(lr), batch)
+        current, opt_state, loss = step(current, opt_state, np.float32(lr), place(batch))
         loss = float(loss)
         average = smoothing * average + (1.0 - smoothing) * loss
         value = average / (1.0 - smoothing ** (i + 1))

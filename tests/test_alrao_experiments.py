@@ -54,7 +54,9 @@ def test_demo_quick_prints_the_table_and_the_figure(tmp_path, capsys):
 
 
 def test_interval_quick_writes_the_heatmap(tmp_path):
-    out = alrao_interval.main(["--workdir", str(tmp_path), "--quick", "--setting", "digits_mlp"])
+    out = alrao_interval.main(
+        ["--workdir", str(tmp_path), "--quick", "--setting", "digits_mlp", "--mesh", "data=1"]
+    )
     cells = out["cells"]
     assert {(c["lr_min"], c["lr_max"], c["method"]) for c in cells} == {
         (1e-2, 1e-2, "sgd"),
@@ -80,6 +82,7 @@ def test_posterior_quick_records_a_distribution_over_the_copies(tmp_path):
 def test_appendix_quick_runs_every_study(tmp_path):
     out = alrao_appendix.main(
         ["all", "--workdir", str(tmp_path), "--quick", "--setting", "digits_mlp", "--epochs", "1"]
+        + ["--mesh", "data=1"]  # one device: the 8-device path is covered by the compare test
     )
     assert set(out) == set(alrao_appendix.COMMANDS)
     assert {(r["per"]) for r in out["per_weight"]["rows"]} == {"feature", "weight"}

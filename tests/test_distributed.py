@@ -210,3 +210,70 @@ def test_population_same_on_one_and_eight_devices(task, tmp_path):
     np.testing.assert_allclose(
         runs[1].history[-1]["validation_loss"], runs[8].history[-1]["validation_loss"], rtol=RTOL
     )
+
+
+def test_noh_meta_training_same_on_one_and_eight_devices():
+    """NOH's meta-gradient through an unrolled optimizee run, minibatches split over 8 devices."""
+    from randlr_jax import meta_training as mt
+    from randlr_jax.training import make_mesh
+
+    proposer = noh.LSTMRateProposer(num_layers=1, hidden_size=4)
+    rng = np.random.default_rng(0)
+    data = {"x": rng.normal(size=(64, 5)).astype(np.float32)}
+    data["y"] = (data["x"] @ rng.normal(size=(5,)).astype(np.float32)).astype(np.float32)
+
+    def loss_fn(params, batch):
+        return 0.5 * jax.numpy.mean((batch["x"] @ params["w"] - batch["y"]) ** 2)
+
+    def run(mesh):
+        return mt.meta_train(
+            noh.init_proposer_params(proposer, jax.random.key(0)),
+            lambda p: noh.noh_adam(p, proposer=proposer, update_every=2),
+            loss_fn,
+            {"w": np.zeros((5,), np.float32)},
+            data,
+            key=jax.random.key(1),
+            batch_size=16,
+            horizon=12,
+            unroll_length=6,
+            num_meta_iterations=2,
+            meta_learning_rate=1e-2,
+            mesh=mesh,
+        )
+
+    one, eight = run(None), run(make_mesh(8))
+    before = noh.init_proposer_params(proposer, jax.random.key(0))
+    moved = jax.tree.map(
+        lambda a, b: float(np.abs(np.asarray(a) - np.asarray(b)).max()), one.lstm_params, before
+    )
+    assert max(jax.tree.leaves(moved)) > 1e-4
+    _assert_close(one.lstm_params, eight.lstm_params, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(
+        [r["meta_loss"] for r in one.history], [r["meta_loss"] for r in eight.history], rtol=1e-5
+    )
+
+
+def test_range_test_same_on_one_and_eight_devices():
+    from randlr_jax import range_test as rt
+    from randlr_jax.training import make_mesh
+
+    model = models.make_model("mlp", widths=(16,), num_classes=3)
+    params = model.init(jax.random.key(0), np.zeros((1, 12), np.float32))["params"]
+    data = blob_splits()["train"]
+    batches = [{k: v[i : i + 16] for k, v in data.items()} for i in range(0, 96, 16)]
+
+    def run(mesh):
+        return rt.lr_range_test(
+            rt.classification_loss(model),
+            params,
+            batches,
+            lambda lr: optax.sgd(lr, momentum=0.9),
+            start=1e-3,
+            end=10.0,
+            num_iter=30,
+            mesh=mesh,
+        )
+
+    one, eight = run(None), run(make_mesh(8))
+    assert one.stop_reason == eight.stop_reason
+    np.testing.assert_allclose(one.losses, eight.losses, rtol=1e-4)

@@ -1,5 +1,6 @@
 """Training helpers: state, jitted steps, data-parallel sharding, checkpoints and the resumable loop."""
 
+from randlr_jax.training import distributed as distributed
 from randlr_jax.training.alrao_step import make_alrao_train_step as make_alrao_train_step
 from randlr_jax.training.checkpoint import Checkpointer as Checkpointer
 from randlr_jax.training.early_stopping import EarlyStopping as EarlyStopping
