@@ -2,100 +2,136 @@
 
 For each model and batch size: one jitted training step of plain ``optax.sgd`` (Dense classifier head) and one
 jitted Alrao-SGD step (10 classifier copies, per-feature rates, switch update), both donating their state,
-timed in interleaved blocks so that machine noise hits both alike; the figure is the ratio of median step
-times. Target on a GPU: ratio <= 1.03 for every model.
+timed in interleaved blocks so that machine noise hits both alike (``benchmarks.common``); the figure is the
+ratio of median step times (the ratio of the fastest blocks is kept too). Target on a GPU: ratio <= 1.03 for
+every CIFAR model.
 
-Run::
+Size sets (``run(sizes)``, used by ``benchmarks.run_all``):
 
-    .venv/bin/python -m benchmarks.alrao_step            # GPU defaults: batch 32 and 128, all models
-    .venv/bin/python -m benchmarks.alrao_step --cpu-small  # this CPU: small batches, few steps
+* ``accelerator``: VGG19, MobileNetV2, GoogLeNet on CIFAR-shaped random batches of 32 and 128, blocks of 20
+  steps, 5 repeats;
+* ``cpu``: the MNIST-1D MLP (100-100) and CNN at batch 32 and 128, blocks of 50 steps, 7 repeats;
+* ``quick``: the MLP only, blocks of 10 steps, 3 repeats.
 
-Prints a table and writes ``benchmarks/results/alrao_step_<device>.json``.
+Run alone::
+
+    .venv/bin/python -m benchmarks.alrao_step               # GPU defaults: batch 32 and 128, all models
+    .venv/bin/python -m benchmarks.alrao_step --cpu-small   # CIFAR models on this CPU: batch 8 and 32
+
+Prints a table and writes ``benchmarks/results/alrao_step_<backend>_custom.json`` (``run_all``: without
+``_custom``).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
-import statistics
-import time
 
 import jax
 import numpy as np
 import optax
 
 import randlr_jax
+from benchmarks import common
 from randlr_jax import models
 from randlr_jax.training import create_train_state, make_alrao_train_step, make_train_step
 
 CIFAR_MODELS = ("vgg19", "mobilenetv2", "googlenet")
+MNIST1D_MODELS = ("mlp", "cnn1d")
+MODEL_KWARGS = {"mlp": {"widths": (100, 100)}}
+
+SIZES = {
+    "accelerator": {"models": CIFAR_MODELS, "batch_sizes": (32, 128), "steps": 20, "repeats": 5},
+    "cpu": {"models": MNIST1D_MODELS, "batch_sizes": (32, 128), "steps": 50, "repeats": 7},
+    "quick": {"models": ("mlp",), "batch_sizes": (32, 128), "steps": 10, "repeats": 3},
+}
 
 
-def _batch(model_name: str, batch_size: int, rng: np.random.Generator) -> dict:
-    shape = (batch_size, 40) if model_name == "mlp" else (batch_size, 32, 32, 3)
+def input_shape(model_name: str) -> tuple[int, ...]:
+    return (40,) if model_name in MNIST1D_MODELS else (32, 32, 3)
+
+
+def random_batch(model_name: str, batch_size: int, num_classes: int = 10, seed: int = 0) -> dict:
+    rng = np.random.default_rng(seed)
     return {
-        "x": rng.normal(size=shape).astype(np.float32),
-        "y": rng.integers(0, 10, size=batch_size).astype(np.int32),
+        "x": rng.normal(size=(batch_size, *input_shape(model_name))).astype(np.float32),
+        "y": rng.integers(0, num_classes, size=batch_size).astype(np.int32),
     }
 
 
-def _steps(model_name: str, num_copies: int):
-    kwargs = {"widths": (100, 100)} if model_name == "mlp" else {}
+def make_variants(
+    model_name: str, num_copies: int, batch: dict, which: tuple[str, ...] = ("plain", "alrao")
+) -> dict:
+    """``{"plain": (jitted step, state), "alrao": (...)}`` for one model, both donating their state."""
+    kwargs = MODEL_KWARGS.get(model_name, {})
     plain_model = models.make_model(model_name, num_classes=10, **kwargs)
     head = randlr_jax.AlraoHead(num_outputs=10, num_copies=num_copies)
     alrao_model = models.make_model(model_name, head=head, **kwargs)
     plain_tx = optax.sgd(0.01)
     alrao_tx = randlr_jax.alrao_sgd(jax.random.key(1), 1e-5, 10.0, num_copies)
-    return (
-        (plain_model, plain_tx, make_train_step(plain_model, plain_tx)),
-        (alrao_model, alrao_tx, make_alrao_train_step(alrao_model, alrao_tx)),
-    )
-
-
-def _time_block(step, state, batch, steps: int):
-    t0 = time.perf_counter()
-    for _ in range(steps):
-        state, metrics = step(state, batch)
-    jax.block_until_ready(metrics["loss"])
-    return state, (time.perf_counter() - t0) / steps
+    variants = {}
+    for name, model, tx, step_fn in (
+        ("plain", plain_model, plain_tx, make_train_step(plain_model, plain_tx)),
+        ("alrao", alrao_model, alrao_tx, make_alrao_train_step(alrao_model, alrao_tx)),
+    ):
+        if name not in which:
+            continue
+        state = create_train_state(model, tx, jax.random.key(0), batch["x"][:1])
+        variants[name] = (jax.jit(step_fn, donate_argnums=0), state)
+    return variants
 
 
 def measure(model_name: str, batch_size: int, steps: int, repeats: int, num_copies: int) -> dict:
-    rng = np.random.default_rng(0)
-    batch = jax.device_put(_batch(model_name, batch_size, rng))
-    runs = []
-    for model, tx, step_fn in _steps(model_name, num_copies):
-        state = create_train_state(model, tx, jax.random.key(0), batch["x"][:1])
-        step = jax.jit(step_fn, donate_argnums=0)
-        t0 = time.perf_counter()
-        state, _ = step(state, batch)  # compile
-        jax.block_until_ready(state.params)
-        runs.append(
-            {
-                "step": step,
-                "state": state,
-                "compile_s": time.perf_counter() - t0,
-                "times": [],
-                "params": randlr_jax.models.count_params(state.params),
-            }
-        )
-    for _ in range(repeats):  # interleaved blocks: noise hits both alike
-        for run in runs:
-            run["state"], t = _time_block(run["step"], run["state"], batch, steps)
-            run["times"].append(t)
-    plain, alrao = (statistics.median(r["times"]) for r in runs)
+    """One row: plain and Alrao step times (median and min, ms), their ratios, parameter counts."""
+    batch = jax.device_put(random_batch(model_name, batch_size))
+    variants = make_variants(model_name, num_copies, batch)
+    params = {name: models.count_params(state.params) for name, (_, state) in variants.items()}
+    timings, _ = common.time_steps_interleaved(variants, batch, steps=steps, repeats=repeats)
+    plain, alrao = timings["plain"], timings["alrao"]
     return {
         "model": model_name,
         "batch_size": batch_size,
-        "plain_step_ms": 1e3 * plain,
-        "alrao_step_ms": 1e3 * alrao,
-        "ratio": alrao / plain,
-        "plain_params": runs[0]["params"],
-        "alrao_params": runs[1]["params"],
-        "compile_s": [r["compile_s"] for r in runs],
+        "steps_per_block": steps,
+        "repeats": repeats,
+        "plain_step_ms": 1e3 * plain["median_s"],
+        "alrao_step_ms": 1e3 * alrao["median_s"],
+        "plain_step_min_ms": 1e3 * plain["min_s"],
+        "alrao_step_min_ms": 1e3 * alrao["min_s"],
+        "ratio": alrao["median_s"] / plain["median_s"],
+        "ratio_of_minima": alrao["min_s"] / plain["min_s"],
+        "plain_params": params["plain"],
+        "alrao_params": params["alrao"],
+        "compile_s": [plain["compile_s"], alrao["compile_s"]],
     }
+
+
+def table(rows: list[dict]) -> str:
+    lines = [
+        "| model | batch | plain SGD step (ms) | Alrao-SGD step (ms) | ratio (medians) "
+        "| ratio (minima) | params plain | params Alrao |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['model']} | {r['batch_size']} | {r['plain_step_ms']:.3f} | "
+            f"{r['alrao_step_ms']:.3f} | {r['ratio']:.3f} | {r['ratio_of_minima']:.3f} | "
+            f"{r['plain_params']:,} | {r['alrao_params']:,} |"
+        )
+    return "\n".join(lines)
+
+
+def run(sizes: str, results_dir: str | None = None, num_copies: int = 10) -> dict:
+    """Measure the size set ``sizes`` and write ``alrao_step_<backend>.json``; returns the payload."""
+    config = SIZES[common.check_size_set(sizes)]
+    rows = []
+    for model_name in config["models"]:
+        for batch_size in config["batch_sizes"]:
+            rows.append(
+                measure(model_name, batch_size, config["steps"], config["repeats"], num_copies)
+            )
+            common.log(f"alrao_step {model_name} batch {batch_size}: ratio {rows[-1]['ratio']:.3f}")
+    payload = {"num_copies": num_copies, "rows": rows}
+    payload["path"] = common.write_result("alrao_step", sizes, payload, results_dir)
+    return payload
 
 
 def main(argv=None) -> list[dict]:
@@ -110,53 +146,20 @@ def main(argv=None) -> list[dict]:
         action="store_true",
         help="CPU-sized run: CIFAR models at batch 8 and 32, 3 steps x 3 repeats",
     )
-    parser.add_argument("--out", default=None, help="JSON path (default benchmarks/results/...)")
     args = parser.parse_args(argv)
-    device = jax.devices()[0]
     rows = []
     for model_name in args.models:
         batch_sizes, steps, repeats = args.batch_sizes, args.steps, args.repeats
-        if args.cpu_small and model_name != "mlp":
+        if args.cpu_small and model_name not in MNIST1D_MODELS:
             batch_sizes, steps, repeats = [8, 32], 3, 3
         for batch_size in batch_sizes:
-            row = measure(model_name, batch_size, steps, repeats, args.num_copies)
-            rows.append(row)
-            print(
-                f"{model_name:12s} batch {batch_size:4d}: plain {row['plain_step_ms']:9.2f} ms, "
-                f"alrao {row['alrao_step_ms']:9.2f} ms, ratio {row['ratio']:.3f}",
-                flush=True,
-            )
-    print()
-    print(
-        "| model | batch | plain SGD step (ms) | Alrao-SGD step (ms) | ratio | params plain | params Alrao |"
+            rows.append(measure(model_name, batch_size, steps, repeats, args.num_copies))
+            common.log(f"{model_name} batch {batch_size}: ratio {rows[-1]['ratio']:.3f}")
+    print(table(rows))
+    path = common.write_result(
+        "alrao_step", "custom", {"num_copies": args.num_copies, "rows": rows}
     )
-    print("|---|---:|---:|---:|---:|---:|---:|")
-    for r in rows:
-        print(
-            f"| {r['model']} | {r['batch_size']} | {r['plain_step_ms']:.2f} | {r['alrao_step_ms']:.2f} | "
-            f"{r['ratio']:.3f} | {r['plain_params']:,} | {r['alrao_params']:,} |"
-        )
-    result = {
-        "benchmark": "alrao_step",
-        "device": str(device),
-        "device_kind": device.device_kind,
-        "platform": device.platform,
-        "num_devices": jax.device_count(),
-        "host": platform.processor() or platform.machine(),
-        "jax": jax.__version__,
-        "num_copies": args.num_copies,
-        "note": "CPU run with reduced sizes; the <= 1.03 target is for a GPU"
-        if device.platform == "cpu"
-        else "",
-        "rows": rows,
-    }
-    out = args.out or os.path.join(
-        os.path.dirname(__file__), "results", f"alrao_step_{device.platform}.json"
-    )
-    os.makedirs(os.path.dirname(out), exist_ok=True)
-    with open(out, "w") as f:
-        json.dump(result, f, indent=2)
-    print(f"\nwrote {out} ({device.device_kind})")
+    print(f"\nwrote {path}")
     return rows
 
 

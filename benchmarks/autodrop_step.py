@@ -3,25 +3,26 @@
 For each model: one jitted training step of momentum SGD, and one of momentum SGD chained with
 ``randlr_jax.autodrop`` (one period = one epoch of ``steps_per_epoch`` steps, so every timed block contains
 the period-end work once per epoch), both donating their state, timed in interleaved blocks of whole
-epochs so that machine noise hits both alike. Figures: the ratio of median epoch times (target <= 1.02;
-the ratio of the fastest blocks is printed too, less sensitive to a loaded machine)
-and AutoDrop's extra memory in parameter copies (the optimizer-state bytes it adds over the parameters'
-bytes).
+epochs so that machine noise hits both alike. Inside the timed region: ``epochs * steps_per_epoch`` steps on
+one device-resident batch and ``block_until_ready`` on the state. Figures: the ratio of median epoch times
+(target <= 1.02), the ratio of the fastest blocks (less sensitive to a loaded machine) and AutoDrop's
+extra memory in parameter copies (the optimizer-state bytes it adds over the parameters' bytes).
 
-Run::
+Size sets: ``accelerator``: the MNIST-1D CNN and ResNet-18 on CIFAR-shaped data, batch 128, blocks of 5
+epochs, 5 repeats; ``cpu``: the CNN, blocks of 3 epochs, 5 repeats; ``quick``: the CNN, 1 epoch, 3 repeats.
+
+Run alone::
 
     .venv/bin/python -m benchmarks.autodrop_step             # the MNIST-1D CNN (CPU default)
     .venv/bin/python -m benchmarks.autodrop_step --gpu       # + ResNet-18 on CIFAR-shaped random data
 
-Prints a table and writes ``benchmarks/results/autodrop_step_<device>.json``.
+Prints a table and writes ``benchmarks/results/autodrop_step_<backend>_custom.json`` (``run_all``: without
+``_custom``).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import statistics
 import time
 
@@ -29,6 +30,7 @@ import jax
 import numpy as np
 import optax
 
+from benchmarks import common
 from randlr_jax import autodrop, models
 from randlr_jax.training import create_train_state, make_train_step
 
@@ -37,10 +39,11 @@ SETTINGS = {
     "cnn1d": ((40,), 28),  # MNIST-1D: 3,600 training examples
     "resnet18": ((32, 32, 3), 312),  # CIFAR-10: 40,000 training examples
 }
-
-
-def _bytes(tree) -> int:
-    return sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(tree))
+SIZES = {
+    "accelerator": {"models": ("cnn1d", "resnet18"), "batch_size": 128, "epochs": 5, "repeats": 5},
+    "cpu": {"models": ("cnn1d",), "batch_size": 128, "epochs": 3, "repeats": 5},
+    "quick": {"models": ("cnn1d",), "batch_size": 128, "epochs": 1, "repeats": 3},
+}
 
 
 def _epoch_time(step, state, batch, steps: int):
@@ -54,10 +57,12 @@ def _epoch_time(step, state, batch, steps: int):
 def bench(model_name: str, batch_size: int, epochs: int, repeats: int) -> dict:
     shape, steps_per_epoch = SETTINGS[model_name]
     rng = np.random.default_rng(0)
-    batch = {
-        "x": rng.normal(size=(batch_size, *shape)).astype(np.float32),
-        "y": rng.integers(0, 10, size=batch_size).astype(np.int32),
-    }
+    batch = jax.device_put(
+        {
+            "x": rng.normal(size=(batch_size, *shape)).astype(np.float32),
+            "y": rng.integers(0, 10, size=batch_size).astype(np.int32),
+        }
+    )
     model = models.make_model(model_name, num_classes=10)
     base = optax.sgd(0.05, momentum=0.9)
     with_autodrop = optax.chain(
@@ -72,8 +77,8 @@ def bench(model_name: str, batch_size: int, epochs: int, repeats: int) -> dict:
             "step": step,
             "state": state,
             "times": [],
-            "opt_state_bytes": _bytes(state.opt_state),
-            "param_bytes": _bytes(state.params),
+            "opt_state_bytes": common.tree_bytes(state.opt_state),
+            "param_bytes": common.tree_bytes(state.params),
         }
     for _ in range(repeats):
         for v in variants.values():
@@ -94,12 +99,42 @@ def bench(model_name: str, batch_size: int, epochs: int, repeats: int) -> dict:
         "parameters": param_bytes // 4,
         "base_step_ms": 1e3 * base_time,
         "autodrop_step_ms": 1e3 * auto_time,
+        "base_step_min_ms": 1e3 * min(variants["base"]["times"]),
+        "autodrop_step_min_ms": 1e3 * min(variants["autodrop"]["times"]),
         "ratio": auto_time / base_time,
         "ratio_of_minima": min(variants["autodrop"]["times"]) / min(variants["base"]["times"]),
         "base_step_ms_all": [1e3 * t for t in variants["base"]["times"]],
         "autodrop_step_ms_all": [1e3 * t for t in variants["autodrop"]["times"]],
         "extra_memory_parameter_copies": extra / param_bytes,
     }
+
+
+def table(rows: list[dict]) -> str:
+    lines = [
+        "| model | batch | steps/epoch | base step (ms) | with AutoDrop (ms) | ratio (medians) "
+        "| ratio (minima) | extra memory (param. copies) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['model']} | {r['batch_size']} | {r['steps_per_epoch']} | {r['base_step_ms']:.3f} | "
+            f"{r['autodrop_step_ms']:.3f} | {r['ratio']:.3f} | {r['ratio_of_minima']:.3f} | "
+            f"{r['extra_memory_parameter_copies']:.2f} |"
+        )
+    return "\n".join(lines)
+
+
+def run(sizes: str, results_dir: str | None = None) -> dict:
+    """Measure the size set ``sizes`` and write ``autodrop_step_<backend>.json``."""
+    config = SIZES[common.check_size_set(sizes)]
+    rows = [
+        bench(m, config["batch_size"], config["epochs"], config["repeats"])
+        for m in config["models"]
+    ]
+    common.log("autodrop_step: done")
+    payload = {"rows": rows}
+    payload["path"] = common.write_result("autodrop_step", sizes, payload, results_dir)
+    return payload
 
 
 def main(argv=None) -> list[dict]:
@@ -110,36 +145,10 @@ def main(argv=None) -> list[dict]:
     parser.add_argument("--repeats", type=int, default=5, help="interleaved blocks per variant")
     args = parser.parse_args(argv)
     model_names = ["cnn1d"] + (["resnet18"] if args.gpu else [])
-    device = jax.devices()[0]
     rows = [bench(m, args.batch_size, args.epochs, args.repeats) for m in model_names]
-    print(f"device: {device.device_kind} ({device.platform}), {platform.processor() or 'cpu'}")
-    print(
-        "| model | batch | steps/epoch | base step [ms] | with AutoDrop [ms] | ratio (medians) "
-        "| ratio (minima) | extra memory [param. copies] |"
-    )
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
-    for r in rows:
-        print(
-            f"| {r['model']} | {r['batch_size']} | {r['steps_per_epoch']} | {r['base_step_ms']:.3f} | "
-            f"{r['autodrop_step_ms']:.3f} | {r['ratio']:.3f} | {r['ratio_of_minima']:.3f} | "
-            f"{r['extra_memory_parameter_copies']:.2f} |"
-        )
-    out_dir = os.path.join(os.path.dirname(__file__), "results")
-    os.makedirs(out_dir, exist_ok=True)
-    kind = device.device_kind.replace(" ", "_").lower()
-    path = os.path.join(out_dir, f"autodrop_step_{kind}.json")
-    with open(path, "w") as f:
-        json.dump(
-            {
-                "device_kind": device.device_kind,
-                "platform": device.platform,
-                "note": "CPU run on a shared 2-core machine" if device.platform == "cpu" else "",
-                "rows": rows,
-            },
-            f,
-            indent=2,
-        )
-    print(f"results: {os.path.abspath(path)}")
+    print(table(rows))
+    path = common.write_result("autodrop_step", "custom", {"rows": rows})
+    print(f"results: {path}")
     return rows
 
 

@@ -1,58 +1,69 @@
-"""NOH benchmarks: meta-training step time and memory against unroll length, and the frozen NOH-Adam overhead.
+"""NOH benchmarks: meta-step time and memory against unroll length, and the frozen NOH-Adam overhead.
 
-Command (from the repository root)::
+On the MNIST-1D MLP (2 x 20 sigmoid, batch 120) with the paper's 3 x 20 NOH LSTM:
 
-    .venv/bin/python -m benchmarks.noh
+1. One meta-training step (one truncation: ``T`` unrolled optimizee steps, the meta-gradient and the meta
+   update; ``randlr_jax.make_meta_step``) for each unroll length ``T``, first order (the optimizee's
+   gradients treated as constants, the default) and second order (differentiated through), without and
+   (at the ``remat_at`` lengths) with rematerialisation (``jax.checkpoint`` per unrolled step). Time:
+   median and minimum of ``repeats`` calls of each compiled step, all variants in interleaved rounds
+   (inside the timed region: one call and ``block_until_ready``).
+   Memory: XLA's memory analysis of the same compiled step (``argument + output + temp - alias``; on CPU
+   the runtime reports no peak, so this is the compiler's figure).
+2. One optimizee step with frozen NOH-Adam (the LSTM proposes rates every ``S`` steps) against plain Adam:
+   median time of a ``lax.scan`` of ``steps`` steps, divided by ``steps``, and the ratio.
 
-Two tables, on the MNIST-1D MLP (2 x 20 sigmoid, batch 120) with the paper's 3 x 20 NOH LSTM:
+Size sets: ``accelerator``: ``T in {10, 50, 200, 400}``, remat at every ``T``, ``S in {1, 10, 50}``, 200
+steps, 5 repeats; ``cpu``: ``T in {5, 10, 20, 40}``, remat at ``T = 40`` only (each variant is one more
+compilation of ~5-20 s on 2 shared cores), same ``S``, 200 steps, 5 repeats; ``quick``: ``T = 5`` without
+remat, ``S = 10``, 50 steps, 3 repeats.
 
-1. One meta-training step (one truncation: unrolled optimizee steps, the meta-gradient and the meta update)
-   for unroll lengths 10, 50, 200, with and without rematerialisation (``jax.checkpoint``): median wall time
-   and the compiled program's memory (XLA's memory analysis: arguments + outputs + temporaries; on CPU the
-   runtime reports no peak, so this is the compiler's figure).
-2. One optimizee step with frozen NOH-Adam at ``S`` in {1, 10, 50} against plain Adam: median time of a scan
-   of 200 steps, divided by 200, and the ratio.
-
-Writes ``benchmarks/results/noh_<device>.json``. Run on whatever device JAX picks (CPU here).
+Run alone: ``.venv/bin/python -m benchmarks.noh [--sizes cpu]``; writes
+``benchmarks/results/noh_<backend>.json``.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import time
+import argparse
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
+from benchmarks import common
 from randlr_jax import data, models, noh
 from randlr_jax import meta_training as mt
 
+SIZES = {
+    "accelerator": {
+        "unrolls": (10, 50, 200, 400),
+        "orders": ("first", "second"),
+        "remat_at": (10, 50, 200, 400),
+        "update_every": (1, 10, 50),
+        "steps": 200,
+        "repeats": 5,
+    },
+    "cpu": {
+        "unrolls": (5, 10, 20, 40),
+        "orders": ("first", "second"),
+        "remat_at": (40,),
+        "update_every": (1, 10, 50),
+        "steps": 200,
+        "repeats": 5,
+    },
+    "quick": {
+        "unrolls": (5,),
+        "orders": ("first", "second"),
+        "remat_at": (),
+        "update_every": (10,),
+        "steps": 50,
+        "repeats": 3,
+    },
+}
+BATCH_SIZE = 120
 
-def _median_time(fn, *args, repeats=5):
-    jax.block_until_ready(fn(*args))  # compile and warm up
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        jax.block_until_ready(fn(*args))
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times))
 
-
-def _memory_bytes(jitted, *args):
-    analysis = jitted.lower(*args).compile().memory_analysis()
-    if analysis is None:
-        return None
-    return int(
-        analysis.argument_size_in_bytes
-        + analysis.output_size_in_bytes
-        + analysis.temp_size_in_bytes
-    )
-
-
-def main() -> dict:
+def _setup():
     splits = data.train_val_test("mnist1d", validation_size=500, seed=0)
     train = {"x": jnp.asarray(splits["train"]["x"]), "y": jnp.asarray(splits["train"]["y"])}
     model = models.make_model("noh_mlp", num_classes=10)
@@ -64,44 +75,69 @@ def main() -> dict:
 
     proposer = noh.LSTMRateProposer()
     lstm_params = noh.init_proposer_params(proposer, jax.random.key(1))
+    return train, params, loss_fn, proposer, lstm_params
+
+
+def meta_step_rows(config: dict) -> list[dict]:
+    train, params, loss_fn, proposer, lstm_params = _setup()
+    num_examples = int(train["y"].shape[0])
 
     def make(p):
         return noh.noh_adam(p, proposer=proposer, update_every=10)
 
     meta_optimizer = mt.make_meta_optimizer(1e-2)
-    device = jax.devices()[0]
-    results = {
-        "device": device.device_kind,
-        "platform": device.platform,
-        "meta_step": [],
-        "step": [],
-    }
-    print(f"device: {device.device_kind} ({device.platform})")
-    print("\n| unroll | remat | meta-step time (ms) | compiled memory (MiB) |")
-    print("|---:|---|---:|---:|")
-    for unroll in (10, 50, 200):
-        indices = jnp.asarray(mt.sample_batch_indices(jax.random.key(2), 3500, unroll, 120))
-        for remat in (False, True):
-            step = jax.jit(mt.make_meta_step(make, loss_fn, meta_optimizer, remat=remat))
-            meta = mt.MetaState(
-                lstm_params,
-                meta_optimizer.init(lstm_params),
-                jnp.zeros([], jnp.int32),
-                jnp.zeros([], jnp.int32),
-            )
-            optimizee = mt.OptimizeeState(params, make(lstm_params).init(params))
-            seconds = _median_time(step, meta, optimizee, train, indices)
-            memory = _memory_bytes(step, meta, optimizee, train, indices)
-            results["meta_step"].append(
-                {"unroll": unroll, "remat": remat, "seconds": seconds, "memory_bytes": memory}
-            )
-            mib = "-" if memory is None else f"{memory / 2**20:.1f}"
-            print(f"| {unroll} | {remat} | {1e3 * seconds:.1f} | {mib} |")
+    calls, infos = {}, {}
+    for unroll in config["unrolls"]:
+        indices = jnp.asarray(
+            mt.sample_batch_indices(jax.random.key(2), num_examples, unroll, BATCH_SIZE)
+        )
+        remats = (False, True) if unroll in config["remat_at"] else (False,)
+        for order in config["orders"]:
+            for remat in remats:
+                step = mt.make_meta_step(
+                    make, loss_fn, meta_optimizer, second_order=order == "second", remat=remat
+                )
+                meta = mt.MetaState(
+                    lstm_params,
+                    meta_optimizer.init(lstm_params),
+                    jnp.zeros([], jnp.int32),
+                    jnp.zeros([], jnp.int32),
+                )
+                optimizee = mt.OptimizeeState(params, make(lstm_params).init(params))
+                args = (meta, optimizee, train, indices)
+                compiled, memory, compile_s = common.compile_ahead(step, *args)
+                key = (unroll, order, remat)
+                calls[key] = (compiled, args)
+                infos[key] = {"compile_s": compile_s, "memory": memory}
+        common.log(f"noh meta-step T={unroll}: compiled")
+    timings = common.time_calls_interleaved(calls, repeats=config["repeats"])
+    rows = []
+    for (unroll, order, remat), timing in timings.items():
+        memory = infos[(unroll, order, remat)]["memory"]
+        rows.append(
+            {
+                "unroll": unroll,
+                "order": order,
+                "remat": remat,
+                "seconds": timing["median_s"],
+                "min_seconds": timing["min_s"],
+                "repeats": timing["repeats"],
+                "compile_s": infos[(unroll, order, remat)]["compile_s"],
+                "memory": memory,
+                "memory_bytes": None if memory is None else memory["total_bytes"],
+            }
+        )
+    return rows
 
-    steps = 200
-    indices = jnp.asarray(mt.sample_batch_indices(jax.random.key(3), 3500, steps, 120))
 
-    def run(tx):
+def frozen_step_rows(config: dict) -> list[dict]:
+    train, params, loss_fn, proposer, lstm_params = _setup()
+    steps = config["steps"]
+    indices = jnp.asarray(
+        mt.sample_batch_indices(jax.random.key(3), int(train["y"].shape[0]), steps, BATCH_SIZE)
+    )
+
+    def timed(tx):
         @jax.jit
         def train_steps(params, indices):
             def body(carry, idx):
@@ -112,24 +148,50 @@ def main() -> dict:
 
             return jax.lax.scan(body, (params, tx.init(params)), indices)[0][0]
 
-        return _median_time(train_steps, params, indices) / steps
+        timing = common.time_call(train_steps, params, indices, repeats=config["repeats"])
+        return timing["median_s"] / steps, timing["min_s"] / steps
 
-    adam = run(optax.adam(1e-3))
-    print("\n| optimizer | step time (us) | ratio to Adam |")
-    print("|---|---:|---:|")
-    print(f"| Adam | {1e6 * adam:.1f} | 1.00 |")
-    results["step"].append({"optimizer": "adam", "seconds": adam})
-    for s in (1, 10, 50):
-        seconds = run(noh.noh_adam(lstm_params, proposer=proposer, update_every=s))
-        results["step"].append({"optimizer": f"noh_adam_S{s}", "seconds": seconds})
-        print(f"| NOH-Adam, S = {s} | {1e6 * seconds:.1f} | {seconds / adam:.2f} |")
-    os.makedirs(os.path.join("benchmarks", "results"), exist_ok=True)
-    name = device.device_kind.replace(" ", "_").lower()
-    path = os.path.join("benchmarks", "results", f"noh_{name}.json")
-    with open(path, "w") as f:
-        json.dump(results, f, indent=2)
-    print(f"\nresults: {os.path.abspath(path)}")
-    return results
+    adam, adam_min = timed(optax.adam(1e-3))
+    rows = [{"optimizer": "adam", "seconds": adam, "min_seconds": adam_min, "ratio": 1.0}]
+    for s in config["update_every"]:
+        seconds, min_seconds = timed(noh.noh_adam(lstm_params, proposer=proposer, update_every=s))
+        rows.append(
+            {
+                "optimizer": f"noh_adam_S{s}",
+                "update_every": s,
+                "seconds": seconds,
+                "min_seconds": min_seconds,
+                "ratio": seconds / adam,
+                "ratio_of_minima": min_seconds / adam_min,
+            }
+        )
+    return rows
+
+
+def run(sizes: str, results_dir: str | None = None) -> dict:
+    """Measure the size set ``sizes`` and write ``noh_<backend>.json``."""
+    config = SIZES[common.check_size_set(sizes)]
+    payload = {
+        "optimizee": {"model": "noh_mlp", "batch_size": BATCH_SIZE},
+        "repeats": config["repeats"],
+        "scan_steps": config["steps"],
+        "meta_step": meta_step_rows(config),
+        "step": frozen_step_rows(config),
+    }
+    common.log("noh: done")
+    payload["path"] = common.write_result("noh", sizes, payload, results_dir)
+    return payload
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", choices=common.SIZE_SETS, default=common.default_size_set())
+    args = parser.parse_args(argv)
+    payload = run(args.sizes)
+    from benchmarks import report
+
+    print(report.noh_section(payload))
+    return payload
 
 
 if __name__ == "__main__":

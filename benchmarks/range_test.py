@@ -10,26 +10,38 @@ Run::
 
     .venv/bin/python -m benchmarks.range_test
 
-Prints a table and writes ``benchmarks/results/range_test_<device>.json``. No GPU in the session that
-wrote it: measured on CPU (2 shared cores), sizes chosen to take about a minute.
+Size sets (``run(sizes)``, used by ``benchmarks.run_all``): ``accelerator``: 200 rates, the re-jit loop on
+its first 10; ``cpu``: 100 and 5; ``quick``: the MLP only, 10 and 2; batch 128. Each side runs once
+(its wall time is a sum over many steps, compilation included: that is the point of the comparison).
+
+Prints a table and writes ``benchmarks/results/range_test_<backend>_custom.json`` (``run_all``: without
+``_custom``).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import time
 
 import jax
 import numpy as np
 import optax
 
+from benchmarks import common
 from randlr_jax import range_test as rt
 from randlr_jax.models import make_model
 
 MODELS = {"mlp": {"widths": (100, 100)}, "cnn1d": {}}
+SIZES = {
+    "accelerator": {
+        "models": ("mlp", "cnn1d"),
+        "num_iter": 200,
+        "naive_iters": 10,
+        "batch_size": 128,
+    },
+    "cpu": {"models": ("mlp", "cnn1d"), "num_iter": 100, "naive_iters": 5, "batch_size": 128},
+    "quick": {"models": ("mlp",), "num_iter": 10, "naive_iters": 2, "batch_size": 128},
+}
 
 
 def _batches(num: int, batch_size: int, seed: int = 0) -> list[dict]:
@@ -99,6 +111,35 @@ def measure(model_name: str, num_iter: int, naive_iters: int, batch_size: int) -
     }
 
 
+def table(rows: list[dict]) -> str:
+    lines = [
+        "| model | steps | compilations (traced rate) | wall s (traced rate) | "
+        "compilations (re-jit per rate) | wall s (re-jit, extrapolated) | ratio |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['model']} | {r['steps_run']} | {r['traced_compilations']} | "
+            f"{r['traced_wall_s']:.2f} | {r['naive_compilations']} per {r['naive_iters_measured']} | "
+            f"{r['naive_wall_s_extrapolated']:.1f} | "
+            f"{r['naive_wall_s_extrapolated'] / r['traced_wall_s']:.1f} |"
+        )
+    return "\n".join(lines)
+
+
+def run(sizes: str, results_dir: str | None = None) -> dict:
+    """Measure the size set ``sizes`` and write ``range_test_<backend>.json``."""
+    config = SIZES[common.check_size_set(sizes)]
+    rows = [
+        measure(name, config["num_iter"], config["naive_iters"], config["batch_size"])
+        for name in config["models"]
+    ]
+    common.log("range_test: done")
+    payload = {"rows": rows}
+    payload["path"] = common.write_result("range_test", sizes, payload, results_dir)
+    return payload
+
+
 def main(argv=None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--num-iter", type=int, default=200)
@@ -106,33 +147,9 @@ def main(argv=None) -> list[dict]:
     parser.add_argument("--batch-size", type=int, default=128)
     args = parser.parse_args(argv)
     rows = [measure(name, args.num_iter, args.naive_iters, args.batch_size) for name in MODELS]
-    device = jax.devices()[0]
-    print(f"device: {device.device_kind} ({platform.processor() or platform.machine()})")
-    print(
-        "| model | steps | compilations (traced rate) | wall s (traced rate) | "
-        "compilations (re-jit per rate) | wall s (re-jit, extrapolated) |"
-    )
-    print("|---|---:|---:|---:|---:|---:|")
-    for r in rows:
-        print(
-            f"| {r['model']} | {r['steps_run']} | {r['traced_compilations']} | "
-            f"{r['traced_wall_s']:.2f} | {r['naive_compilations']} per {r['naive_iters_measured']} | "
-            f"{r['naive_wall_s_extrapolated']:.1f} |"
-        )
-    os.makedirs(os.path.join(os.path.dirname(__file__), "results"), exist_ok=True)
-    path = os.path.join(os.path.dirname(__file__), "results", f"range_test_{device.platform}.json")
-    with open(path, "w") as f:
-        json.dump(
-            {
-                "device_kind": device.device_kind,
-                "platform": device.platform,
-                "note": "CPU only in the session that measured this (2 shared cores)",
-                "rows": rows,
-            },
-            f,
-            indent=2,
-        )
-    print(f"results: {os.path.abspath(path)}")
+    print(table(rows))
+    path = common.write_result("range_test", "custom", {"rows": rows})
+    print(f"results: {path}")
     return rows
 
 

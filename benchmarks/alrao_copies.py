@@ -1,0 +1,198 @@
+"""Cost of Alrao's classifier copies against their number ``N`` and the number of classes ``K``.
+
+The Alrao paper's stated limitation is the output layer: ``N`` copies of a ``D x K`` classifier cost
+``N`` times its parameters, and the Alrao step computes every copy's logits twice (once for the copies' own
+loss, once for the mixture that trains the body). This measures, on a small body (an MLP on 40-d inputs),
+one jitted Alrao-SGD training step (forward, all gradients, both updates, switch update; state donated)
+with an ``AlraoHead`` of ``N in {1, 4, 10, 32}`` copies and ``K in {10, 1000, 10000}`` classes, next to
+the plain step (``nn.Dense(K)`` head, ``optax.sgd``) at each ``K``.
+
+Time: per ``K``, the plain step and the ``N`` Alrao steps are timed in interleaved blocks
+(``benchmarks.common.time_steps_interleaved``, blocks of about ``target_block_s`` seconds), median and
+minimum per step; ratios to the plain step of the same ``K`` and run. Memory: XLA's memory analysis of the
+same compiled step (``argument + output + temp - alias`` bytes; see ``benchmarks.common``).
+
+If ``AlraoHead`` has a ``copy_chunk_size`` attribute (copies computed in chunks to save memory, issue 8),
+the largest ``(N, K)`` is also measured with chunks of ``CHUNK_SIZE`` copies; otherwise the result says it
+was not available (``chunked_head_available: false``).
+
+Size sets: ``accelerator``: body MLP (512, 512), batch 256; ``cpu``: body MLP (100,), batch 32;
+``quick``: body MLP (32,), batch 16, ``N in {1, 32}``, ``K in {10, 1000}``.
+
+Run alone: ``.venv/bin/python -m benchmarks.alrao_copies [--sizes cpu]``; writes
+``benchmarks/results/alrao_copies_<backend>.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+
+import jax
+import numpy as np
+import optax
+
+import randlr_jax
+from benchmarks import common
+from randlr_jax import models
+from randlr_jax.training import create_train_state, make_alrao_train_step, make_train_step
+
+CHUNK_SIZE = 8
+SIZES = {
+    "accelerator": {
+        "widths": (512, 512),
+        "batch_size": 256,
+        "num_copies": (1, 4, 10, 32),
+        "num_classes": (10, 1000, 10000),
+        "repeats": 5,
+        "target_block_s": 0.2,
+        "max_steps": 200,
+    },
+    "cpu": {
+        "widths": (100,),
+        "batch_size": 32,
+        "num_copies": (1, 4, 10, 32),
+        "num_classes": (10, 1000, 10000),
+        "repeats": 5,
+        "target_block_s": 0.15,
+        "max_steps": 200,
+    },
+    "quick": {
+        "widths": (32,),
+        "batch_size": 16,
+        "num_copies": (1, 32),
+        "num_classes": (10, 1000),
+        "repeats": 3,
+        "target_block_s": 0.02,
+        "max_steps": 50,
+    },
+}
+
+
+def chunked_head_available() -> bool:
+    """Whether ``randlr_jax.AlraoHead`` takes ``copy_chunk_size`` (the chunked copies of issue 8)."""
+    return "copy_chunk_size" in {f.name for f in dataclasses.fields(randlr_jax.AlraoHead)}
+
+
+def _batch(batch_size: int, num_classes: int) -> dict:
+    rng = np.random.default_rng(0)
+    return {
+        "x": rng.normal(size=(batch_size, 40)).astype(np.float32),
+        "y": rng.integers(0, num_classes, size=batch_size).astype(np.int32),
+    }
+
+
+def _variant(model, tx, step_fn, batch) -> tuple:
+    state = create_train_state(model, tx, jax.random.key(0), batch["x"][:1])
+    compiled, memory, compile_s = common.compile_ahead(step_fn, state, batch, donate_argnums=(0,))
+    info = {
+        "memory": memory,
+        "compile_s": compile_s,
+        "param_bytes": common.tree_bytes(state.params),
+        "opt_state_bytes": common.tree_bytes(state.opt_state),
+    }
+    return (compiled, state), info
+
+
+def measure_classes(num_classes: int, config: dict, with_chunked: bool = False) -> list[dict]:
+    """Rows for one ``K``: the plain step, one Alrao step per ``N``, and (``with_chunked``) the chunked
+    head at the largest ``N``, all timed in the same interleaved rounds."""
+    batch = jax.device_put(_batch(config["batch_size"], num_classes))
+    widths = config["widths"]
+    variants, infos, labels = {}, {}, {}
+    model = models.make_model("mlp", num_classes=num_classes, widths=widths)
+    tx = optax.sgd(0.01)
+    variants["plain"], infos["plain"] = _variant(model, tx, make_train_step(model, tx), batch)
+    labels["plain"] = ("plain", 0, None)
+    heads = [(n, None) for n in config["num_copies"]]
+    if with_chunked:
+        heads.append((config["num_copies"][-1], CHUNK_SIZE))
+    for n, chunk_size in heads:
+        kwargs = {} if chunk_size is None else {"copy_chunk_size": chunk_size}
+        head = randlr_jax.AlraoHead(num_outputs=num_classes, num_copies=n, **kwargs)
+        model = models.make_model("mlp", head=head, widths=widths)
+        tx = randlr_jax.alrao_sgd(jax.random.key(1), 1e-5, 10.0, n)
+        name = f"alrao_{n}" if chunk_size is None else f"alrao_{n}_chunked"
+        labels[name] = ("alrao" if chunk_size is None else "alrao_chunked", n, chunk_size)
+        variants[name], infos[name] = _variant(model, tx, make_alrao_train_step(model, tx), batch)
+    timings, _ = common.time_steps_interleaved(
+        variants,
+        batch,
+        steps=config["max_steps"],
+        repeats=config["repeats"],
+        target_block_s=config["target_block_s"],
+    )
+    rows = []
+    for name, timing in timings.items():
+        memory = infos[name]["memory"]
+        variant, num_copies, chunk_size = labels[name]
+        rows.append(
+            {
+                "variant": variant,
+                "num_copies": num_copies,
+                "num_classes": num_classes,
+                "copy_chunk_size": chunk_size,
+                "step_ms": 1e3 * timing["median_s"],
+                "step_min_ms": 1e3 * timing["min_s"],
+                "steps_per_block": timing["number"],
+                "repeats": timing["repeats"],
+                "compile_s": infos[name]["compile_s"],
+                "memory": memory,
+                "memory_mib": None if memory is None else memory["total_bytes"] / 2**20,
+                "param_bytes": infos[name]["param_bytes"],
+                "opt_state_bytes": infos[name]["opt_state_bytes"],
+            }
+        )
+    return rows
+
+
+def _add_ratios(rows: list[dict]) -> None:
+    plain = {r["num_classes"]: r for r in rows if r["variant"] == "plain"}
+    for r in rows:
+        base = plain.get(r["num_classes"])
+        if base is None:
+            continue
+        r["time_ratio_to_plain"] = r["step_ms"] / base["step_ms"]
+        r["time_ratio_of_minima"] = r["step_min_ms"] / base["step_min_ms"]
+        if r["memory"] is not None and base["memory"] is not None:
+            r["memory_ratio_to_plain"] = r["memory"]["total_bytes"] / base["memory"]["total_bytes"]
+
+
+def run(sizes: str, results_dir: str | None = None) -> dict:
+    """Measure the ``N x K`` grid of the size set and write ``alrao_copies_<backend>.json``."""
+    config = SIZES[common.check_size_set(sizes)]
+    available = chunked_head_available()
+    rows = []
+    for num_classes in config["num_classes"]:
+        with_chunked = available and num_classes == config["num_classes"][-1]
+        rows.extend(measure_classes(num_classes, config, with_chunked))
+        common.log(f"alrao_copies K={num_classes}: done")
+    _add_ratios(rows)
+    payload = {
+        "body": {"model": "mlp", "widths": list(config["widths"]), "input": [40]},
+        "batch_size": config["batch_size"],
+        "num_copies": list(config["num_copies"]),
+        "num_classes": list(config["num_classes"]),
+        "chunked_head_available": available,
+        "chunk_size": CHUNK_SIZE,
+        "target_block_s": config["target_block_s"],
+        "max_steps": config["max_steps"],
+        "rows": rows,
+    }
+    payload["path"] = common.write_result("alrao_copies", sizes, payload, results_dir)
+    return payload
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", choices=common.SIZE_SETS, default=common.default_size_set())
+    args = parser.parse_args(argv)
+    payload = run(args.sizes)
+    from benchmarks import report
+
+    print(report.alrao_copies_section(payload))
+    return payload
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,162 @@
+"""Input-pipeline throughput against training-step throughput: the loader must not be the bottleneck.
+
+For the MNIST-1D MLP (100-100, batch 128, ``randlr_jax.data.batch_iterator`` shuffling the in-memory
+split, as ``fit`` reads it through ``randlr_jax.training.feed.SplitFeed``) and the character LSTM
+(2 x 100 LSTM on ``shakespeare_char``, 20 streams of 70 characters, ``lm_batch_iterator``), three rates,
+each the median (and best) of ``repeats`` blocks:
+
+* ``loader``: batches per second of the feed alone (host numpy batches, then ``jax.device_put`` onto the
+  device the step runs on, blocked on): a block is ``batches`` batches;
+* ``step``: training steps per second of the jitted step (donated state) on one device-resident batch:
+  a block is ``steps`` steps and ``block_until_ready``;
+* ``end_to_end``: steps per second of the loop ``fit`` runs (next batch from the feed, ``device_put``, step),
+  a block of ``steps`` steps and ``block_until_ready``.
+
+The verdict: the loader is *not* the bottleneck when it delivers batches faster than the step consumes
+them (``loader / step > 1``); the report adds the share of an end-to-end step spent loading
+(``(1 / loader) / (1 / end_to_end)``).
+
+Size sets: ``accelerator`` and ``cpu``: blocks of 200 batches / 50 steps (MLP) and 100 batches / 10 steps
+(LSTM), 5 repeats; ``quick``: 50 / 10 and 20 / 3, 3 repeats. The LSTM reads the first 2,000,000 training
+characters.
+
+Run alone: ``.venv/bin/python -m benchmarks.input_pipeline [--sizes cpu]``; writes
+``benchmarks/results/input_pipeline_<backend>.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import statistics
+import time
+
+import jax
+import optax
+
+from benchmarks import common
+from randlr_jax import data, models
+from randlr_jax.training import LoopConfig, create_train_state, make_train_step
+from randlr_jax.training.feed import SplitFeed
+
+SIZES = {
+    "accelerator": {
+        "mlp": {"batches": 200, "steps": 50},
+        "char_lstm": {"batches": 100, "steps": 10},
+        "repeats": 5,
+    },
+    "cpu": {
+        "mlp": {"batches": 200, "steps": 50},
+        "char_lstm": {"batches": 100, "steps": 10},
+        "repeats": 5,
+    },
+    "quick": {
+        "mlp": {"batches": 50, "steps": 10},
+        "char_lstm": {"batches": 20, "steps": 3},
+        "repeats": 3,
+    },
+}
+LSTM_CHARACTERS = 2_000_000
+
+
+def _endless(feed: SplitFeed):
+    """The feed's training batches, epoch after epoch (as ``fit`` reads them)."""
+    for epoch in itertools.count():
+        yield from feed.train_batches(epoch)
+
+
+def _setting(name: str):
+    """``(feed, model, task, carry)`` of one setting."""
+    if name == "mlp":
+        splits = data.train_val_test("mnist1d", validation_size=500, seed=0)
+        config = LoopConfig(batch_size=128, num_devices=1, progress=False)
+        model = models.make_model("mlp", num_classes=10, widths=(100, 100))
+        return SplitFeed(splits, config, "classification"), model, "classification", None
+    tokens = data.load_tokens("shakespeare_char", "train")[:LSTM_CHARACTERS]
+    vocab = data.load_vocabulary("shakespeare_char")
+    config = LoopConfig(batch_size=20, seq_len=70, num_devices=1, progress=False)
+    model = models.make_model("char_lstm", vocab_size=vocab.size)
+    carry = model.initial_carry(config.batch_size)
+    return SplitFeed({"train": tokens}, config, "language_model"), model, "language_model", carry
+
+
+def _rate(times: list[float], count: int) -> dict:
+    """Items per second from block times of ``count`` items: median and best block."""
+    return {
+        "median_per_s": count / statistics.median(times),
+        "max_per_s": count / min(times),
+        "repeats": len(times),
+        "per_block": count,
+    }
+
+
+def measure(name: str, sizes: dict, repeats: int) -> dict:
+    feed, model, task, carry = _setting(name)
+    device = jax.devices()[0]
+    batches = _endless(feed)
+    first = next(batches)
+    tx = optax.sgd(0.01)
+    state = create_train_state(model, tx, jax.random.key(0), feed.sample_input(), carry=carry)
+    step = jax.jit(make_train_step(model, tx, task=task), donate_argnums=0)
+    resident = jax.device_put(first, device)
+    state, metrics = step(state, resident)  # compile
+    jax.block_until_ready((state, metrics))
+    loader_times, step_times, e2e_times = [], [], []
+    for _ in range(repeats):  # interleaved: noise hits all three alike
+        t0 = time.perf_counter()
+        for _ in range(sizes["batches"]):
+            batch = jax.device_put(next(batches), device)
+        jax.block_until_ready(batch)
+        loader_times.append(time.perf_counter() - t0)
+
+        t0 = time.perf_counter()
+        for _ in range(sizes["steps"]):
+            state, metrics = step(state, resident)
+        jax.block_until_ready((state, metrics))
+        step_times.append(time.perf_counter() - t0)
+
+        t0 = time.perf_counter()
+        for _ in range(sizes["steps"]):
+            state, metrics = step(state, jax.device_put(next(batches), device))
+        jax.block_until_ready((state, metrics))
+        e2e_times.append(time.perf_counter() - t0)
+    loader = _rate(loader_times, sizes["batches"])
+    train = _rate(step_times, sizes["steps"])
+    end_to_end = _rate(e2e_times, sizes["steps"])
+    ratio = loader["median_per_s"] / train["median_per_s"]
+    return {
+        "setting": name,
+        "batch_shape": {k: list(v.shape) for k, v in first.items()},
+        "loader": loader,
+        "step": train,
+        "end_to_end": end_to_end,
+        "loader_to_step_ratio": ratio,
+        "end_to_end_to_step_ratio": end_to_end["median_per_s"] / train["median_per_s"],
+        "loading_share_of_end_to_end_step": end_to_end["median_per_s"] / loader["median_per_s"],
+        "loader_is_bottleneck": bool(ratio <= 1.0),
+    }
+
+
+def run(sizes: str, results_dir: str | None = None) -> dict:
+    """Measure the size set ``sizes`` and write ``input_pipeline_<backend>.json``."""
+    config = SIZES[common.check_size_set(sizes)]
+    rows = [measure(name, config[name], config["repeats"]) for name in ("mlp", "char_lstm")]
+    common.log("input_pipeline: done")
+    payload = {"lstm_characters": LSTM_CHARACTERS, "rows": rows}
+    payload["path"] = common.write_result("input_pipeline", sizes, payload, results_dir)
+    return payload
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", choices=common.SIZE_SETS, default=common.default_size_set())
+    args = parser.parse_args(argv)
+    payload = run(args.sizes)
+    from benchmarks import report
+
+    print(report.input_pipeline_section(payload))
+    return payload
+
+
+if __name__ == "__main__":
+    main()
