@@ -13,6 +13,7 @@ from randlr_jax import training as training
 from randlr_jax._alrao import alrao as alrao
 from randlr_jax._alrao import alrao_adam as alrao_adam
 from randlr_jax._alrao import alrao_loss as alrao_loss
+from randlr_jax._alrao import alrao_loss_chunked as alrao_loss_chunked
 from randlr_jax._alrao import alrao_sgd as alrao_sgd
 from randlr_jax._alrao import head_label_fn as head_label_fn
 from randlr_jax._alrao import scale_by_copy_lrs as scale_by_copy_lrs

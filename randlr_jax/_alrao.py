@@ -19,6 +19,10 @@ the copies' forward pass once (``stop_gradient`` is the identity in the forward 
 A copy whose loss or parameters are non-finite is dropped from the mixture, its update is zeroed and its
 switch observation is ``-inf``; the pre-classifier's update and the output stay finite.
 
+The objective needs only each copy's label log-likelihood ``log p_j(y|x)``: :func:`alrao_loss_chunked`
+computes it over chunks of copies (``lax.scan`` with a rematerialised body), so that output-heavy models
+(large ``K``) never hold the ``(N, B, ..., K)`` outputs of all copies at once.
+
 References:
   Blier, Wolinski, Ollivier, `Learning with Random Learning Rates <https://arxiv.org/abs/1810.01322>`_, 2019.
 """
@@ -256,12 +260,115 @@ def alrao_loss(
     finite = params_finite & out_finite
     own = cc.zero_nonfinite_copies(copy_outputs_own, finite)
     mix = cc.zero_nonfinite_copies(copy_outputs_mix, finite)
+    own_ll = _copy_log_likelihoods(own, targets, task, sigma)  # (N, B, ...)
+    mix_ll = _copy_log_likelihoods(mix, targets, task, sigma)
+    loss, aux, safe_logw = _objective(own_ll, mix_ll, finite, log_posterior)
     if task == "classification":
-        own_ll = _label_log_probs(jax.nn.log_softmax(own, axis=-1), targets)  # (N, B, ...)
-        mix_ll = _label_log_probs(jax.nn.log_softmax(mix, axis=-1), targets)
+        aux["mixture_log_probs"] = jax.lax.stop_gradient(
+            cc.mixture_log_probs(jax.nn.log_softmax(own, axis=-1), safe_logw)
+        )
     else:
-        own_ll = cc.gaussian_log_likelihood(own, targets[None], sigma)
-        mix_ll = cc.gaussian_log_likelihood(mix, targets[None], sigma)
+        weights = jnp.exp(safe_logw).reshape((-1,) + (1,) * (own.ndim - 1))
+        aux["prediction"] = jax.lax.stop_gradient(jnp.sum(weights * own, axis=0))
+    return loss, aux
+
+
+def alrao_loss_chunked(
+    apply_copies: Callable[[Any, jax.Array], jax.Array],
+    head_params: Any,
+    features: jax.Array,
+    targets: jax.Array,
+    log_posterior: jax.Array,
+    params_finite: jax.Array,
+    *,
+    chunk_size: int,
+    task: str = "classification",
+    sigma: float = 1.0,
+) -> tuple[jax.Array, dict]:
+    """:func:`alrao_loss` computed over chunks of ``chunk_size`` copies, never holding ``(N, B, ..., K)``.
+
+    A ``lax.scan`` over chunks of the copy axis (:func:`randlr_jax.classifier_copies.to_copy_chunks`);
+    each chunk's body, under ``jax.checkpoint``, computes its ``c`` copies' outputs ``(c, B, ..., K)`` and
+    reduces them to what the objective needs: the label log-likelihoods ``log p_j(y|x)`` ``(c, B, ...)``
+    (twice: on ``stop_gradient(features)`` for the copies' gradients and with ``stop_gradient`` copy
+    parameters for the features' gradient), the finiteness flags and, without gradient, the running
+    ``log sum_j a_j p_j`` ``(B, ..., K)``. The backward pass recomputes one chunk at a time. Same value,
+    gradients and ``aux`` as :func:`alrao_loss` on the full outputs, up to float rounding.
+
+    Args:
+      apply_copies: ``(head_params_chunk, features) -> (c, B, ..., K)`` outputs of the copies whose
+        parameters are given (copy axis first), e.g. :func:`randlr_jax.classifier_copies.apply_copies`.
+      head_params: the copies' parameters, copy axis first (size ``N``); non-finite copies should be
+        zeroed (:func:`randlr_jax.classifier_copies.zero_nonfinite_copies`) as for :func:`alrao_loss`.
+      features: the classifier's input ``(B, ..., D)``; gradients reach it through the mixture only.
+      targets, log_posterior, params_finite, task, sigma: as :func:`alrao_loss`.
+      chunk_size: copies per chunk, an integer in ``[1, N]`` (need not divide ``N``).
+
+    Returns:
+      ``(loss, aux)`` as :func:`alrao_loss`.
+    """
+    n = log_posterior.shape[0]
+    if cc.check_copy_chunk_size(chunk_size, n) is None:
+        raise ValueError(f"chunk_size must be an integer in [1, N={n}], got None.")
+    if task not in cc.TASKS:
+        raise ValueError(f"task must be one of {cc.TASKS}, got {task!r}.")
+
+    def chunk(params, features, log_post, finite_params):
+        def log_likelihoods(params, features):
+            outputs = apply_copies(params, features)
+            keep = finite_params & cc.finite_per_copy(outputs)
+            outputs = cc.zero_nonfinite_copies(outputs, keep)
+            return _copy_log_likelihoods(outputs, targets, task, sigma), keep, outputs
+
+        own_ll, keep, outputs = log_likelihoods(params, jax.lax.stop_gradient(features))
+        mix_ll, _, _ = log_likelihoods(jax.lax.stop_gradient(params), features)
+        # The copy's final flag (as ``_objective``): its batch-mean log-likelihood must be finite too.
+        kept = keep & jnp.isfinite(own_ll.reshape(own_ll.shape[0], -1).mean(axis=1))
+        log_weights = jnp.where(kept, log_post, -jnp.inf)
+        part = cc.mixture_chunk(task, jax.lax.stop_gradient(outputs), log_weights)
+        return own_ll, mix_ll, keep, jax.lax.stop_gradient(part)
+
+    chunk = jax.checkpoint(chunk, prevent_cse=False)  # a scan already keeps chunks apart
+
+    def body(running, xs):
+        params, log_post, finite_params = xs
+        own_ll, mix_ll, keep, part = chunk(params, features, log_post, finite_params)
+        return cc.mixture_combine(task, running, part), (own_ll, mix_ll, keep)
+
+    one_copy = jax.eval_shape(apply_copies, jax.tree.map(lambda x: x[:1], head_params), features)
+    running = cc.mixture_init(task, one_copy.shape[1:], one_copy.dtype)
+    xs = cc.to_copy_chunks((head_params, log_posterior, params_finite), chunk_size)
+    running, per_copy = jax.lax.scan(body, running, xs)
+    own_ll, mix_ll, keep = cc.from_copy_chunks(per_copy, n)
+    loss, aux, _ = _objective(own_ll, mix_ll, keep, log_posterior)
+    mixture = jax.lax.stop_gradient(
+        cc.mixture_finish(
+            task, running, jnp.where(aux["finite"], log_posterior, -jnp.inf), one_copy.shape[-1]
+        )
+    )
+    aux["mixture_log_probs" if task == "classification" else "prediction"] = mixture
+    return loss, aux
+
+
+def _copy_log_likelihoods(
+    outputs: jax.Array, targets: jax.Array, task: str, sigma: float
+) -> jax.Array:
+    """``log p_j(y|x)`` ``(N, B, ...)`` of each copy from its (finite) outputs ``(N, B, ..., K)``."""
+    if task == "classification":
+        return _label_log_probs(jax.nn.log_softmax(outputs, axis=-1), targets)
+    return cc.gaussian_log_likelihood(outputs, targets[None], sigma)
+
+
+def _objective(
+    own_ll: jax.Array, mix_ll: jax.Array, finite: jax.Array, log_posterior: jax.Array
+) -> tuple[jax.Array, dict, jax.Array]:
+    """The Alrao objective from the copies' label log-likelihoods ``(N, B, ...)`` (module docstring).
+
+    ``own_ll`` carries the gradients to the copies, ``mix_ll`` (same values) those to the features;
+    ``finite`` ``(N,)`` flags the copies whose parameters and outputs are finite. Returns
+    ``(loss, aux, safe_log_weights)``: the mixture's log-weights, uniform when every copy is dropped.
+    """
+    n = own_ll.shape[0]
     copy_ll = own_ll.reshape(n, -1).mean(axis=1)  # (N,)
     finite = finite & jnp.isfinite(copy_ll)
     copy_ll = jnp.where(finite, copy_ll, -jnp.inf)
@@ -278,14 +385,7 @@ def alrao_loss(
     mixture_ll = jnp.where(jnp.isfinite(mixture_ll), mixture_ll, 0.0)
     mixture_loss = -jnp.mean(mixture_ll)
     aux = {"mixture_loss": mixture_loss, "copy_log_likelihoods": copy_ll, "finite": finite}
-    if task == "classification":
-        aux["mixture_log_probs"] = jax.lax.stop_gradient(
-            cc.mixture_log_probs(jax.nn.log_softmax(own, axis=-1), safe_logw)
-        )
-    else:
-        weights = jnp.exp(safe_logw).reshape((-1,) + (1,) * (own.ndim - 1))
-        aux["prediction"] = jax.lax.stop_gradient(jnp.sum(weights * own, axis=0))
-    return mixture_loss + copies_loss, aux
+    return mixture_loss + copies_loss, aux, safe_logw
 
 
 def _label_log_probs(log_probs: jax.Array, labels: jax.Array) -> jax.Array:

@@ -78,6 +78,22 @@ def check_num_copies(num_copies: Any) -> int:
     return int(num_copies)
 
 
+def check_copy_chunk_size(copy_chunk_size: Any, num_copies: int) -> int | None:
+    """Validate a chunk size of the copy axis: ``None`` (no chunking) or an integer in ``[1, N]``."""
+    if copy_chunk_size is None:
+        return None
+    if (
+        isinstance(copy_chunk_size, bool)
+        or not isinstance(copy_chunk_size, (int, np.integer))
+        or not 1 <= copy_chunk_size <= num_copies
+    ):
+        raise ValueError(
+            f"copy_chunk_size must be None or an integer in [1, num_copies={num_copies}], "
+            f"got {copy_chunk_size!r}."
+        )
+    return int(copy_chunk_size)
+
+
 def copy_learning_rates(num_copies: int, lr_min: float, lr_max: float) -> np.ndarray:
     """The copies' learning rates, log-spaced from ``lr_min`` to ``lr_max`` (``(N,)`` float32).
 
@@ -165,6 +181,9 @@ class AlraoHead(nn.Module):
       averaging: ``"switch"`` (default), ``"bayes"`` or ``"uniform"``.
       theta: the switch's prior probability of not switching again (ALGORITHMS.md §1.3).
       kernel_init, bias_init: initialisers of each copy (as ``nn.Dense``'s defaults).
+      copy_chunk_size: ``None`` (default: all copies at once) or ``c`` in ``[1, N]``: ``__call__`` and
+        the Alrao step loop over chunks of ``c`` copies and never hold the ``(N, ..., K)`` outputs, only
+        one chunk's ``(c, ..., K)`` (forward and backward pass). Same results up to float rounding.
 
     Example:
       >>> head = AlraoHead(num_outputs=10, num_copies=6)
@@ -179,9 +198,11 @@ class AlraoHead(nn.Module):
     theta: float = switch_lib.DEFAULT_THETA
     kernel_init: Callable = nn.initializers.lecun_normal()
     bias_init: Callable = nn.initializers.zeros_init()
+    copy_chunk_size: int | None = None
 
     def _validate(self) -> None:
         check_num_copies(self.num_copies)
+        check_copy_chunk_size(self.copy_chunk_size, self.num_copies)
         if (
             isinstance(self.num_outputs, bool)
             or not isinstance(self.num_outputs, (int, np.integer))
@@ -222,8 +243,18 @@ class AlraoHead(nn.Module):
         return masked_log_weights(log_posterior, copies_finite(params))
 
     def __call__(self, features: jax.Array) -> jax.Array:
+        # ``init`` takes the unchunked path: it creates the parameters (on a small sample input).
+        if self.copy_chunk_size is not None and not self.is_initializing():
+            return chunked_mixture_output(
+                apply_copies,
+                self.variables["params"],
+                features,
+                self.averager().log_posterior(self.switch_state.value),
+                chunk_size=self.copy_chunk_size,
+                task=self.task,
+            )
         outputs = self.copy_outputs(features)
-        finite = copies_finite(self.variables["params"]) & _finite_per_copy(outputs)
+        finite = copies_finite(self.variables["params"]) & finite_per_copy(outputs)
         logw = masked_log_weights(self.averager().log_posterior(self.switch_state.value), finite)
         # Zero the dropped copies' outputs so that NaNs never meet their (zero) weights.
         outputs = zero_nonfinite_copies(outputs, finite)
@@ -252,5 +283,168 @@ def set_switch_state(model_state: Any, new_state: Any, head_key: str = "head") -
     return {**model_state, SWITCH_COLLECTION: switch}
 
 
-def _finite_per_copy(outputs: jax.Array) -> jax.Array:
+def finite_per_copy(outputs: jax.Array) -> jax.Array:
+    """``(N,)`` bool: whether every output of copy ``j`` (leading axis) is finite."""
     return jnp.all(jnp.isfinite(outputs.reshape(outputs.shape[0], -1)), axis=1)
+
+
+def apply_copies(head_params: Any, features: jax.Array) -> jax.Array:
+    """The outputs ``(c, ..., K)`` of the dense copies in ``head_params`` (leaves with leading size ``c``).
+
+    The function :meth:`AlraoHead.copy_outputs` computes, for any number ``c`` of copies (e.g. a chunk
+    of the copy axis): ``features @ kernel_j + bias_j`` for each ``j``, as ``nn.Dense``.
+
+    Args:
+      head_params: ``{"copies": {"kernel": (c, D, K), "bias": (c, K)}}`` (an :class:`AlraoHead`'s
+        parameters, or a slice of them along the copy axis).
+      features: ``(..., D)``.
+    """
+    copies = head_params["copies"]
+    # A detached module (``parent=None``): inside a bound module it must not become a submodule.
+    dense = nn.Dense(copies["kernel"].shape[-1], parent=None)
+    return jax.vmap(lambda p: dense.apply({"params": p}, features))(copies)
+
+
+def to_copy_chunks(tree: Any, chunk_size: int, fill: Any = 0) -> Any:
+    """Split the copy axis (leading, size ``N``) of every leaf into ``ceil(N/c)`` chunks of ``c`` copies.
+
+    Leaves ``(N, ...)`` become ``(ceil(N/c), c, ...)``; the axis is padded with ``fill`` to a multiple of
+    ``c``. Chunk ``i`` holds the copies ``i, i + ceil(N/c), i + 2 ceil(N/c), ...`` (strided): when the copy
+    axis is sharded over ``s`` devices and ``s`` divides ``c``, every chunk is spread over all of them
+    (each device computes ``c/s`` copies of every chunk) instead of living on one device.
+    """
+
+    def one(x):
+        n = x.shape[0]
+        num_chunks = -(-n // chunk_size)
+        pad = num_chunks * chunk_size - n
+        if pad:
+            x = jnp.concatenate([x, jnp.full((pad,) + x.shape[1:], fill, x.dtype)])
+        return jnp.swapaxes(x.reshape((chunk_size, num_chunks) + x.shape[1:]), 0, 1)
+
+    return jax.tree.map(one, tree)
+
+
+def from_copy_chunks(tree: Any, num_copies: int) -> Any:
+    """Inverse of :func:`to_copy_chunks`: ``(ceil(N/c), c, ...)`` back to ``(N, ...)`` in copy order."""
+
+    def one(y):
+        y = jnp.swapaxes(y, 0, 1)
+        return y.reshape((-1,) + y.shape[2:])[:num_copies]
+
+    return jax.tree.map(one, tree)
+
+
+def mixture_init(task: str, output_shape: tuple[int, ...], dtype: Any = jnp.float32) -> Any:
+    """The empty running mixture of :func:`mixture_chunk` / :func:`mixture_combine` (no copy yet)."""
+    if task == "classification":
+        return jnp.full(output_shape, -jnp.inf, dtype)
+    return (jnp.full((), -jnp.inf, dtype), jnp.zeros(output_shape, dtype), jnp.zeros((), dtype))
+
+
+def mixture_chunk(task: str, outputs: jax.Array, log_weights: jax.Array) -> Any:
+    """The share of ``c`` copies in the mixture: ``outputs`` ``(c, ..., K)``, ``log_weights`` ``(c,)``.
+
+    Dropped copies have ``log_weights = -inf`` (and finite, e.g. zeroed, outputs). Classification: the
+    unnormalised ``log sum_j w_j p_j`` ``(..., K)``; regression: ``(m, sum_j e^{lw_j - m} mu_j,
+    sum_j e^{lw_j - m})`` with ``m = max_j lw_j``. Differentiable, also when every copy is dropped.
+    """
+    keep = jnp.isfinite(log_weights)
+    any_kept = jnp.any(keep)
+    shape = (-1,) + (1,) * (outputs.ndim - 1)
+    if task == "classification":
+        terms = log_weights.reshape(shape) + jax.nn.log_softmax(outputs, axis=-1)
+        # All dropped: take the logsumexp of zeros (finite gradient), then discard it.
+        terms = jnp.where(any_kept, terms, 0.0)
+        return jnp.where(any_kept, jax.nn.logsumexp(terms, axis=0), -jnp.inf)
+    top = jnp.max(log_weights)
+    scaled = jnp.exp(log_weights - jnp.where(any_kept, top, 0.0))
+    return (
+        jnp.where(any_kept, top, -jnp.inf),
+        jnp.sum(scaled.reshape(shape) * outputs, axis=0),
+        jnp.sum(scaled),
+    )
+
+
+def mixture_combine(task: str, running: Any, part: Any) -> Any:
+    """Merge two shares of the mixture (outputs of :func:`mixture_chunk` or :func:`mixture_init`)."""
+    if task == "classification":
+        return jnp.logaddexp(running, part)
+    (top_a, num_a, den_a), (top_b, num_b, den_b) = running, part
+    top = jnp.maximum(top_a, top_b)
+    ref = jnp.where(jnp.isfinite(top), top, 0.0)
+    scale_a, scale_b = jnp.exp(top_a - ref), jnp.exp(top_b - ref)
+    return (top, num_a * scale_a + num_b * scale_b, den_a * scale_a + den_b * scale_b)
+
+
+def mixture_finish(task: str, running: Any, log_weights: jax.Array, num_outputs: int) -> jax.Array:
+    """The normalised mixture from the merged shares and all ``N`` log-weights (``-inf``: dropped).
+
+    Classification: ``log sum_j a_j p_j`` with ``a = softmax(log_weights)`` (uniform ``-log K`` when no copy
+    is kept); regression: ``sum_j a_j mu_j`` (zero when no copy is kept), as :class:`AlraoHead`.
+    """
+    any_kept = jnp.any(jnp.isfinite(log_weights))
+    if task == "classification":
+        total = jax.nn.logsumexp(log_weights)
+        mixture = jnp.where(
+            jnp.isfinite(total), running - jnp.where(jnp.isfinite(total), total, 0.0), -jnp.inf
+        )
+        return jnp.where(any_kept, mixture, -math.log(num_outputs))
+    _, num, den = running
+    ok = any_kept & (den > 0)
+    return jnp.where(ok, num / jnp.where(ok, den, 1.0), 0.0)
+
+
+def chunked_mixture_output(
+    apply_fn: Callable[[Any, jax.Array], jax.Array],
+    head_params: Any,
+    features: jax.Array,
+    log_posterior: jax.Array,
+    *,
+    chunk_size: int,
+    task: str = "classification",
+) -> jax.Array:
+    """:class:`AlraoHead`'s output computed over chunks of ``chunk_size`` copies (``lax.scan``).
+
+    Equal to the unchunked output (up to float rounding): copies whose parameters or outputs are
+    non-finite are dropped, the mixture is taken over the rest. Each chunk's body is under
+    ``jax.checkpoint``: the forward and backward passes hold one chunk's ``(c, ..., K)`` outputs, not
+    the ``(N, ..., K)`` of all copies (a gradient keeps one ``(..., K)`` running mixture per chunk).
+
+    Args:
+      apply_fn: ``(head_params_chunk, features) -> (c, ..., K)``, e.g. :func:`apply_copies`.
+      head_params: the copies' parameters, copy axis first (size ``N``).
+      features: ``(..., D)``.
+      log_posterior: ``(N,)`` averaging log-weights.
+      chunk_size: copies per chunk, in ``[1, N]``.
+      task: ``"classification"`` or ``"regression"``.
+
+    Returns:
+      ``(..., K)``: mixture log-probabilities (classification) or the weighted mean (regression).
+    """
+    num_copies = log_posterior.shape[0]
+    chunk_size = check_copy_chunk_size(chunk_size, num_copies)
+    if chunk_size is None:
+        raise ValueError("chunk_size must be an integer in [1, N], got None.")
+    params_finite = copies_finite(head_params)
+
+    def chunk(params, features, log_post, finite_params):
+        outputs = apply_fn(params, features)
+        keep = finite_params & finite_per_copy(outputs)
+        outputs = zero_nonfinite_copies(outputs, keep)
+        return mixture_chunk(task, outputs, jnp.where(keep, log_post, -jnp.inf)), keep
+
+    chunk = jax.checkpoint(chunk, prevent_cse=False)  # a scan already keeps chunks apart
+
+    def body(running, xs):
+        params, log_post, finite_params = xs
+        part, keep = chunk(params, features, log_post, finite_params)
+        return mixture_combine(task, running, part), keep
+
+    one_copy = jax.eval_shape(apply_fn, jax.tree.map(lambda x: x[:1], head_params), features)
+    running = mixture_init(task, one_copy.shape[1:], one_copy.dtype)
+    xs = to_copy_chunks((head_params, log_posterior, params_finite), chunk_size)
+    running, keep = jax.lax.scan(body, running, xs)
+    keep = from_copy_chunks(keep, num_copies)
+    log_weights = jnp.where(keep, log_posterior, -jnp.inf)
+    return mixture_finish(task, running, log_weights, one_copy.shape[-1])

@@ -26,7 +26,7 @@ from randlr_jax.data._shakespeare import (
     work_of,
 )
 
-EMBEDDED = ("mnist1d", "digits", "shakespeare_char")
+EMBEDDED = ("mnist1d", "digits", "shakespeare_char", "shakespeare_word")
 
 
 def _rng_states():
@@ -178,6 +178,7 @@ def test_registry_is_consistent():
         "mnist1d",
         "digits",
         "shakespeare_char",
+        "shakespeare_word",
         "mnist",
         "fashion_mnist",
         "cifar10",

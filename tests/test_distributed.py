@@ -277,3 +277,32 @@ def test_range_test_same_on_one_and_eight_devices():
     one, eight = run(None), run(make_mesh(8))
     assert one.stop_reason == eight.stop_reason
     np.testing.assert_allclose(one.losses, eight.losses, rtol=1e-4)
+
+
+def test_alrao_fit_with_copies_split_over_devices(tmp_path):
+    """``LoopConfig(copy_shards=2)``: a (data 4, copies 2) mesh; same run as one device, copies stay split."""
+    head = cc.AlraoHead(num_outputs=3, num_copies=4)
+    model = models.make_model("mlp", widths=(16,), head=head)
+    tx = _alrao.alrao_sgd(jax.random.key(3), 0.01, 2.0, 4, momentum=0.5)
+    step = make_alrao_train_step(model, tx)
+    one = fit(model, tx, blob_splits(), _config(1), tmp_path / "one", train_step=step)
+    split = fit(
+        model, tx, blob_splits(), _config(8, copy_shards=2), tmp_path / "split", train_step=step
+    )
+    kernel = split.state.params["head"]["copies"]["kernel"]
+    assert kernel.sharding.spec[0] == "copies"
+    assert kernel.addressable_shards[0].data.shape[0] == 2  # 4 copies over 2 devices
+    assert split.summary["copy_shards"] == 2
+    _assert_close(one.state.params, split.state.params)
+    _assert_close(
+        cc.get_switch_state(one.state.model_state), cc.get_switch_state(split.state.model_state)
+    )
+    np.testing.assert_allclose(
+        one.history[-1]["validation_loss"], split.history[-1]["validation_loss"], rtol=RTOL
+    )
+    # The checkpoint restores into the split layout.
+    again = fit(
+        model, tx, blob_splits(), _config(8, copy_shards=2), tmp_path / "split", train_step=step
+    )
+    assert again.state.params["head"]["copies"]["kernel"].sharding.spec[0] == "copies"
+    chex.assert_trees_all_equal(jax.device_get(again.state), jax.device_get(split.state))

@@ -1,9 +1,10 @@
 """Datasets through TensorFlow Datasets, offline by default.
 
-Three datasets are *embedded*: their TFDS builders ship here and build, without network or
+Four datasets are *embedded*: their TFDS builders ship here and build, without network or
 TensorFlow, into the TFDS data dir on first use (``data_dir`` argument, else ``$TFDS_DATA_DIR``,
-else ``~/tensorflow_datasets``): ``mnist1d`` (configs ``default``, ``large``), ``digits`` and
-``shakespeare_char``. Public TFDS datasets (``mnist``, ``fashion_mnist``, ``cifar10``, ``cifar100``,
+else ``~/tensorflow_datasets``): ``mnist1d`` (configs ``default``, ``large``), ``digits``,
+``shakespeare_char`` and ``shakespeare_word`` (configs ``default``: 10,000 words, ``small``:
+2,000). Public TFDS datasets (``mnist``, ``fashion_mnist``, ``cifar10``, ``cifar100``,
 ``svhn_cropped``, ``tiny_shakespeare``) are read when prepared in ``array_record`` format; otherwise
 loading fails at once with the command that prepares them. All reading goes through random-access
 data sources (``builder.as_data_source``).
@@ -30,6 +31,8 @@ from randlr_jax.data._loading import load_supervised as load_supervised
 from randlr_jax.data._loading import train_val_test as train_val_test
 from randlr_jax.data._mnist1d import Mnist1d as Mnist1d
 from randlr_jax.data._shakespeare import ShakespeareChar as ShakespeareChar
+from randlr_jax.data._shakespeare_word import ShakespeareWord as ShakespeareWord
+from randlr_jax.data._shakespeare_word import WordVocabulary as WordVocabulary
 from randlr_jax.data._specs import DATASETS as DATASETS
 from randlr_jax.data._specs import DatasetSpec as DatasetSpec
 from randlr_jax.data._specs import get_spec as get_spec

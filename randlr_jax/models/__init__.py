@@ -17,6 +17,7 @@ dropout draws from the rng stream ``"dropout"`` and is off when ``train=False``.
 | ``"resnet18"`` | :class:`ResNet` | ``(B, 32, 32, 3)`` | 512 |
 | ``"wrn28_10"`` | :class:`WideResNet` | ``(B, 32, 32, 3)`` | 640 |
 | ``"char_lstm"`` | :class:`CharLSTM` (needs ``vocab_size``) | ``(B, L)`` int tokens | 100 |
+| ``"word_lstm"`` | :class:`WordLSTM` (needs ``vocab_size``) | ``(B, L)`` int tokens | 200 |
 """
 
 from __future__ import annotations
@@ -42,6 +43,8 @@ from .split import Classifier as Classifier
 from .split import LanguageModel as LanguageModel
 from .vgg import VGG as VGG
 from .vgg import VGG_CONFIGS as VGG_CONFIGS
+from .word_lstm import WordLSTM as WordLSTM
+from .word_lstm import make_word_lstm
 from .wrn import WideBasicBlock as WideBasicBlock
 from .wrn import WideResNet as WideResNet
 
@@ -104,6 +107,7 @@ MODELS: dict[str, ModelFactory] = {
     "resnet18": _classifier_factory(ResNet, stage_sizes=(2, 2, 2, 2)),
     "wrn28_10": _classifier_factory(WideResNet, depth=28, widen_factor=10),
     "char_lstm": _char_lstm_factory,
+    "word_lstm": make_word_lstm,
 }
 """Model name -> factory ``(*, num_classes=None, head=None, **body_kwargs) -> model``.
 
@@ -118,7 +122,8 @@ def make_model(
 
     Args:
       name: a key of :data:`MODELS` (``"mlp"``, ``"noh_mlp"``, ``"cnn1d"``, ``"vgg19"``,
-        ``"mobilenetv2"``, ``"googlenet"``, ``"resnet18"``, ``"wrn28_10"``, ``"char_lstm"``).
+        ``"mobilenetv2"``, ``"googlenet"``, ``"resnet18"``, ``"wrn28_10"``, ``"char_lstm"``,
+        ``"word_lstm"``).
       num_classes: outputs of the default head ``nn.Dense(num_classes)``; required unless ``head``
         is given. For ``"char_lstm"`` it defaults to ``vocab_size`` (and must equal it if given).
       head: a module to use as the classifier layer instead of ``nn.Dense(num_classes)`` (e.g.

@@ -20,7 +20,7 @@ import optax
 
 from randlr_jax import classifier_copies as cc
 from randlr_jax import switch as switch_lib
-from randlr_jax._alrao import HEAD, alrao_loss
+from randlr_jax._alrao import HEAD, alrao_loss, alrao_loss_chunked
 from randlr_jax.training.state import TrainState
 
 
@@ -37,7 +37,9 @@ def make_alrao_train_step(
 
     ``model`` is a ``Classifier`` or ``LanguageModel`` whose ``head`` is an
     :class:`~randlr_jax.classifier_copies.AlraoHead`; ``state.model_state`` holds its ``"alrao_switch"``
-    collection (created by ``model.init``). Usable as ``fit(..., train_step=...)``.
+    collection (created by ``model.init``). Usable as ``fit(..., train_step=...)``. With the head's
+    ``copy_chunk_size`` set, the copies are evaluated in chunks (:func:`randlr_jax.alrao_loss_chunked`)
+    and the step never holds the ``(N, B, ..., K)`` outputs of all copies.
 
     Args:
       model: the model.
@@ -92,12 +94,26 @@ def make_alrao_train_step(
         params_finite = cc.copies_finite(head_params)
         safe_head = cc.zero_nonfinite_copies(head_params, params_finite)
 
+        log_posterior = averager.log_posterior(switch_state)
+        if head.copy_chunk_size is not None:
+            loss, aux = alrao_loss_chunked(
+                cc.apply_copies,
+                safe_head,
+                features,
+                batch["y"],
+                log_posterior,
+                params_finite,
+                chunk_size=head.copy_chunk_size,
+                task=loss_task,
+                sigma=head.sigma,
+            )
+            return loss, (aux, new_other, new_carry)
+
         def copies(p, f):
             return head.apply({"params": p}, f, method="copy_outputs")
 
         own = copies(safe_head, jax.lax.stop_gradient(features))
         mix = copies(jax.lax.stop_gradient(safe_head), features)
-        log_posterior = averager.log_posterior(switch_state)
         loss, aux = alrao_loss(
             own, mix, batch["y"], log_posterior, params_finite, task=loss_task, sigma=head.sigma
         )
