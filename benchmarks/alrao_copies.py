@@ -25,7 +25,6 @@ Run alone: ``.venv/bin/python -m benchmarks.alrao_copies [--sizes cpu]``; writes
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 
 import jax
@@ -184,14 +183,7 @@ def run(sizes: str, results_dir: str | None = None) -> dict:
 
 
 def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", choices=common.SIZE_SETS, default=common.default_size_set())
-    args = parser.parse_args(argv)
-    payload = run(args.sizes)
-    from benchmarks import report
-
-    print(report.alrao_copies_section(payload))
-    return payload
+    return common.size_set_main(__doc__.splitlines()[0], run, "alrao_copies_section", argv)
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ TPU), ``"cpu"`` (reduced sizes so that the whole report takes ~10-15 minutes on 
 
 from __future__ import annotations
 
+import argparse
 import datetime
 import json
 import os
@@ -290,3 +291,22 @@ def write_result(name: str, sizes: str, payload: dict, results_dir: str | None =
 def log(message: str) -> None:
     """Progress on stderr (the benchmarks' stdout carries their tables)."""
     print(message, file=sys.stderr, flush=True)
+
+
+def size_set_main(
+    description: str, run: Callable[[str], dict], section: str, argv: Sequence[str] | None
+) -> dict:
+    """The command line of a benchmark that measures one size set: ``--sizes``, then print its section.
+
+    ``section`` names the renderer in :mod:`benchmarks.report` (e.g. ``"lr_grid_section"``). A ``quick``
+    run writes under ``runs/bench_quick/results`` (as ``run_all --quick``), never over the report's inputs.
+    """
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--sizes", choices=SIZE_SETS, default=default_size_set())
+    args = parser.parse_args(argv)
+    results_dir = os.path.join("runs", "bench_quick", "results") if args.sizes == "quick" else None
+    payload = run(args.sizes, results_dir)
+    from benchmarks import report
+
+    print(getattr(report, section)(payload))
+    return payload

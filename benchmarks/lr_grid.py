@@ -22,7 +22,6 @@ Run alone: ``.venv/bin/python -m benchmarks.lr_grid [--sizes cpu]``; writes
 
 from __future__ import annotations
 
-import argparse
 import tempfile
 import time
 
@@ -108,14 +107,7 @@ def run(sizes: str, results_dir: str | None = None) -> dict:
 
 
 def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", choices=common.SIZE_SETS, default=common.default_size_set())
-    args = parser.parse_args(argv)
-    payload = run(args.sizes)
-    from benchmarks import report
-
-    print(report.lr_grid_section(payload))
-    return payload
+    return common.size_set_main(__doc__.splitlines()[0], run, "lr_grid_section", argv)
 
 
 if __name__ == "__main__":

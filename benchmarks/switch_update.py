@@ -20,8 +20,6 @@ Run alone: ``.venv/bin/python -m benchmarks.switch_update``; writes
 
 from __future__ import annotations
 
-import argparse
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -115,14 +113,7 @@ def run(sizes: str, results_dir: str | None = None) -> dict:
 
 
 def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", choices=common.SIZE_SETS, default=common.default_size_set())
-    args = parser.parse_args(argv)
-    payload = run(args.sizes)
-    from benchmarks import report
-
-    print(report.switch_update_section(payload))
-    return payload
+    return common.size_set_main(__doc__.splitlines()[0], run, "switch_update_section", argv)
 
 
 if __name__ == "__main__":

