@@ -9,8 +9,10 @@ each the median (and best) of ``repeats`` blocks:
   device the step runs on, blocked on): a block is ``batches`` batches;
 * ``step``: training steps per second of the jitted step (donated state) on one device-resident batch:
   a block is ``steps`` steps and ``block_until_ready``;
-* ``end_to_end``: steps per second of the loop ``fit`` runs (next batch from the feed, ``device_put``, step),
-  a block of ``steps`` steps and ``block_until_ready``.
+* ``end_to_end``: steps per second of a loop that loads each next batch between steps (next batch from
+  the feed, ``device_put``, step), a block of ``steps`` steps and ``block_until_ready``;
+* ``end_to_end_prefetch``: the same with the loader running ahead on a background thread
+  (:func:`randlr_jax.training.feed.prefetch`, as ``fit`` reads its batches).
 
 The verdict: the loader is *not* the bottleneck when it delivers batches faster than the step consumes
 them (``loader / step > 1``); the report adds the share of an end-to-end step spent loading
@@ -36,7 +38,7 @@ import optax
 from benchmarks import common
 from randlr_jax import data, models
 from randlr_jax.training import LoopConfig, create_train_state, make_train_step
-from randlr_jax.training.feed import SplitFeed
+from randlr_jax.training.feed import SplitFeed, prefetch
 
 SIZES = {
     "accelerator": {
@@ -100,7 +102,8 @@ def measure(name: str, sizes: dict, repeats: int) -> dict:
     resident = jax.device_put(first, device)
     state, metrics = step(state, resident)  # compile
     jax.block_until_ready((state, metrics))
-    loader_times, step_times, e2e_times = [], [], []
+    loader_times, step_times, e2e_times, prefetch_times = [], [], [], []
+    ahead = prefetch(batches, size=2, transform=lambda b: jax.device_put(b, device))
     for _ in range(repeats):  # interleaved: noise hits all three alike
         t0 = time.perf_counter()
         for _ in range(sizes["batches"]):
@@ -119,9 +122,17 @@ def measure(name: str, sizes: dict, repeats: int) -> dict:
             state, metrics = step(state, jax.device_put(next(batches), device))
         jax.block_until_ready((state, metrics))
         e2e_times.append(time.perf_counter() - t0)
+
+        t0 = time.perf_counter()
+        for _ in range(sizes["steps"]):
+            state, metrics = step(state, next(ahead))
+        jax.block_until_ready((state, metrics))
+        prefetch_times.append(time.perf_counter() - t0)
+    ahead.close()
     loader = _rate(loader_times, sizes["batches"])
     train = _rate(step_times, sizes["steps"])
     end_to_end = _rate(e2e_times, sizes["steps"])
+    end_to_end_prefetch = _rate(prefetch_times, sizes["steps"])
     ratio = loader["median_per_s"] / train["median_per_s"]
     return {
         "setting": name,
@@ -129,8 +140,10 @@ def measure(name: str, sizes: dict, repeats: int) -> dict:
         "loader": loader,
         "step": train,
         "end_to_end": end_to_end,
+        "end_to_end_prefetch": end_to_end_prefetch,
         "loader_to_step_ratio": ratio,
         "end_to_end_to_step_ratio": end_to_end["median_per_s"] / train["median_per_s"],
+        "prefetch_to_step_ratio": end_to_end_prefetch["median_per_s"] / train["median_per_s"],
         "loading_share_of_end_to_end_step": end_to_end["median_per_s"] / loader["median_per_s"],
         "loader_is_bottleneck": bool(ratio <= 1.0),
     }

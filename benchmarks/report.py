@@ -285,12 +285,14 @@ def input_pipeline_section(payload: dict) -> str:
         "training step. **Timed regions** (interleaved, each ending in `block_until_ready`): *loader*: "
         "a block of batches taken from the feed and `jax.device_put` on the device; *step*: a block of "
         "steps on one device-resident batch (state donated); *end to end*: a block of steps each "
-        "fed its own next batch (the loop `fit` runs). **Statistic:** median over "
+        "fed its own next batch loaded between steps; *with prefetch*: the same with the loader running "
+        "ahead on a background thread (`randlr_jax.training.feed.prefetch`, what `fit` does). "
+        "**Statistic:** median over "
         f"{rows[0]['loader']['repeats']} blocks (best block in the JSON).",
         "",
         "| setting | batch | loader (batches/s) | step (steps/s) | end to end (steps/s) "
-        "| loader / step | loading share of an end-to-end step | verdict |",
-        "|---|---|---:|---:|---:|---:|---:|---|",
+        "| with prefetch (steps/s) | loader / step | loading share of an end-to-end step | verdict |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in rows:
         shape = "x".join(str(d) for d in r["batch_shape"]["x"])
@@ -298,7 +300,7 @@ def input_pipeline_section(payload: dict) -> str:
         lines.append(
             f"| {r['setting']} | {shape} | {r['loader']['median_per_s']:.0f} "
             f"| {r['step']['median_per_s']:.1f} | {r['end_to_end']['median_per_s']:.1f} "
-            f"| {r['loader_to_step_ratio']:.1f} "
+            f"| {_prefetch_rate(r)} | {r['loader_to_step_ratio']:.1f} "
             f"| {100 * r['loading_share_of_end_to_end_step']:.1f} % | {verdict} |"
         )
     lines.append("")
@@ -307,10 +309,20 @@ def input_pipeline_section(payload: dict) -> str:
         lines.append(
             f"- **{r['setting']}: the loader {verb} the bottleneck**: it delivers "
             f"{r['loader_to_step_ratio']:.1f}x the batches the step consumes; loading takes "
-            f"{100 * r['loading_share_of_end_to_end_step']:.1f} % of an end-to-end step (the feed "
-            "runs on the host between steps, not overlapped by a prefetcher)."
+            f"{100 * r['loading_share_of_end_to_end_step']:.1f} % of an end-to-end step when it runs "
+            "between steps; with the prefetching loop `fit` uses, "
+            + (
+                f"{r['prefetch_to_step_ratio']:.2f}x the step-only rate."
+                if "prefetch_to_step_ratio" in r
+                else "not measured in this run."
+            )
         )
     return "\n".join(lines)
+
+
+def _prefetch_rate(row: dict) -> str:
+    rate = row.get("end_to_end_prefetch")
+    return "-" if rate is None else f"{rate['median_per_s']:.1f}"
 
 
 def range_test_section(payload: dict) -> str:
@@ -430,6 +442,11 @@ def headlines(results: dict[str, dict]) -> list[str]:
             + "; ".join(
                 f"{r['setting']}: loader {r['loader_to_step_ratio']:.1f}x the step rate, "
                 f"{'IS' if r['loader_is_bottleneck'] else 'not'} the bottleneck"
+                + (
+                    f"; fit's prefetching loop at {r['prefetch_to_step_ratio']:.2f}x the step-only rate"
+                    if "prefetch_to_step_ratio" in r
+                    else ""
+                )
                 for r in rows
             )
         )

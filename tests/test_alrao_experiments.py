@@ -45,7 +45,9 @@ def test_compare_quick_writes_a_row_for_every_method(tmp_path, capsys):
 
 
 def test_demo_quick_prints_the_table_and_the_figure(tmp_path, capsys):
-    summary = demo.main(["--workdir", str(tmp_path), "--quick", "--epochs", "1"])
+    summary = demo.main(
+        ["--workdir", str(tmp_path), "--quick", "--epochs", "1", "--mesh", "data=1"]
+    )
     printed = capsys.readouterr().out
     assert "Alrao-SGD" in printed and "Adam" in printed and "SGD, best rate" in printed
     assert printed.count("| SGD ") == len(alrao_compare.SGD_GRID)

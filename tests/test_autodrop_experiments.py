@@ -25,7 +25,7 @@ def test_nqm_quick(tmp_path):
 
 
 def test_train_quick(tmp_path):
-    results = autodrop_train.main(["--workdir", str(tmp_path), "--quick"])
+    results = autodrop_train.main(["--workdir", str(tmp_path), "--quick", "--mesh", "data=1"])
     runs = {r["method"]: r for r in results["runs"]}
     assert set(runs) == {"baseline", "autodrop_0.2"}
     auto, baseline = runs["autodrop_0.2"], runs["baseline"]

@@ -13,7 +13,7 @@ from randlr_jax import noh
 
 def test_quick_run_writes_results_and_resumes(tmp_path, capsys):
     workdir = str(tmp_path / "noh")
-    summary = noh_experiment.main(["--workdir", workdir, "--quick"])
+    summary = noh_experiment.main(["--workdir", workdir, "--quick", "--mesh", "data=1"])
     for name in (
         "summary.json",
         "table.md",
@@ -36,5 +36,5 @@ def test_quick_run_writes_results_and_resumes(tmp_path, capsys):
     assert len(rates) == noh_experiment.QUICK.eval_horizon
     assert "| mnist1d | NOH |" in capsys.readouterr().out
     # A second run resumes: nothing is re-trained, the same results come back.
-    again = noh_experiment.main(["--workdir", workdir, "--quick"])
+    again = noh_experiment.main(["--workdir", workdir, "--quick", "--mesh", "data=1"])
     assert again["final"] == summary["final"]

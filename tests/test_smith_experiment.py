@@ -8,7 +8,7 @@ from experiments import smith
 
 
 def test_quick_run_writes_results_table_and_figures(tmp_path):
-    summary = smith.main(["--quick", "--workdir", str(tmp_path)])
+    summary = smith.main(["--quick", "--workdir", str(tmp_path), "--mesh", "data=1"])
     mlp = summary["mlp"]
     runs = mlp["runs"]
     assert {row["kind"] for row in runs.values()} == {"constant", "clr", "one_cycle", "alrao"}

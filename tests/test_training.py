@@ -275,3 +275,36 @@ def test_language_model_fit_on_one_device(tmp_path):
     )
     result = fit(model, optax.adam(1e-2), splits, config, tmp_path, task="language_model")
     assert len(result.history) == 2 and np.isfinite(result.history[-1]["validation_loss"])
+
+
+def test_prefetch_keeps_order_raises_and_stops():
+    import threading
+
+    from randlr_jax.training.feed import prefetch
+
+    assert list(prefetch(iter(range(20)), size=3, transform=lambda x: 2 * x)) == list(
+        range(0, 40, 2)
+    )
+
+    def failing():
+        yield 1
+        raise RuntimeError("loader broke")
+
+    with pytest.raises(RuntimeError, match="loader broke"):
+        list(prefetch(failing()))
+    produced = []
+
+    def endless():
+        i = 0
+        while True:
+            produced.append(i)
+            yield i
+            i += 1
+
+    stream = prefetch(endless(), size=2)
+    assert [next(stream) for _ in range(5)] == [0, 1, 2, 3, 4]
+    stream.close()  # a consumer that stops early (break, KeyboardInterrupt) ends the thread
+    assert not any(t.name == "randlr_jax-prefetch" for t in threading.enumerate())
+    assert len(produced) <= 5 + 2 + 2  # read ahead by at most the queue and one in hand
+    with pytest.raises(ValueError, match="size"):
+        next(prefetch([1], size=0))

@@ -8,7 +8,9 @@ Classification splits are ``{"x", "y"}`` arrays, read in a per-epoch order that 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import queue
+import threading
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import numpy as np
@@ -92,3 +94,63 @@ class SplitFeed:
                 drop_remainder=False,
             )
         return self._rdata.lm_batch_iterator(self.splits[split], streams, self.config.seq_len)
+
+
+class _Failure:
+    def __init__(self, error: BaseException):
+        self.error = error
+
+
+_DONE = object()
+
+
+def prefetch(
+    batches: Iterable[Any], size: int = 2, transform: Callable[[Any], Any] | None = None
+) -> Iterator[Any]:
+    """Yield ``transform(batch)`` for each of ``batches``, prepared ``size`` ahead on a background thread.
+
+    The next batches are gathered on the host and put on the devices (``transform``, e.g.
+    :func:`~randlr_jax.training.shard_batch`: ``device_put`` is asynchronous and thread-safe) while the
+    current step runs, so the loop does not wait for the loader. Same batches, same order. An exception
+    of the loader is raised in the consumer; closing the generator (``break``, ``KeyboardInterrupt``)
+    stops the thread.
+
+    Raises:
+      ValueError: ``size`` not a positive integer.
+    """
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        raise ValueError(f"size must be a positive integer, got {size!r}.")
+    ready: queue.Queue = queue.Queue(maxsize=size)
+    stop = threading.Event()
+
+    def put(item) -> bool:
+        while not stop.is_set():
+            try:
+                ready.put(item, timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def work() -> None:
+        try:
+            for batch in batches:
+                if not put(transform(batch) if transform is not None else batch):
+                    return
+            put(_DONE)
+        except BaseException as error:  # noqa: BLE001 -- re-raised in the consumer
+            put(_Failure(error))
+
+    thread = threading.Thread(target=work, name="randlr_jax-prefetch", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = ready.get()
+            if item is _DONE:
+                return
+            if isinstance(item, _Failure):
+                raise item.error
+            yield item
+    finally:
+        stop.set()
+        thread.join(timeout=5.0)

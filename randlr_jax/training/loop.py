@@ -11,7 +11,9 @@ and the dropout key lives in the state.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import functools
 import json
 import os
 import time
@@ -27,7 +29,7 @@ from tqdm.auto import tqdm
 from randlr_jax.training import plotting
 from randlr_jax.training.checkpoint import Checkpointer
 from randlr_jax.training.early_stopping import EarlyStopping
-from randlr_jax.training.feed import SplitFeed
+from randlr_jax.training.feed import SplitFeed, prefetch
 from randlr_jax.training.records import append_jsonl, decode_record, host_metrics, write_jsonl
 from randlr_jax.training.sharding import (
     data_size,
@@ -211,28 +213,34 @@ def fit(
                 state = state.replace(
                     carry=unalias(shard_batch(carry, mesh))
                 )  # each epoch restarts the streams
-            for batch in data.train_batches(epoch, start_batch=step - steps_per_epoch * epoch):
-                state, metrics = step_fn(state, shard_batch(batch, mesh))
-                losses.append(metrics["loss"])
-                step += 1
-                steps_timed += 1
-                if (
-                    config.checkpoint_every_steps
-                    and step % config.checkpoint_every_steps == 0
-                    and step != epoch_end
-                ):  # the epoch end saves anyway, with its metrics
-                    save()
-                if step % config.log_every == 0 or step == epoch_end:
-                    host = host_metrics(to_host(metrics))
-                    rate = steps_timed / max(time.perf_counter() - t_start, 1e-9)
-                    progress.set_postfix(
-                        epoch=epoch + 1,
-                        loss=f"{host['loss']:.4f}",
-                        ex_per_s=f"{rate * config.batch_size:.0f}",
-                    )
-                    for callback in callbacks:
-                        callback(step, host)
-                progress.update(1)
+            # The next batches are gathered and placed while the current step runs.
+            batches = prefetch(
+                data.train_batches(epoch, start_batch=step - steps_per_epoch * epoch),
+                transform=functools.partial(shard_batch, mesh=mesh),
+            )
+            with contextlib.closing(batches):  # stop the loader thread on interrupt
+                for batch in batches:
+                    state, metrics = step_fn(state, batch)
+                    losses.append(metrics["loss"])
+                    step += 1
+                    steps_timed += 1
+                    if (
+                        config.checkpoint_every_steps
+                        and step % config.checkpoint_every_steps == 0
+                        and step != epoch_end
+                    ):  # the epoch end saves anyway, with its metrics
+                        save()
+                    if step % config.log_every == 0 or step == epoch_end:
+                        host = host_metrics(to_host(metrics))
+                        rate = steps_timed / max(time.perf_counter() - t_start, 1e-9)
+                        progress.set_postfix(
+                            epoch=epoch + 1,
+                            loss=f"{host['loss']:.4f}",
+                            ex_per_s=f"{rate * config.batch_size:.0f}",
+                        )
+                        for callback in callbacks:
+                            callback(step, host)
+                    progress.update(1)
             record = {
                 "epoch": epoch + 1,
                 "step": step,
