@@ -9,7 +9,13 @@ import os
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 _flags = os.environ.get("XLA_FLAGS", "")
 if "xla_force_host_platform_device_count" not in _flags:
-    os.environ["XLA_FLAGS"] = (_flags + " --xla_force_host_platform_device_count=8").strip()
+    _flags += " --xla_force_host_platform_device_count=8"
+# Test programs are tiny and compiled once or twice each: XLA's CPU back-end optimisation passes cost far
+# more than they save (measured: the experiment tests ran in 86 s instead of 193 s, the sharding tests in
+# 99 s instead of 130 s). Numerics stay float32-exact up to fusion order, which every test tolerates.
+if "xla_backend_optimization_level" not in _flags:
+    _flags += " --xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
+os.environ["XLA_FLAGS"] = _flags.strip()
 # Keep TFDS quiet and offline-friendly in tests.
 os.environ.setdefault("TFDS_DISABLE_GCS", "1")
 os.environ.setdefault("NO_GCE_CHECK", "true")
