@@ -12,7 +12,8 @@ each the median (and best) of ``repeats`` blocks:
 * ``end_to_end``: steps per second of a loop that loads each next batch between steps (next batch from
   the feed, ``device_put``, step), a block of ``steps`` steps and ``block_until_ready``;
 * ``end_to_end_prefetch``: the same with the loader running ahead on a background thread
-  (:func:`randlr_jax.training.feed.prefetch`, as ``fit`` reads its batches).
+  (:func:`randlr_jax.training.feed.prefetch`: ``fit`` with ``LoopConfig(prefetch=k)``, its default on
+  GPU/TPU; on CPU, where host and device share the cores, its default is to load in line).
 
 The verdict: the loader is *not* the bottleneck when it delivers batches faster than the step consumes
 them (``loader / step > 1``); the report adds the share of an end-to-end step spent loading
@@ -103,7 +104,8 @@ def measure(name: str, sizes: dict, repeats: int) -> dict:
     state, metrics = step(state, resident)  # compile
     jax.block_until_ready((state, metrics))
     loader_times, step_times, e2e_times, prefetch_times = [], [], [], []
-    ahead = prefetch(batches, size=2, transform=lambda b: jax.device_put(b, device))
+    # Its own stream of the same batches: a generator must not be read from two threads.
+    ahead = prefetch(_endless(feed), size=2, transform=lambda b: jax.device_put(b, device))
     for _ in range(repeats):  # interleaved: noise hits all three alike
         t0 = time.perf_counter()
         for _ in range(sizes["batches"]):

@@ -286,7 +286,8 @@ def input_pipeline_section(payload: dict) -> str:
         "a block of batches taken from the feed and `jax.device_put` on the device; *step*: a block of "
         "steps on one device-resident batch (state donated); *end to end*: a block of steps each "
         "fed its own next batch loaded between steps; *with prefetch*: the same with the loader running "
-        "ahead on a background thread (`randlr_jax.training.feed.prefetch`, what `fit` does). "
+        "ahead on a background thread (`randlr_jax.training.feed.prefetch`: `fit` with "
+        "`LoopConfig(prefetch=k)`, its default on GPU/TPU; on CPU `fit` loads in line). "
         "**Statistic:** median over "
         f"{rows[0]['loader']['repeats']} blocks (best block in the JSON).",
         "",
@@ -310,7 +311,7 @@ def input_pipeline_section(payload: dict) -> str:
             f"- **{r['setting']}: the loader {verb} the bottleneck**: it delivers "
             f"{r['loader_to_step_ratio']:.1f}x the batches the step consumes; loading takes "
             f"{100 * r['loading_share_of_end_to_end_step']:.1f} % of an end-to-end step when it runs "
-            "between steps; with the prefetching loop `fit` uses, "
+            "between steps; with a prefetching loop, "
             + (
                 f"{r['prefetch_to_step_ratio']:.2f}x the step-only rate."
                 if "prefetch_to_step_ratio" in r
@@ -443,7 +444,7 @@ def headlines(results: dict[str, dict]) -> list[str]:
                 f"{r['setting']}: loader {r['loader_to_step_ratio']:.1f}x the step rate, "
                 f"{'IS' if r['loader_is_bottleneck'] else 'not'} the bottleneck"
                 + (
-                    f"; fit's prefetching loop at {r['prefetch_to_step_ratio']:.2f}x the step-only rate"
+                    f"; with prefetch {r['prefetch_to_step_ratio']:.2f}x the step-only rate"
                     if "prefetch_to_step_ratio" in r
                     else ""
                 )

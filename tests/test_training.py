@@ -308,3 +308,24 @@ def test_prefetch_keeps_order_raises_and_stops():
     assert len(produced) <= 5 + 2 + 2  # read ahead by at most the queue and one in hand
     with pytest.raises(ValueError, match="size"):
         next(prefetch([1], size=0))
+
+
+def test_prefetching_fit_is_the_same_run_and_resumes(tmp_path):
+    """``LoopConfig(prefetch=2)`` (the GPU/TPU default) trains on the same batches as loading in line."""
+    splits = blob_splits()
+    inline = fit(_model(), optax.sgd(0.2), splits, _config(prefetch=0), tmp_path / "inline")
+
+    class StopAt:
+        def __call__(self, step, metrics):
+            if step == 5:
+                raise KeyboardInterrupt
+
+    config = _config(prefetch=2, checkpoint_every_steps=1, log_every=1)
+    with pytest.raises(KeyboardInterrupt):
+        fit(_model(), optax.sgd(0.2), splits, config, tmp_path / "ahead", callbacks=[StopAt()])
+    ahead = fit(_model(), optax.sgd(0.2), splits, config, tmp_path / "ahead")
+    chex.assert_trees_all_equal(
+        jax.device_get(ahead.state.params), jax.device_get(inline.state.params)
+    )
+    with pytest.raises(ValueError, match="prefetch"):
+        LoopConfig(prefetch=-1)

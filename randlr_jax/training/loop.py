@@ -62,6 +62,10 @@ class LoopConfig:
         them (model parallel); the batch is split over the remaining ``num_devices // copy_shards``.
       seq_len: window length for truncated BPTT (language models only).
       eval_streams: number of parallel streams when evaluating a language model.
+      prefetch: training batches gathered and placed ahead on a background thread while the step runs
+        (``0``: none, each batch is loaded between steps). ``None``: 2 on GPU/TPU, 0 on CPU, where host
+        and device share the cores (measured in ``benchmarks/input_pipeline.py``: prefetching does not
+        pay there).
       log_every: refresh the progress bar every this many steps (each refresh waits for the device).
       progress: show a progress bar.
       description: label of the progress bar.
@@ -78,6 +82,7 @@ class LoopConfig:
     copy_shards: int = 1
     seq_len: int = 70
     eval_streams: int = 10
+    prefetch: int | None = None
     log_every: int = 20
     progress: bool = True
     description: str = "train"
@@ -99,6 +104,12 @@ class LoopConfig:
             value = getattr(self, name)
             if value is not None and (not isinstance(value, (int, np.integer)) or value < 1):
                 raise ValueError(f"{name} must be a positive integer or None, got {value!r}.")
+        if self.prefetch is not None and (
+            isinstance(self.prefetch, bool)
+            or not isinstance(self.prefetch, (int, np.integer))
+            or self.prefetch < 0
+        ):
+            raise ValueError(f"prefetch must be an integer >= 0 or None, got {self.prefetch!r}.")
 
 
 @dataclasses.dataclass
@@ -157,6 +168,9 @@ def fit(
             f"({data_size(mesh)})."
         )
     main_process = jax.process_index() == 0
+    ahead = config.prefetch
+    if ahead is None:
+        ahead = 0 if jax.default_backend() == "cpu" else 2
     data = SplitFeed(splits, config, task)
 
     key = jax.random.key(config.seed)
@@ -213,11 +227,12 @@ def fit(
                 state = state.replace(
                     carry=unalias(shard_batch(carry, mesh))
                 )  # each epoch restarts the streams
-            # The next batches are gathered and placed while the current step runs.
-            batches = prefetch(
-                data.train_batches(epoch, start_batch=step - steps_per_epoch * epoch),
-                transform=functools.partial(shard_batch, mesh=mesh),
-            )
+            batches = data.train_batches(epoch, start_batch=step - steps_per_epoch * epoch)
+            place = functools.partial(shard_batch, mesh=mesh)
+            if ahead:  # the next batches are gathered and placed while the current step runs
+                batches = prefetch(batches, size=ahead, transform=place)
+            else:
+                batches = (place(batch) for batch in batches)
             with contextlib.closing(batches):  # stop the loader thread on interrupt
                 for batch in batches:
                     state, metrics = step_fn(state, batch)
