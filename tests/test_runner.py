@@ -39,8 +39,14 @@ def test_alrao_run_uses_alrao_head_and_switch(tfds_data_dir, tmp_path):
     config = _config(
         tfds_data_dir,
         optimizer="alrao_sgd",
-        optimizer_kwargs={"lr_min": 1e-3, "lr_max": 10.0, "num_copies": 5},
+        # Chunks of 2 of the 5 copies (the memory-saving path, N not a multiple of the chunk).
+        optimizer_kwargs={"lr_min": 1e-3, "lr_max": 10.0, "num_copies": 5, "copy_chunk_size": 2},
     )
+    from randlr_jax import data
+    from randlr_jax.training.runner import build_alrao
+
+    model, _, _ = build_alrao(config, data.get_spec("mnist1d"), "classification")
+    assert model.head.copy_chunk_size == 2
     result = train_and_evaluate(config, tmp_path)
     assert result.state.params["head"]["copies"]["kernel"].shape == (5, 32, 10)
     switch = cc.get_switch_state(result.state.model_state)

@@ -100,7 +100,9 @@ def build_alrao(config: TrainConfig, spec: Any, task: str) -> tuple[Any, Any, An
             f"optimizer {config.optimizer!r} needs optimizer_kwargs {missing} (the Alrao interval)."
         )
     num_copies = kwargs.pop("num_copies", 10)
-    head_kwargs = {k: kwargs.pop(k) for k in ("averaging", "theta") if k in kwargs}
+    head_kwargs = {
+        k: kwargs.pop(k) for k in ("averaging", "theta", "copy_chunk_size") if k in kwargs
+    }
     head = classifier_copies.AlraoHead(
         num_outputs=spec.num_classes, num_copies=num_copies, **head_kwargs
     )
