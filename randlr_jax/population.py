@@ -53,7 +53,6 @@ from randlr_jax.training.sharding import (
     batch_sharded,
     data_size,
     make_mesh,
-    pad_batch,
     put_global,
     replicate,
     shard_batch,
@@ -479,29 +478,15 @@ class _PopulationData(SplitFeed):
         return put_global(jax.tree.map(np.asarray, carry), sharding)
 
     def evaluate(self, split: str, state: TrainState, eval_fn) -> dict[str, list[float]]:
-        totals = None
-        devices = data_size(self.mesh)
-        if self.task == "classification":
-            for batch in self.eval_batches(split):
-                sums = eval_fn(state, shard_batch(pad_batch(batch, devices), self.mesh))
-                totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
-        else:
-            streams = self.config.eval_streams
-            streams = max(devices, streams - streams % devices)
-            carries = None
-            for batch in self.eval_batches(split, streams):
-                if carries is None:
-                    carries = self.shard_carry(
-                        jax.tree.map(
-                            lambda c: np.zeros(c.shape[:1] + (streams,) + c.shape[2:], c.dtype),
-                            state.carry,
-                        )
-                    )
-                sums, carries = eval_fn(state, shard_batch(batch, self.mesh), carries)
-                totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
+        def initial_carries(streams: int) -> Any:
+            shape = lambda c: c.shape[:1] + (streams,) + c.shape[2:]  # noqa: E731 -- (K, streams, ...)
+            return self.shard_carry(
+                jax.tree.map(lambda c: np.zeros(shape(c), c.dtype), state.carry)
+            )
+
+        totals = self.evaluation_sums(split, state, eval_fn, self.mesh, initial_carries)
         if totals is None:
             return {}
-        totals = to_host(totals)
         num_members = len(np.asarray(totals["count"]))
         per_member = [
             summarize({k: np.asarray(v)[k_] for k, v in totals.items()}, task=self.task)

@@ -13,7 +13,10 @@ import threading
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
+import jax
 import numpy as np
+
+from randlr_jax.training.sharding import data_size, pad_batch, shard_batch, to_host
 
 Batch = dict[str, np.ndarray]
 
@@ -94,6 +97,36 @@ class SplitFeed:
                 drop_remainder=False,
             )
         return self._rdata.lm_batch_iterator(self.splits[split], streams, self.config.seq_len)
+
+    def evaluation_sums(
+        self,
+        split: str,
+        state: Any,
+        eval_fn: Callable,
+        mesh: Any,
+        initial_carry: Callable[[int], Any] | None = None,
+    ) -> dict | None:
+        """``eval_fn``'s sums over all of ``split``, data parallel on ``mesh``, on the host (``None``: empty).
+
+        Classification: ``eval_fn(state, batch) -> sums``, the last batch padded to a multiple of the data
+        axis and masked. Language model: ``eval_fn(state, batch, carry) -> (sums, carry)`` over
+        ``eval_streams`` streams (rounded down to a multiple of the data axis, at least one per device),
+        starting from ``initial_carry(streams)`` (a carry placed on the mesh).
+        """
+        devices = data_size(mesh)
+        totals = None
+        if self.task == "classification":
+            for batch in self.eval_batches(split):
+                sums = eval_fn(state, shard_batch(pad_batch(batch, devices), mesh))
+                totals = sums if totals is None else jax.tree.map(jax.numpy.add, totals, sums)
+        else:
+            streams = self.config.eval_streams
+            streams = max(devices, streams - streams % devices)
+            carry = initial_carry(streams)
+            for batch in self.eval_batches(split, streams):
+                sums, carry = eval_fn(state, shard_batch(batch, mesh), carry)
+                totals = sums if totals is None else jax.tree.map(jax.numpy.add, totals, sums)
+        return None if totals is None else to_host(totals)
 
 
 class _Failure:

@@ -34,7 +34,6 @@ from randlr_jax.training.records import append_jsonl, decode_record, host_metric
 from randlr_jax.training.sharding import (
     data_size,
     make_mesh,
-    pad_batch,
     replicate,
     shard_batch,
     to_host,
@@ -333,22 +332,11 @@ def _summarize(history, stopper, splits, data, best, state, eval_fn, mesh) -> di
 
 def _evaluate(feed: SplitFeed, split: str, state: TrainState, eval_fn, mesh) -> dict:
     """Mean loss and accuracy (bits per character) of ``state`` on ``split``, over the global batch."""
-    num_devices = data_size(mesh)
-    totals = None
-    if feed.task == "classification":
-        for batch in feed.eval_batches(split):
-            sums = eval_fn(state, shard_batch(pad_batch(batch, num_devices), mesh))
-            totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
-    else:
-        streams = feed.config.eval_streams
-        streams = max(num_devices, streams - streams % num_devices)
+
+    def initial_carry(streams: int) -> Any:
         # The carry's structure is the training carry's, with ``streams`` rows.
-        model_carry = shard_batch(
-            jax.tree.map(lambda c: np.zeros((streams,) + c.shape[1:], c.dtype), state.carry), mesh
-        )
-        for batch in feed.eval_batches(split, streams):
-            sums, model_carry = eval_fn(state, shard_batch(batch, mesh), model_carry)
-            totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
-    if totals is None:
-        return {}
-    return summarize(to_host(totals), task=feed.task)
+        zeros = jax.tree.map(lambda c: np.zeros((streams,) + c.shape[1:], c.dtype), state.carry)
+        return shard_batch(zeros, mesh)
+
+    totals = feed.evaluation_sums(split, state, eval_fn, mesh, initial_carry)
+    return {} if totals is None else summarize(totals, task=feed.task)
