@@ -34,7 +34,8 @@ import optax
 import randlr_jax
 from benchmarks import common
 from randlr_jax import models
-from randlr_jax.training import create_train_state, make_alrao_train_step, make_train_step
+from randlr_jax.alrao import make_alrao_train_step
+from randlr_jax.training import create_train_state, make_train_step
 
 CHUNK_SIZE = 8
 SIZES = {

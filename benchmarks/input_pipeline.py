@@ -1,7 +1,7 @@
 """Input-pipeline throughput against training-step throughput: the loader must not be the bottleneck.
 
 For the MNIST-1D MLP (100-100, batch 128, ``randlr_jax.data.batch_iterator`` shuffling the in-memory
-split, as ``fit`` reads it through ``randlr_jax.training.feed.SplitFeed``) and the character LSTM
+split, as ``fit`` reads it through ``randlr_jax.training._feed.SplitFeed``) and the character LSTM
 (2 x 100 LSTM on ``shakespeare_char``, 20 streams of 70 characters, ``lm_batch_iterator``), three rates,
 each the median (and best) of ``repeats`` blocks:
 
@@ -12,7 +12,7 @@ each the median (and best) of ``repeats`` blocks:
 * ``end_to_end``: steps per second of a loop that loads each next batch between steps (next batch from
   the feed, ``device_put``, step), a block of ``steps`` steps and ``block_until_ready``;
 * ``end_to_end_prefetch``: the same with the loader running ahead on a background thread
-  (:func:`randlr_jax.training.feed.prefetch`: ``fit`` with ``LoopConfig(prefetch=k)``, its default on
+  (:func:`randlr_jax.training._feed.prefetch`: ``fit`` with ``LoopConfig(prefetch=k)``, its default on
   GPU/TPU; on CPU, where host and device share the cores, its default is to load in line).
 
 The verdict: the loader is *not* the bottleneck when it delivers batches faster than the step consumes
@@ -39,7 +39,7 @@ import optax
 from benchmarks import common
 from randlr_jax import data, models
 from randlr_jax.training import LoopConfig, create_train_state, make_train_step
-from randlr_jax.training.feed import SplitFeed, prefetch
+from randlr_jax.training._feed import SplitFeed, prefetch
 
 SIZES = {
     "accelerator": {

@@ -30,8 +30,8 @@ import optax
 
 from benchmarks import common
 from randlr_jax import data, models
-from randlr_jax.population import fit_population
 from randlr_jax.training import LoopConfig, fit
+from randlr_jax.training._population import fit_population
 
 SIZES = {
     "accelerator": {"num_rates": 7, "epochs": 10, "batch_size": 128},

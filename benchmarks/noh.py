@@ -3,7 +3,7 @@
 On the MNIST-1D MLP (2 x 20 sigmoid, batch 120) with the paper's 3 x 20 NOH LSTM:
 
 1. One meta-training step (one truncation: ``T`` unrolled optimizee steps, the meta-gradient and the meta
-   update; ``randlr_jax.make_meta_step``) for each unroll length ``T``, first order (the optimizee's
+   update; ``randlr_jax.noh.make_meta_step``) for each unroll length ``T``, first order (the optimizee's
    gradients treated as constants, the default) and second order (differentiated through), without and
    (at the ``remat_at`` lengths) with rematerialisation (``jax.checkpoint`` per unrolled step). Time:
    median and minimum of ``repeats`` calls of each compiled step, all variants in interleaved rounds
@@ -29,8 +29,9 @@ import jax.numpy as jnp
 import optax
 
 from benchmarks import common
-from randlr_jax import data, models, noh
-from randlr_jax import meta_training as mt
+from randlr_jax import data, models
+from randlr_jax.noh import _meta_training as mt
+from randlr_jax.noh import _noh as noh
 
 SIZES = {
     "accelerator": {

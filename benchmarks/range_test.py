@@ -1,6 +1,6 @@
 """Cost of the LR range test: one compilation with a traced rate, against re-jitting per rate.
 
-``randlr_jax.range_test.lr_range_test`` compiles one step that takes the rate as an argument. The naive
+``randlr_jax.cyclical.lr_range_test`` compiles one step that takes the rate as an argument. The naive
 alternative closes over each rate (``jax.jit(step_with(optax.sgd(lr)))``), so every one of the
 ``num_iter`` rates compiles a new program. For the MNIST-1D MLP and CNN on random batches, this measures
 the whole range test (wall time, compilations counted by tracing the loss) and the naive loop on its
@@ -28,7 +28,7 @@ import numpy as np
 import optax
 
 from benchmarks import common
-from randlr_jax import range_test as rt
+from randlr_jax.cyclical import _range_test as rt
 from randlr_jax.models import make_model
 
 MODELS = {"mlp": {"widths": (100, 100)}, "cnn1d": {}}

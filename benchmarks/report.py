@@ -145,7 +145,7 @@ def switch_update_section(payload: dict) -> str:
     rows = payload["rows"]
     step = payload["alrao_step"]
     lines = [
-        "`randlr_jax.switch_update` (Alrao's posterior over the copies) for `N` copies. **Timed "
+        "`randlr_jax.alrao.switch_update` (Alrao's posterior over the copies) for `N` copies. **Timed "
         f"regions:** *dispatched*: blocks of {payload['calls_per_block']} calls of the jitted update "
         "on its own, then `block_until_ready` (launch overhead included); *in a scan*: "
         f"{payload['scan_length']} updates inside one `lax.scan` program, divided by "
@@ -196,7 +196,7 @@ def autodrop_step_section(payload: dict) -> str:
 def noh_section(payload: dict) -> str:
     meta = payload["meta_step"]
     lines = [
-        "One NOH meta-training step (`randlr_jax.make_meta_step`: `T` unrolled NOH-Adam steps of the "
+        "One NOH meta-training step (`randlr_jax.noh.make_meta_step`: `T` unrolled NOH-Adam steps of the "
         f"MNIST-1D MLP 2 x 20 sigmoid at batch {payload['optimizee']['batch_size']}, the meta-gradient "
         "through them, the meta-update of the 3 x 20 LSTM), first order (the optimizee's gradients as "
         "constants, the default) and second order (differentiated through), with and without "
@@ -286,7 +286,7 @@ def input_pipeline_section(payload: dict) -> str:
         "a block of batches taken from the feed and `jax.device_put` on the device; *step*: a block of "
         "steps on one device-resident batch (state donated); *end to end*: a block of steps each "
         "fed its own next batch loaded between steps; *with prefetch*: the same with the loader running "
-        "ahead on a background thread (`randlr_jax.training.feed.prefetch`: `fit` with "
+        "ahead on a background thread (`randlr_jax.training._feed.prefetch`: `fit` with "
         "`LoopConfig(prefetch=k)`, its default on GPU/TPU; on CPU `fit` loads in line). "
         "**Statistic:** median over "
         f"{rows[0]['loader']['repeats']} blocks (best block in the JSON).",

@@ -2,8 +2,8 @@
 
 For ``N in {1, 4, 10, 32}`` copies, three timings, all after a warm-up:
 
-* ``dispatched``: one jitted ``randlr_jax.switch_update(state, log_likelihoods)`` call on its own, timed in
-  blocks of ``calls`` calls (what it costs as a separate program: launch overhead included);
+* ``dispatched``: one jitted ``randlr_jax.alrao.switch_update(state, log_likelihoods)`` call on its own, timed
+  in blocks of ``calls`` calls (what it costs as a separate program: launch overhead included);
 * ``in_scan``: ``T`` updates inside one ``lax.scan`` program, divided by ``T`` (the update's own compute,
   which is what it adds when fused into the training step, as ``make_alrao_train_step`` does);
 * ``alrao_step``: one jitted Alrao-SGD step (MNIST-1D MLP 100-100, ``N`` copies, 10 classes, the
@@ -57,17 +57,17 @@ SIZES = {
 
 def _scan_updates(state, log_likelihoods_seq):
     def body(carry, ell):
-        return randlr_jax.switch_update(carry, ell), None
+        return randlr_jax.alrao.switch_update(carry, ell), None
 
     return jax.lax.scan(body, state, log_likelihoods_seq)[0]
 
 
 def measure(num_copies: int, config: dict) -> dict:
     rng = np.random.default_rng(0)
-    state = randlr_jax.switch_init(num_copies)
+    state = randlr_jax.alrao.switch_init(num_copies)
     ell = jnp.asarray(-rng.exponential(size=num_copies).astype(np.float32))
     dispatched = common.time_call(
-        jax.jit(randlr_jax.switch_update),
+        jax.jit(randlr_jax.alrao.switch_update),
         state,
         ell,
         repeats=config["repeats"],

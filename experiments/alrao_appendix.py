@@ -46,8 +46,9 @@ import numpy as np  # noqa: E402
 import optax  # noqa: E402
 
 from experiments import alrao_compare as ac  # noqa: E402
-from randlr_jax import AlraoHead, sample_feature_lrs, scale_by_lr_tree  # noqa: E402
+from randlr_jax import AlraoHead
 from randlr_jax import models as rmodels  # noqa: E402
+from randlr_jax.alrao import sample_feature_lrs, scale_by_lr_tree  # noqa: E402
 from randlr_jax.training import distributed  # noqa: E402
 
 COMMANDS = ("per_weight", "fraction", "adam", "wider", "params")
@@ -108,7 +109,7 @@ def per_weight(args, setting: ac.Setting, workdir: str) -> dict:
 def fraction_learning_rates(key: jax.Array, params: Any, learning_rate: float, p: float) -> Any:
     """Rates ``learning_rate`` for a random fraction ``p`` of the body's features, 0 for the rest.
 
-    One uniform draw per feature, shared by all of its weights: :func:`randlr_jax.sample_feature_lrs`
+    One uniform draw per feature, shared by all of its weights: :func:`randlr_jax.alrao.sample_feature_lrs`
     on ``[1, e]`` gives ``log(rate) ~ U(0, 1)`` per feature, and the feature trains when that is below ``p``.
     The classifier layer (``params["head"]``) gets ``learning_rate`` everywhere.
     """
@@ -197,7 +198,7 @@ def adam(args, setting: ac.Setting, workdir: str) -> dict:
         for m in grid.members
     ]
     rows.append({"method": "Alrao-Adam [1e-6, 1]", **_result(alrao, args.metric)})
-    from randlr_jax.population import member_history
+    from randlr_jax.training._population import member_history
 
     curves = {f"Adam {lr:g}": member_history(grid.history, k) for k, lr in enumerate(rates)}
     curves["Alrao-Adam [1e-6, 1]"] = alrao.history

@@ -5,7 +5,7 @@ best chosen on validation loss), Adam with its defaults (``1e-3, 0.9, 0.999``) a
 rates log-uniform on ``[lr_min, lr_max]``, ``N`` classifier copies averaged by the switch). Protocol: a
 validation split carved from train, early stopping on validation loss with patience, the best epoch
 tested, several seeds, mean ± standard deviation. The SGD grid trains as one vmapped population
-(:func:`randlr_jax.population.fit_population`): one compiled program for all seven rates.
+(:func:`randlr_jax.training.fit_population`): one compiled program for all seven rates.
 
 Commands (from the repository root)::
 
@@ -42,9 +42,11 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import optax  # noqa: E402
 
-from randlr_jax.population import fit_population, member_history  # noqa: E402
-from randlr_jax.training import LoopConfig, TrainConfig, distributed, fit  # noqa: E402
-from randlr_jax.training.runner import build_model, load_splits, write_config  # noqa: E402
+from randlr_jax import alrao  # noqa: E402
+from randlr_jax.runner import TrainConfig  # noqa: E402
+from randlr_jax.runner._runner import build_model, load_splits, write_config  # noqa: E402
+from randlr_jax.training import LoopConfig, distributed, fit
+from randlr_jax.training._population import fit_population, member_history  # noqa: E402
 
 SGD_GRID = (1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0)
 
@@ -54,7 +56,7 @@ class Setting:
     """One row of the Table 1 analogue: data, model, Alrao interval and loop budget.
 
     Attributes:
-      dataset, model, model_kwargs: as :class:`randlr_jax.training.TrainConfig`.
+      dataset, model, model_kwargs: as :class:`randlr_jax.runner.TrainConfig`.
       lr_min, lr_max, num_copies: Alrao's interval and classifier copies.
       epochs, patience, batch_size: loop budget (early stopping on validation loss).
       quick_epochs: epochs of ``--quick``.
@@ -230,7 +232,7 @@ def run_alrao(
     callbacks: Sequence[Any] = (),
 ):
     """Alrao on ``setting`` through :func:`train_and_evaluate` (its splits cut as :func:`splits_of`)."""
-    from randlr_jax.training.runner import build_alrao
+    from randlr_jax.runner._runner import build_alrao
 
     config = config.replace(
         optimizer=optimizer,
@@ -245,7 +247,15 @@ def run_alrao(
     model, tx, step = build_alrao(config, spec, task)
     write_config(workdir, config)
     return fit(
-        model, tx, splits, config.loop, workdir, task=task, train_step=step, callbacks=callbacks
+        model,
+        tx,
+        splits,
+        config.loop,
+        workdir,
+        task=task,
+        train_step=step,
+        callbacks=callbacks,
+        place_state=alrao.shard_state,
     )
 
 

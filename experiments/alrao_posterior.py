@@ -32,7 +32,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from experiments import alrao_compare as ac  # noqa: E402
-from randlr_jax import copy_learning_rates, suggest_lr  # noqa: E402
+from randlr_jax.alrao import copy_learning_rates, suggest_lr  # noqa: E402
 from randlr_jax.training import distributed  # noqa: E402
 
 

@@ -24,7 +24,7 @@ Settings: ``default`` (``shakespeare_word``, 10,000 words, 20 streams x BPTT 35,
 the first 20,000 validation/test tokens); ``quick`` (``--quick``: the same path on 1,200 training
 tokens, 4 streams x 10 steps, SGD at ``{0.1, 1}``, one epoch).
 
-Flags: ``--mesh`` (:mod:`randlr_jax.training.distributed`; default every device) runs every method
+Flags: ``--mesh`` (:mod:`randlr_jax.training`; default every device) runs every method
 data parallel (the batch must be a multiple of the ``data`` axis: ``--batch-size``), and with
 ``--mesh data=D,copies=C`` splits Alrao's 6 copies over ``C`` devices (model parallel: ``C`` must divide
 6); ``--distributed`` / ``--coordinator-address`` run it on several hosts;
@@ -75,18 +75,22 @@ import numpy as np  # noqa: E402
 import optax  # noqa: E402
 
 from experiments.alrao_compare import fmt, mean_std, write_results  # noqa: E402
-from randlr_jax import _alrao, models  # noqa: E402
+from randlr_jax import (
+    alrao,
+    models,  # noqa: E402
+)
 from randlr_jax import data as rdata  # noqa: E402
-from randlr_jax.classifier_copies import (  # noqa: E402
+from randlr_jax.alrao import _optimizers as _alrao
+from randlr_jax.alrao._copies import (
     AlraoHead,
     check_copy_chunk_size,
     copy_learning_rates,
     suggest_lr,
 )
+from randlr_jax.alrao._step import make_alrao_train_step  # noqa: E402
 from randlr_jax.training import LoopConfig, distributed, fit  # noqa: E402
-from randlr_jax.training.alrao_step import make_alrao_train_step  # noqa: E402
-from randlr_jax.training.state import create_train_state  # noqa: E402
-from randlr_jax.training.steps import make_train_step  # noqa: E402
+from randlr_jax.training._state import create_train_state  # noqa: E402
+from randlr_jax.training._steps import make_train_step  # noqa: E402
 
 ALL_DEVICES = distributed.MeshSpec()  # --mesh auto: every device, data parallel
 
@@ -189,7 +193,7 @@ def build(
         model = models.make_model(
             "word_lstm", vocab_size=vocab_size, head=head, **setting.model_kwargs
         )
-        # The key derivation of ``randlr_jax.training.runner.build_alrao``.
+        # The key derivation of ``randlr_jax.runner._runner.build_alrao``.
         key = jax.random.fold_in(jax.random.key(seed), 1)
         tx = _alrao.alrao_sgd(key, setting.lr_min, setting.lr_max, setting.num_copies)
         return model, tx, make_alrao_train_step(model, tx, task="language_model")
@@ -287,7 +291,15 @@ def run_method(
     os.makedirs(workdir, exist_ok=True)
     trace = LossTrace(os.path.join(workdir, "train_trace.jsonl"))
     result = fit(
-        model, tx, splits, loop, workdir, task="language_model", train_step=step, callbacks=[trace]
+        model,
+        tx,
+        splits,
+        loop,
+        workdir,
+        task="language_model",
+        train_step=step,
+        callbacks=[trace],
+        place_state=alrao.shard_state if method == "alrao_sgd" else None,
     )
     summary = result.summary
     out = {

@@ -36,7 +36,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from randlr_jax import autodrop  # noqa: E402
-from randlr_jax import noisy_quadratic as nqm  # noqa: E402
+from randlr_jax.autodrop import _noisy_quadratic as nqm  # noqa: E402
 
 RATES = (0.06, 0.03, 0.01, 0.001)
 WINDOW = 20

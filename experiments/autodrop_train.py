@@ -50,12 +50,9 @@ import optax
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from randlr_jax import (  # noqa: E402
-    autodrop,
-    get_autodrop_state,
-    models,  # noqa: E402
-)
+from randlr_jax import autodrop, models
 from randlr_jax import data as rdata  # noqa: E402
+from randlr_jax.autodrop import get_autodrop_state
 from randlr_jax.training import LoopConfig, distributed, fit, make_train_step  # noqa: E402
 
 ALL_DEVICES = distributed.MeshSpec()  # --mesh auto: every device, data parallel

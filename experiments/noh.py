@@ -15,7 +15,7 @@ best rate of the grid ``1e-1 ... 1e-10`` (chosen by final validation loss) and A
 ``1e-7`` leaves the LSTM unchanged. The full table is in the README.
 
 Writes under ``--workdir``: ``<name>_lstm.msgpack`` (trained parameters, loadable with
-``randlr_jax.meta_training.load_lstm_params``), ``meta_history.json``, ``eval_<dataset>.json`` (learning
+``randlr_jax.noh.load_lstm_params``), ``meta_history.json``, ``eval_<dataset>.json`` (learning
 curves), ``summary.json``, ``table.md``, ``learning_curves.png``, ``noh_rates.png`` (randomly picked
 per-parameter rate schedules, seed 002 Fig. 3). Phases already done are loaded, so an interrupted run resumes.
 ``--quick`` shrinks every size (seconds; used by the test suite).
@@ -41,15 +41,12 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 import randlr_jax  # noqa: E402
-from randlr_jax import (  # noqa: E402
-    data,
-    models,
-    noh,  # noqa: E402
-)
-from randlr_jax import hypergradient as hd  # noqa: E402
-from randlr_jax import meta_training as mt  # noqa: E402
+from randlr_jax import data, models
+from randlr_jax.noh import _hypergradient as hd  # noqa: E402
+from randlr_jax.noh import _meta_training as mt  # noqa: E402
+from randlr_jax.noh import _noh as noh
 from randlr_jax.training import distributed, make_mesh  # noqa: E402
-from randlr_jax.training.sharding import batch_sharded, replicate  # noqa: E402
+from randlr_jax.training._sharding import batch_sharded, replicate  # noqa: E402
 
 PAPER_META_LR = 1e-7
 
@@ -108,7 +105,7 @@ def _flat(split):
 def _learned(config: Config):
     """name -> (proposer module, make_optimizer, meta learning rate)."""
     rate = noh.LSTMRateProposer(num_layers=config.noh_layers, hidden_size=config.hidden_size)
-    update = randlr_jax.LSTMUpdateProposer(
+    update = randlr_jax.noh.LSTMUpdateProposer(
         num_layers=config.dmopt_layers, hidden_size=config.hidden_size
     )
 

@@ -50,18 +50,11 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from randlr_jax import data as rdata  # noqa: E402
-from randlr_jax import range_test as rt  # noqa: E402
-from randlr_jax import schedules  # noqa: E402
+from randlr_jax.cyclical import _range_test as rt  # noqa: E402
+from randlr_jax.cyclical import _schedules as schedules  # noqa: E402
 from randlr_jax.models import make_model  # noqa: E402
-from randlr_jax.training import (  # noqa: E402
-    LoopConfig,
-    TrainConfig,
-    create_train_state,
-    distributed,
-    fit,
-    make_mesh,
-    train_and_evaluate,
-)
+from randlr_jax.runner import TrainConfig, train_and_evaluate
+from randlr_jax.training import LoopConfig, create_train_state, distributed, fit, make_mesh
 
 MODELS = {"mlp": {"widths": (100, 100)}, "cnn1d": {}}
 # Test accuracy whose first epoch is reported as the "time to target" (about 90% of what the best

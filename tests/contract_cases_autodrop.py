@@ -3,14 +3,14 @@
 The thresholds are large so that drop phases, the parameter averaging and the drops all happen within the
 suite's convergence run (periods of a few steps); the floor ``min_learning_rate`` keeps the rate high
 enough to converge in the suite's step budget. Momentum SGD under AutoDrop is exercised by
-``tests/test_autodrop.py`` (save/restore mid-phase).
+``tests/autodrop/test_autodrop.py`` (save/restore mid-phase).
 """
 
 from __future__ import annotations
 
 import optax
 
-from randlr_jax._autodrop import autodrop
+from randlr_jax.autodrop._autodrop import autodrop
 from tests.helpers import ContractCase as Case
 
 

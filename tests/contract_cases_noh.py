@@ -5,8 +5,9 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from randlr_jax import _lstm_optimizer as lstm_optimizer
-from randlr_jax import hypergradient, noh
+from randlr_jax.noh import _hypergradient as hypergradient
+from randlr_jax.noh import _lstm_optimizer as lstm_optimizer
+from randlr_jax.noh import _noh as noh
 from tests.helpers import ContractCase as Case
 
 # An untrained proposer starts at its initial rate; 0.02 lets Adam reach the quadratic's minimum in time.

@@ -1,13 +1,13 @@
-"""Contract cases for the cyclical / 1cycle optimizer helpers (``randlr_jax.schedules``).
+"""Contract cases for the cyclical / 1cycle optimizer helpers (``randlr_jax.cyclical``).
 
 Their rate and momentum are already injected with ``optax.inject_hyperparams`` (a second injection
-around them would be read once at init), so they carry no ``inject`` entry; ``tests/test_schedules.py``
+around them would be read once at init), so they carry no ``inject`` entry; ``tests/cyclical/test_schedules.py``
 checks the values in ``state.hyperparams`` step by step.
 """
 
 from __future__ import annotations
 
-from randlr_jax import schedules
+from randlr_jax.cyclical import _schedules as schedules
 from tests.helpers import ContractCase as Case
 
 CASES = [

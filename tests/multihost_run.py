@@ -5,10 +5,12 @@ from __future__ import annotations
 import jax
 import numpy as np
 
-from randlr_jax import _alrao, models
-from randlr_jax import classifier_copies as cc
-from randlr_jax.training import LoopConfig, fit, make_alrao_train_step
-from randlr_jax.training.sharding import to_host
+from randlr_jax import models
+from randlr_jax.alrao import _copies as cc
+from randlr_jax.alrao import _optimizers as _alrao
+from randlr_jax.alrao import make_alrao_train_step
+from randlr_jax.training import LoopConfig, fit
+from randlr_jax.training._sharding import to_host
 from tests.helpers import blob_splits
 
 

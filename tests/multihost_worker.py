@@ -1,4 +1,4 @@
-"""One process of the two-process test in ``tests/test_distributed.py`` (not a test module itself).
+"""One process of the two-process test in ``tests/training/test_distributed.py`` (not a test module itself).
 
 Usage: ``python -m tests.multihost_worker PORT PROCESS_ID WORKDIR OUT.npz``. Each process has 4 CPU devices;
 together they form one 8-device mesh through ``jax.distributed`` (gloo collectives).

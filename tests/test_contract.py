@@ -21,8 +21,8 @@ import numpy as np
 import optax
 import pytest
 
-from randlr_jax import _alrao as alrao
-from randlr_jax import features
+from randlr_jax.alrao import _features as features
+from randlr_jax.alrao import _optimizers as alrao
 from tests.helpers import ContractCase as Case
 
 KEY = jax.random.key(0)

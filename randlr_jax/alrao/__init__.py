@@ -1,0 +1,79 @@
+"""Alrao (Blier, Wolinski and Ollivier, 2019): all learning rates at once.
+
+Everything of the paper lives here: the per-feature log-uniform rates of the body (``alrao_base``,
+``sample_feature_lrs``, :class:`FeatureRule`), the classifier copies with log-spaced rates
+(:class:`AlraoHead`, ``copy_learning_rates``), the switch, Bayesian and uniform model averaging of the
+copies (``switch_*``, ``bayes_*``, ``uniform_*``, :class:`Averager`), the optimizers (``alrao_sgd``,
+``alrao_adam``, the generic ``alrao``), the loss (``alrao_loss``, ``alrao_loss_chunked``), the compiled
+train step (``make_alrao_train_step``, handed to :func:`randlr_jax.training.fit` as ``train_step=``) and the
+copy sharding over a ``"copies"`` mesh axis (``shard_state``, handed to ``fit`` as ``place_state=``).
+
+References:
+  Blier, Wolinski, Ollivier, `Learning with Random Learning Rates <https://arxiv.org/abs/1810.01322>`_, 2019.
+"""
+
+import sys as _sys
+import types as _types
+
+from randlr_jax.alrao._copies import SWITCH_COLLECTION as SWITCH_COLLECTION
+from randlr_jax.alrao._copies import AlraoHead as AlraoHead
+from randlr_jax.alrao._copies import apply_copies as apply_copies
+from randlr_jax.alrao._copies import copies_finite as copies_finite
+from randlr_jax.alrao._copies import copy_learning_rates as copy_learning_rates
+from randlr_jax.alrao._copies import get_switch_state as get_switch_state
+from randlr_jax.alrao._copies import masked_log_weights as masked_log_weights
+from randlr_jax.alrao._copies import set_switch_state as set_switch_state
+from randlr_jax.alrao._copies import suggest_lr as suggest_lr
+from randlr_jax.alrao._copies import zero_nonfinite_copies as zero_nonfinite_copies
+from randlr_jax.alrao._features import FeatureLRState as FeatureLRState
+from randlr_jax.alrao._features import FeatureRule as FeatureRule
+from randlr_jax.alrao._features import UnrecognisedParameterWarning as UnrecognisedParameterWarning
+from randlr_jax.alrao._features import alrao_adam_body as alrao_adam_body
+from randlr_jax.alrao._features import alrao_base as alrao_base
+from randlr_jax.alrao._features import alrao_sgd_body as alrao_sgd_body
+from randlr_jax.alrao._features import default_feature_rules as default_feature_rules
+from randlr_jax.alrao._features import sample_feature_lrs as sample_feature_lrs
+from randlr_jax.alrao._features import scale_by_feature_lrs as scale_by_feature_lrs
+from randlr_jax.alrao._features import scale_by_lr_tree as scale_by_lr_tree
+from randlr_jax.alrao._optimizers import alrao as alrao
+from randlr_jax.alrao._optimizers import alrao_adam as alrao_adam
+from randlr_jax.alrao._optimizers import alrao_loss as alrao_loss
+from randlr_jax.alrao._optimizers import alrao_loss_chunked as alrao_loss_chunked
+from randlr_jax.alrao._optimizers import alrao_sgd as alrao_sgd
+from randlr_jax.alrao._optimizers import head_label_fn as head_label_fn
+from randlr_jax.alrao._optimizers import scale_by_copy_lrs as scale_by_copy_lrs
+from randlr_jax.alrao._sharding import jit_sharded_step as jit_sharded_step
+from randlr_jax.alrao._sharding import make_copy_mesh as make_copy_mesh
+from randlr_jax.alrao._sharding import shard_state as shard_state
+from randlr_jax.alrao._sharding import state_shardings as state_shardings
+from randlr_jax.alrao._step import make_alrao_train_step as make_alrao_train_step
+from randlr_jax.alrao._step import posterior_of as posterior_of
+from randlr_jax.alrao._switch import Averager as Averager
+from randlr_jax.alrao._switch import BayesState as BayesState
+from randlr_jax.alrao._switch import SwitchState as SwitchState
+from randlr_jax.alrao._switch import UniformState as UniformState
+from randlr_jax.alrao._switch import bayes_init as bayes_init
+from randlr_jax.alrao._switch import bayes_log_posterior as bayes_log_posterior
+from randlr_jax.alrao._switch import bayes_posterior as bayes_posterior
+from randlr_jax.alrao._switch import bayes_update as bayes_update
+from randlr_jax.alrao._switch import catch_up as catch_up
+from randlr_jax.alrao._switch import make_averager as make_averager
+from randlr_jax.alrao._switch import switch_init as switch_init
+from randlr_jax.alrao._switch import switch_log_posterior as switch_log_posterior
+from randlr_jax.alrao._switch import switch_posterior as switch_posterior
+from randlr_jax.alrao._switch import switch_update as switch_update
+from randlr_jax.alrao._switch import switch_update_sequence as switch_update_sequence
+from randlr_jax.alrao._switch import uniform_init as uniform_init
+from randlr_jax.alrao._switch import uniform_log_posterior as uniform_log_posterior
+from randlr_jax.alrao._switch import uniform_posterior as uniform_posterior
+from randlr_jax.alrao._switch import uniform_update as uniform_update
+
+
+class _CallableNamespace(_types.ModuleType):
+    # ``randlr_jax.alrao`` is this namespace and, called, its main transformation :func:`alrao` (as in 0.1,
+    # where it was a top-level function): ``randlr_jax.alrao(...)`` is ``randlr_jax.alrao.alrao(...)``.
+    def __call__(self, *args, **kwargs):
+        return alrao(*args, **kwargs)
+
+
+_sys.modules[__name__].__class__ = _CallableNamespace

@@ -1,0 +1,394 @@
+"""Alrao as Optax optimizers and one jitted training step.
+
+Alrao (Blier, Wolinski, Ollivier 2019) trains the pre-classifier with one random learning rate per feature
+(:mod:`randlr_jax.alrao`) and ``N`` copies of the classifier layer with log-spaced rates
+(:mod:`randlr_jax.alrao`), averaged by the switch posterior (:mod:`randlr_jax.alrao`).
+
+Gradients (ALGORITHMS.md §1.2) come from one backward pass of the scalar
+
+.. math::
+
+    L = L_{mix}(\\text{features},\\ \\mathrm{sg}(\\theta^{cl}))
+        + \\sum_j L_j(\\mathrm{sg}(\\text{features}),\\ \\theta^{cl}_j),
+    \\qquad L_{mix} = -\\log \\sum_j a_j p_j(y|x), \\quad L_j = -\\log p_j(y|x),
+
+so the pre-classifier receives the gradient of the averaged model's loss and each copy the gradient of its own
+loss "as if it were the only output" (the ``a_j`` are constants). ``sg`` is ``stop_gradient``; XLA computes
+the copies' forward pass once (``stop_gradient`` is the identity in the forward pass).
+
+A copy whose loss or parameters are non-finite is dropped from the mixture, its update is zeroed and its
+switch observation is ``-inf``; the pre-classifier's update and the output stay finite.
+
+The objective needs only each copy's label log-likelihood ``log p_j(y|x)``: :func:`alrao_loss_chunked`
+computes it over chunks of copies (``lax.scan`` with a rematerialised body), so that output-heavy models
+(large ``K``) never hold the ``(N, B, ..., K)`` outputs of all copies at once.
+
+References:
+  Blier, Wolinski, Ollivier, `Learning with Random Learning Rates <https://arxiv.org/abs/1810.01322>`_, 2019.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import chex
+import jax
+import jax.numpy as jnp
+import optax
+
+from randlr_jax.alrao import _copies as cc
+from randlr_jax.alrao import _features as features_lib
+
+HEAD = "head"
+
+
+class ScaleByCopyLRsState(NamedTuple):
+    """State of :func:`scale_by_copy_lrs`."""
+
+    copy_lrs: chex.Array  # (N,) float32; learning rate of each classifier copy
+
+
+def scale_by_copy_lrs(copy_lrs: Any) -> optax.GradientTransformation:
+    """Multiply slice ``j`` (leading axis) of every update leaf by the copy's rate ``eta_j``.
+
+    The rates are kept in the state (so checkpoints carry them). Does not negate (Optax convention).
+
+    Args:
+      copy_lrs: ``(N,)`` positive rates, e.g. :func:`randlr_jax.alrao.copy_learning_rates`.
+    """
+    copy_lrs = jnp.asarray(copy_lrs, jnp.float32)
+    if copy_lrs.ndim != 1:
+        raise ValueError(f"copy_lrs must be a 1-D array of rates, got shape {copy_lrs.shape}.")
+
+    def init_fn(params):
+        for leaf in jax.tree.leaves(params):
+            if not isinstance(leaf, optax.MaskedNode) and (
+                leaf.ndim == 0 or leaf.shape[0] != len(copy_lrs)
+            ):
+                raise ValueError(
+                    f"every classifier-copy parameter must have the copy axis first, of size "
+                    f"{len(copy_lrs)}; got a leaf of shape {leaf.shape}."
+                )
+        # A fresh buffer: a training loop may donate the state it gets from ``init``.
+        return ScaleByCopyLRsState(copy_lrs=jnp.array(copy_lrs, copy=True))
+
+    def update_fn(updates, state, params=None):
+        del params
+
+        def scale(u):
+            rates = state.copy_lrs.reshape((-1,) + (1,) * (u.ndim - 1)).astype(u.dtype)
+            return u * rates
+
+        return jax.tree.map(scale, updates), state
+
+    return optax.GradientTransformation(init_fn, update_fn)
+
+
+def head_label_fn(head_key: str = HEAD) -> Callable[[Any], Any]:
+    """Label every parameter ``"head"`` if its path contains the key ``head_key``, else ``"body"``."""
+
+    def label(params):
+        def one(path, _):
+            keys = [getattr(k, "key", getattr(k, "name", None)) for k in path]
+            return "head" if head_key in keys else "body"
+
+        return jax.tree_util.tree_map_with_path(one, params)
+
+    return label
+
+
+def _validate(lr_min, lr_max, num_copies):
+    cc.check_lr_interval(lr_min, lr_max)
+    cc.check_num_copies(num_copies)
+
+
+def alrao(
+    base: optax.GradientTransformation,
+    key: chex.PRNGKey,
+    lr_min: float,
+    lr_max: float,
+    num_copies: int,
+    *,
+    learning_rate_scale: optax.ScalarOrSchedule = 1.0,
+    per: str = "feature",
+    rules: Any = None,
+    lstm_gates: str = "shared",
+    head_key: str = HEAD,
+) -> optax.GradientTransformation:
+    """Alrao over any base direction (``base`` without a learning rate, e.g. ``optax.scale_by_adam()``).
+
+    Pre-classifier (every parameter outside ``head_key``): ``-eta_feature ⊙ base(g)``, rates sampled in
+    ``init`` from ``key``, log-uniform on ``[lr_min, lr_max]``. Classifier copies (under ``head_key``, copy
+    axis first): ``-eta_j * base(g)_j`` with ``eta_j`` log-spaced. Both routed with ``optax.partition``.
+    ``learning_rate_scale`` multiplies every rate (a schedule, or a number ``inject_hyperparams`` can drive):
+    the paper's suggested "divide all Alrao rates by a time-dependent factor" (Section 4).
+
+    Args:
+      base: the base optimizer's direction (``optax.identity()`` for SGD, ``optax.trace(mu)`` for momentum).
+      key: PRNG key for the per-feature rates.
+      lr_min, lr_max: the interval, ``0 < lr_min <= lr_max``.
+      num_copies: classifier copies ``N >= 1``.
+      learning_rate_scale: multiplier of all rates (number or schedule of the step).
+      per: ``"feature"`` (default) or ``"weight"`` (Appendix E).
+      rules: extra feature rules (see :mod:`randlr_jax.alrao`).
+      lstm_gates: ``"shared"`` (paper) or ``"separate"`` (reference code).
+      head_key: the parameter-path key of the classifier copies.
+
+    Returns:
+      An ``optax.GradientTransformation`` over ``{"body": ..., "head": ...}``-style parameter trees.
+
+    Example:
+      >>> tx = alrao(optax.identity(), jax.random.key(0), 1e-5, 10.0, num_copies=10)
+    """
+    _validate(lr_min, lr_max, num_copies)
+    body = optax.chain(
+        base,
+        features_lib.scale_by_feature_lrs(
+            key, lr_min, lr_max, per=per, rules=rules, lstm_gates=lstm_gates
+        ),
+    )
+    head = optax.chain(base, scale_by_copy_lrs(cc.copy_learning_rates(num_copies, lr_min, lr_max)))
+    tx = optax.partition({"body": body, "head": head}, head_label_fn(head_key))
+    if callable(learning_rate_scale):
+        return optax.chain(tx, optax.scale_by_schedule(learning_rate_scale), optax.scale(-1.0))
+    return optax.chain(tx, optax.scale(-learning_rate_scale))
+
+
+def alrao_sgd(
+    key: chex.PRNGKey,
+    lr_min: float,
+    lr_max: float,
+    num_copies: int = 10,
+    *,
+    momentum: float | None = None,
+    nesterov: bool = False,
+    learning_rate_scale: optax.ScalarOrSchedule = 1.0,
+    per: str = "feature",
+    rules: Any = None,
+    lstm_gates: str = "shared",
+    head_key: str = HEAD,
+) -> optax.GradientTransformation:
+    """Alrao-SGD (the paper's main method), with optional ordinary momentum.
+
+    ``per``, ``rules``, ``lstm_gates`` and ``head_key`` are as in :func:`alrao`. The numeric
+    hyperparameters (``momentum``, ``learning_rate_scale``) can be driven by ``optax.inject_hyperparams``
+    with ``static_args=("key", "lr_min", "lr_max", "num_copies")``.
+
+    Example:
+      >>> tx = alrao_sgd(jax.random.key(0), lr_min=1e-5, lr_max=10.0, num_copies=10)
+    """
+    if isinstance(momentum, (int, float)) and not 0.0 <= momentum < 1.0:
+        raise ValueError(f"momentum must be in [0, 1) or None, got {momentum!r}.")
+    # ``momentum`` may be a traced value under ``optax.inject_hyperparams``: no Python test on it.
+    base = optax.identity() if momentum is None else optax.trace(decay=momentum, nesterov=nesterov)
+    return alrao(
+        base,
+        key,
+        lr_min,
+        lr_max,
+        num_copies,
+        learning_rate_scale=learning_rate_scale,
+        per=per,
+        rules=rules,
+        lstm_gates=lstm_gates,
+        head_key=head_key,
+    )
+
+
+def alrao_adam(
+    key: chex.PRNGKey,
+    lr_min: float,
+    lr_max: float,
+    num_copies: int = 10,
+    *,
+    b1: float = 0.9,
+    b2: float = 0.999,
+    eps: float = 1e-8,
+    learning_rate_scale: optax.ScalarOrSchedule = 1.0,
+    per: str = "feature",
+    rules: Any = None,
+    lstm_gates: str = "shared",
+    head_key: str = HEAD,
+) -> optax.GradientTransformation:
+    """Alrao-Adam: ``eta ⊙ m_hat / (sqrt(v_hat) + eps)``, per-feature (and per-copy) ``eta`` (Appendix C).
+
+    Other arguments as :func:`alrao_sgd`.
+    """
+    return alrao(
+        optax.scale_by_adam(b1=b1, b2=b2, eps=eps),
+        key,
+        lr_min,
+        lr_max,
+        num_copies,
+        learning_rate_scale=learning_rate_scale,
+        per=per,
+        rules=rules,
+        lstm_gates=lstm_gates,
+        head_key=head_key,
+    )
+
+
+def alrao_loss(
+    copy_outputs_own: jax.Array,
+    copy_outputs_mix: jax.Array,
+    targets: jax.Array,
+    log_posterior: jax.Array,
+    params_finite: jax.Array,
+    *,
+    task: str = "classification",
+    sigma: float = 1.0,
+) -> tuple[jax.Array, dict]:
+    """The Alrao objective from the copies' outputs (``(N, B, ..., K)``), see the module docstring.
+
+    Args:
+      copy_outputs_own: the copies' outputs on ``stop_gradient(features)`` (gradients flow to the copies).
+      copy_outputs_mix: the same outputs computed with ``stop_gradient(copy params)`` (gradients flow to the
+        features). Numerically equal to ``copy_outputs_own``.
+      targets: int labels ``(B, ...)`` (classification) or float targets ``(B, ..., K)`` (regression).
+      log_posterior: ``(N,)`` averaging log-weights.
+      params_finite: ``(N,)`` bool, whether each copy's parameters are finite.
+
+    Returns:
+      ``(loss, aux)``; ``aux`` has ``mixture_loss`` (the model's loss), ``copy_log_likelihoods`` ``(N,)``
+      (batch means; ``-inf`` for dropped copies: the switch observation), ``finite`` ``(N,)`` and
+      ``mixture_log_probs`` (classification) or ``prediction`` (regression).
+    """
+    n = copy_outputs_own.shape[0]
+    out_finite = jnp.all(jnp.isfinite(copy_outputs_own.reshape(n, -1)), axis=1)
+    finite = params_finite & out_finite
+    own = cc.zero_nonfinite_copies(copy_outputs_own, finite)
+    mix = cc.zero_nonfinite_copies(copy_outputs_mix, finite)
+    own_ll = _copy_log_likelihoods(own, targets, task, sigma)  # (N, B, ...)
+    mix_ll = _copy_log_likelihoods(mix, targets, task, sigma)
+    loss, aux, safe_logw = _objective(own_ll, mix_ll, finite, log_posterior)
+    if task == "classification":
+        aux["mixture_log_probs"] = jax.lax.stop_gradient(
+            cc.mixture_log_probs(jax.nn.log_softmax(own, axis=-1), safe_logw)
+        )
+    else:
+        weights = jnp.exp(safe_logw).reshape((-1,) + (1,) * (own.ndim - 1))
+        aux["prediction"] = jax.lax.stop_gradient(jnp.sum(weights * own, axis=0))
+    return loss, aux
+
+
+def alrao_loss_chunked(
+    apply_copies: Callable[[Any, jax.Array], jax.Array],
+    head_params: Any,
+    features: jax.Array,
+    targets: jax.Array,
+    log_posterior: jax.Array,
+    params_finite: jax.Array,
+    *,
+    chunk_size: int,
+    task: str = "classification",
+    sigma: float = 1.0,
+) -> tuple[jax.Array, dict]:
+    """:func:`alrao_loss` computed over chunks of ``chunk_size`` copies, never holding ``(N, B, ..., K)``.
+
+    A ``lax.scan`` over chunks of the copy axis (:func:`randlr_jax.alrao._copies.to_copy_chunks`);
+    each chunk's body, under ``jax.checkpoint``, computes its ``c`` copies' outputs ``(c, B, ..., K)`` and
+    reduces them to what the objective needs: the label log-likelihoods ``log p_j(y|x)`` ``(c, B, ...)``
+    (twice: on ``stop_gradient(features)`` for the copies' gradients and with ``stop_gradient`` copy
+    parameters for the features' gradient), the finiteness flags and, without gradient, the running
+    ``log sum_j a_j p_j`` ``(B, ..., K)``. The backward pass recomputes one chunk at a time. Same value,
+    gradients and ``aux`` as :func:`alrao_loss` on the full outputs, up to float rounding.
+
+    Args:
+      apply_copies: ``(head_params_chunk, features) -> (c, B, ..., K)`` outputs of the copies whose
+        parameters are given (copy axis first), e.g. :func:`randlr_jax.alrao.apply_copies`.
+      head_params: the copies' parameters, copy axis first (size ``N``); non-finite copies should be
+        zeroed (:func:`randlr_jax.alrao.zero_nonfinite_copies`) as for :func:`alrao_loss`.
+      features: the classifier's input ``(B, ..., D)``; gradients reach it through the mixture only.
+      targets, log_posterior, params_finite, task, sigma: as :func:`alrao_loss`.
+      chunk_size: copies per chunk, an integer in ``[1, N]`` (need not divide ``N``).
+
+    Returns:
+      ``(loss, aux)`` as :func:`alrao_loss`.
+    """
+    n = log_posterior.shape[0]
+    if cc.check_copy_chunk_size(chunk_size, n) is None:
+        raise ValueError(f"chunk_size must be an integer in [1, N={n}], got None.")
+    if task not in cc.TASKS:
+        raise ValueError(f"task must be one of {cc.TASKS}, got {task!r}.")
+
+    def chunk(params, features, log_post, finite_params):
+        def log_likelihoods(params, features):
+            outputs = apply_copies(params, features)
+            keep = finite_params & cc.finite_per_copy(outputs)
+            outputs = cc.zero_nonfinite_copies(outputs, keep)
+            return _copy_log_likelihoods(outputs, targets, task, sigma), keep, outputs
+
+        own_ll, keep, outputs = log_likelihoods(params, jax.lax.stop_gradient(features))
+        mix_ll, _, _ = log_likelihoods(jax.lax.stop_gradient(params), features)
+        # The copy's final flag (as ``_objective``): its batch-mean log-likelihood must be finite too.
+        kept = keep & jnp.isfinite(own_ll.reshape(own_ll.shape[0], -1).mean(axis=1))
+        log_weights = jnp.where(kept, log_post, -jnp.inf)
+        part = cc.mixture_chunk(task, jax.lax.stop_gradient(outputs), log_weights)
+        return own_ll, mix_ll, keep, jax.lax.stop_gradient(part)
+
+    chunk = jax.checkpoint(chunk, prevent_cse=False)  # a scan already keeps chunks apart
+
+    def body(running, xs):
+        params, log_post, finite_params = xs
+        own_ll, mix_ll, keep, part = chunk(params, features, log_post, finite_params)
+        return cc.mixture_combine(task, running, part), (own_ll, mix_ll, keep)
+
+    one_copy = jax.eval_shape(apply_copies, jax.tree.map(lambda x: x[:1], head_params), features)
+    running = cc.mixture_init(task, one_copy.shape[1:], one_copy.dtype)
+    xs = cc.to_copy_chunks((head_params, log_posterior, params_finite), chunk_size)
+    running, per_copy = jax.lax.scan(body, running, xs)
+    own_ll, mix_ll, keep = cc.from_copy_chunks(per_copy, n)
+    loss, aux, _ = _objective(own_ll, mix_ll, keep, log_posterior)
+    mixture = jax.lax.stop_gradient(
+        cc.mixture_finish(
+            task, running, jnp.where(aux["finite"], log_posterior, -jnp.inf), one_copy.shape[-1]
+        )
+    )
+    aux["mixture_log_probs" if task == "classification" else "prediction"] = mixture
+    return loss, aux
+
+
+def _copy_log_likelihoods(
+    outputs: jax.Array, targets: jax.Array, task: str, sigma: float
+) -> jax.Array:
+    """``log p_j(y|x)`` ``(N, B, ...)`` of each copy from its (finite) outputs ``(N, B, ..., K)``."""
+    if task == "classification":
+        return _label_log_probs(jax.nn.log_softmax(outputs, axis=-1), targets)
+    return cc.gaussian_log_likelihood(outputs, targets[None], sigma)
+
+
+def _objective(
+    own_ll: jax.Array, mix_ll: jax.Array, finite: jax.Array, log_posterior: jax.Array
+) -> tuple[jax.Array, dict, jax.Array]:
+    """The Alrao objective from the copies' label log-likelihoods ``(N, B, ...)`` (module docstring).
+
+    ``own_ll`` carries the gradients to the copies, ``mix_ll`` (same values) those to the features;
+    ``finite`` ``(N,)`` flags the copies whose parameters and outputs are finite. Returns
+    ``(loss, aux, safe_log_weights)``: the mixture's log-weights, uniform when every copy is dropped.
+    """
+    n = own_ll.shape[0]
+    copy_ll = own_ll.reshape(n, -1).mean(axis=1)  # (N,)
+    finite = finite & jnp.isfinite(copy_ll)
+    copy_ll = jnp.where(finite, copy_ll, -jnp.inf)
+    copies_loss = -jnp.sum(jnp.where(finite, own_ll.reshape(n, -1).mean(axis=1), 0.0))
+    logw = cc.masked_log_weights(log_posterior, finite)
+    safe_logw = jnp.where(
+        jnp.any(finite), logw, -math.log(n)
+    )  # all dropped: keep the output finite
+    mixture_ll = jax.nn.logsumexp(
+        safe_logw.reshape((-1,) + (1,) * (mix_ll.ndim - 1))
+        + jnp.where(finite.reshape((-1,) + (1,) * (mix_ll.ndim - 1)), mix_ll, -jnp.inf),
+        axis=0,
+    )
+    mixture_ll = jnp.where(jnp.isfinite(mixture_ll), mixture_ll, 0.0)
+    mixture_loss = -jnp.mean(mixture_ll)
+    aux = {"mixture_loss": mixture_loss, "copy_log_likelihoods": copy_ll, "finite": finite}
+    return mixture_loss + copies_loss, aux, safe_logw
+
+
+def _label_log_probs(log_probs: jax.Array, labels: jax.Array) -> jax.Array:
+    """``log_probs[j, b, ..., labels[b, ...]]`` for every copy ``j``."""
+    labels = jnp.broadcast_to(labels[None], log_probs.shape[:-1])
+    return jnp.take_along_axis(log_probs, labels[..., None], axis=-1)[..., 0]

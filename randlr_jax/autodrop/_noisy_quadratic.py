@@ -1,0 +1,170 @@
+"""The noisy quadratic model (NQM) of AutoDrop's Section 3, its simulation and the stationary closed forms.
+
+.. math::
+
+    L(x) = \\tfrac12 (x - c)^\\top A (x - c), \\quad c \\sim N(0, \\Sigma), \\quad A = \\mathrm{diag}(a),
+    \\ \\Sigma = \\mathrm{diag}(\\sigma^2),
+
+minimised by gradient descent ``x_{t+1} = x_t - alpha A (x_t - c_t)`` (or any Optax transformation). The
+seed takes ``x in R^200`` and ``a_i = i / 10``; it does not give ``Sigma``: ALGORITHMS.md §2 uses
+``Sigma = A`` (Zhang et al. 2019), configurable here.
+
+Stationary closed forms (ALGORITHMS.md §2, Theorem 1 derived again), with ``s_t = x_{t+1} - x_t``, per
+coordinate ``Var x = alpha a sigma^2 / (2 - alpha a)``, ``E[s_t^2] = 2 alpha^2 a^2 sigma^2 / (2 - alpha a)``
+and ``E[s_t s_{t+1}] = -alpha^3 a^3 sigma^2 / (2 - alpha a)``, hence
+
+.. math::
+
+    I^* = -\\alpha^3 \\sum_i \\frac{a_i^3 \\sigma_i^2}{2 - \\alpha a_i}, \\qquad
+    C^* \\approx -\\frac{\\alpha}{2}\\,
+        \\frac{\\sum_i a_i^3 \\sigma_i^2 / (2 - \\alpha a_i)}{\\sum_i a_i^2 \\sigma_i^2 / (2 - \\alpha a_i)}
+        \\in [-\\tfrac12, 0].
+
+References:
+  Zhang et al., `Which Algorithmic Choices Matter at Which Batch Sizes? Insights From a Noisy Quadratic
+  Model <https://arxiv.org/abs/1907.04164>`_, 2019.
+  Anonymous, AutoDrop: Training Deep Learning Models with Automatic Learning Rate Drop, 2021 (seed 004).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from randlr_jax.autodrop._autodrop import AutoDropState, angle_degrees
+
+
+class NoisyQuadratic(NamedTuple):
+    """A noisy quadratic model with diagonal curvature and noise (optimum at 0)."""
+
+    curvature: chex.Array  # (d,) float32; a_i, the diagonal of A
+    noise_variance: chex.Array  # (d,) float32; sigma_i^2, the diagonal of Sigma
+
+
+def seed_problem(dim: int = 200, noise_scale: float = 1.0) -> NoisyQuadratic:
+    """The seed's NQM: ``a_i = i / 10`` for ``i = 1..dim`` and ``Sigma = noise_scale * A``.
+
+    Raises:
+      ValueError: ``dim < 1`` or ``noise_scale <= 0``.
+    """
+    if not isinstance(dim, int) or dim < 1:
+        raise ValueError(f"dim must be a positive integer, got {dim!r}.")
+    if not noise_scale > 0:
+        raise ValueError(f"noise_scale must be > 0, got {noise_scale!r}.")
+    curvature = jnp.arange(1, dim + 1, dtype=jnp.float32) / 10.0
+    return NoisyQuadratic(curvature, noise_scale * curvature)
+
+
+def loss(problem: NoisyQuadratic, x: jax.Array) -> jax.Array:
+    """``L(x)`` at the mean target ``c = 0``: ``1/2 sum_i a_i x_i^2`` (the loss above the noise floor)."""
+    return 0.5 * jnp.sum(problem.curvature * jnp.square(x), axis=-1)
+
+
+def _check_stable(problem: NoisyQuadratic, alpha: float) -> None:
+    if not isinstance(alpha, (int, float)) or isinstance(problem.curvature, jax.core.Tracer):
+        return  # traced values are not checked
+    largest = float(np.max(np.asarray(problem.curvature)))
+    if not 0 < alpha * largest < 2:
+        raise ValueError(
+            f"alpha must be in (0, 2 / max(a)) = (0, {2 / largest:.4g}) for gradient descent to have a "
+            f"stationary distribution, got {alpha!r}."
+        )
+
+
+def stationary_variance(problem: NoisyQuadratic, alpha: float) -> jax.Array:
+    """``Var x_i = alpha a_i sigma_i^2 / (2 - alpha a_i)`` of GD at stationarity, shape ``(d,)``."""
+    _check_stable(problem, alpha)
+    a, s2 = problem.curvature, problem.noise_variance
+    return alpha * a * s2 / (2.0 - alpha * a)
+
+
+def stationary_inner_product(problem: NoisyQuadratic, alpha: float) -> jax.Array:
+    """``I* = E<s_t, s_{t+1}> = -alpha^3 sum_i a_i^3 sigma_i^2 / (2 - alpha a_i)`` (module docstring)."""
+    _check_stable(problem, alpha)
+    a, s2 = problem.curvature, problem.noise_variance
+    return -(alpha**3) * jnp.sum(a**3 * s2 / (2.0 - alpha * a))
+
+
+def stationary_cosine(problem: NoisyQuadratic, alpha: float) -> jax.Array:
+    """``C* = E<s_t, s_{t+1}> / E|s_t|^2`` (the ratio standing for the expected cosine), in ``[-1/2, 0]``."""
+    _check_stable(problem, alpha)
+    a, s2 = problem.curvature, problem.noise_variance
+    weights = a**2 * s2 / (2.0 - alpha * a)
+    return -0.5 * alpha * jnp.sum(a * weights) / jnp.sum(weights)
+
+
+def stationary_sample(problem: NoisyQuadratic, alpha: float, key: chex.PRNGKey) -> jax.Array:
+    """A draw of ``x`` from GD's stationary distribution (Gaussian, independent coordinates)."""
+    std = jnp.sqrt(stationary_variance(problem, alpha))
+    return std * jax.random.normal(key, std.shape, jnp.float32)
+
+
+def simulate(
+    problem: NoisyQuadratic,
+    tx: optax.GradientTransformation,
+    x0: jax.Array,
+    key: chex.PRNGKey,
+    steps: int,
+) -> dict[str, jax.Array]:
+    """Run ``tx`` on the NQM for ``steps`` iterations from ``x0``, one noise draw ``c_t`` per iteration.
+
+    The gradient is ``A (x_t - c_t)``; ``tx`` receives ``x_t`` as ``params`` (AutoDrop needs them). Jittable
+    (``steps`` static).
+
+    Args:
+      problem: the model.
+      tx: e.g. ``optax.sgd(alpha)``, or with :func:`randlr_jax.autodrop` chained.
+      x0: ``(d,)`` start.
+      key: PRNG key of the noise.
+      steps: iterations.
+
+    Returns:
+      Per iteration ``t = 0 .. steps-1`` (arrays of shape ``(steps,)``): ``loss`` (of ``x_{t+1}``),
+      ``angle`` (degrees between ``s_t`` and ``s_{t-1}``; 90 at ``t = 0``, where ``s_{-1} = 0``), ``inner``
+      (``<s_t, s_{t-1}>``), ``learning_rate`` (AutoDrop's current rate when ``tx`` holds its state, else
+      NaN) and the final ``x`` of shape ``(d,)``.
+    """
+    a, std = problem.curvature, jnp.sqrt(problem.noise_variance)
+
+    def body(carry, step_key):
+        x, state, previous = carry
+        c = std * jax.random.normal(step_key, x.shape, x.dtype)
+        updates, state = tx.update(a * (x - c), state, x)
+        new_x = optax.apply_updates(x, updates)
+        displacement = new_x - x
+        autodrop_states = [
+            s
+            for s in jax.tree.leaves(state, is_leaf=lambda s: isinstance(s, AutoDropState))
+            if isinstance(s, AutoDropState)
+        ]
+        rate = autodrop_states[0].learning_rate if autodrop_states else jnp.float32(jnp.nan)
+        record = {
+            "loss": loss(problem, new_x),
+            "angle": angle_degrees(displacement, previous),
+            "inner": jnp.vdot(displacement, previous),
+            "learning_rate": rate,
+        }
+        return (new_x, state, displacement), record
+
+    x0 = jnp.asarray(x0, jnp.float32)
+    init = (x0, tx.init(x0), jnp.zeros_like(x0))
+    (x, _, _), records = jax.lax.scan(body, init, jax.random.split(key, steps))
+    records["x"] = x
+    return records
+
+
+__all__ = [
+    "NoisyQuadratic",
+    "loss",
+    "seed_problem",
+    "simulate",
+    "stationary_cosine",
+    "stationary_inner_product",
+    "stationary_sample",
+    "stationary_variance",
+]

@@ -1,0 +1,128 @@
+"""Resumable checkpoints with orbax-checkpoint: the training state plus a small JSON of loop bookkeeping.
+
+A checkpoint holds everything needed to continue a run bit-for-bit: parameters, optimizer state (which for
+our transformations includes sampled learning rates and switch posteriors), model state (BatchNorm statistics,
+recurrent carries), the dropout key, and the loop's position (epoch, batch within the epoch, early-stopping
+record, metric history). Writes are atomic (orbax writes to a temporary directory and renames), so an
+interruption during a save leaves the previous checkpoint intact.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import jax
+import numpy as np
+
+
+def _orbax() -> Any:
+    import orbax.checkpoint  # imported on use: ``import randlr_jax`` stays light
+
+    return orbax.checkpoint
+
+
+class Checkpointer:
+    """Save and restore ``(state, meta)`` pairs under ``directory``, keeping the newest ``max_to_keep``.
+
+    Args:
+      directory: where the checkpoints live (created if missing); made absolute.
+      max_to_keep: how many checkpoints to keep (older ones are deleted).
+    """
+
+    def __init__(self, directory: str | os.PathLike, max_to_keep: int = 2):
+        ocp = _orbax()
+        if max_to_keep < 1:
+            raise ValueError(f"max_to_keep must be >= 1, got {max_to_keep!r}.")
+        self.directory = os.path.abspath(os.fspath(directory))
+        os.makedirs(self.directory, exist_ok=True)
+        options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True)
+        self._manager = ocp.CheckpointManager(
+            self.directory, options=options, item_names=("state", "meta")
+        )
+
+    def latest_step(self) -> int | None:
+        return self._manager.latest_step()
+
+    def save(self, step: int, state: Any, meta: dict) -> None:
+        """Write checkpoint ``step`` (replacing one of the same step) and wait until it is on disk."""
+        ocp = _orbax()
+        if int(step) in self._manager.all_steps():
+            self._manager.delete(int(step))
+        args = ocp.args.Composite(
+            state=ocp.args.StandardSave(_flatten(state)), meta=ocp.args.JsonSave(_jsonable(meta))
+        )
+        self._manager.save(int(step), args=args, force=True)
+        self._manager.wait_until_finished()
+
+    def restore(self, target: Any, step: int | None = None) -> tuple[Any, dict]:
+        """Restore checkpoint ``step`` (default: the latest) into the structure and shardings of ``target``."""
+        ocp = _orbax()
+        step = self._manager.latest_step() if step is None else step
+        if step is None:
+            raise FileNotFoundError(f"No checkpoint under {self.directory!r}.")
+        abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, _flatten(target))
+        restored = self._manager.restore(
+            step,
+            args=ocp.args.Composite(
+                state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()
+            ),
+        )
+        return _unflatten(target, restored["state"]), dict(restored["meta"])
+
+    def close(self) -> None:
+        self._manager.close()
+
+    def __enter__(self) -> Checkpointer:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _flatten(tree: Any) -> dict[str, Any]:
+    """Leaves keyed by position: orbax then never has to reproduce our NamedTuples and dataclasses.
+
+    Typed PRNG keys are stored as their raw ``key_data``.
+    """
+    leaves = jax.tree.leaves(tree)
+    return {f"{i:05d}": _key_data(leaf) for i, leaf in enumerate(leaves)}
+
+
+def _unflatten(target: Any, flat: dict[str, Any]) -> Any:
+    leaves, treedef = jax.tree.flatten(target)
+    if len(flat) != len(leaves):
+        raise ValueError(
+            f"Checkpoint has {len(flat)} arrays but the target state has {len(leaves)}: the model or "
+            "optimizer changed since the checkpoint was written. Use another workdir or delete it."
+        )
+    restored = []
+    for i, like in enumerate(leaves):
+        value = flat[f"{i:05d}"]
+        if _is_typed_key(like):
+            value = jax.random.wrap_key_data(value, impl=jax.random.key_impl(like))
+        restored.append(value)
+    return jax.tree.unflatten(treedef, restored)
+
+
+def _is_typed_key(x: Any) -> bool:
+    return isinstance(x, jax.Array) and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key)
+
+
+def _key_data(x: Any) -> Any:
+    return jax.random.key_data(x) if _is_typed_key(x) else x
+
+
+def _jsonable(obj: Any) -> Any:
+    """Make numpy scalars/arrays JSON-serialisable (the loop's bookkeeping is small)."""
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, (np.generic,)):
+        return obj.item()
+    if isinstance(obj, (np.ndarray, jax.Array)):
+        return np.asarray(obj).tolist()
+    if isinstance(obj, float) and not np.isfinite(obj):
+        return repr(obj)  # JSON has no inf/nan; keep it readable.
+    return obj

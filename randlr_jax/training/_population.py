@@ -1,0 +1,495 @@
+"""A learning-rate grid as one vmapped population: ``K`` copies of a model, one compiled program.
+
+The baseline of Alrao's Table 1 is "SGD at every rate of ``{1e-5, ..., 10}``, the best chosen on validation
+loss". Instead of ``K`` sequential runs, the ``K`` members are stacked on a leading *population axis* of the
+training state (parameters, optimizer state, model state, dropout key, recurrent carry) and trained by one
+``jax.vmap`` of the ordinary train step. The learning rate is not a Python constant baked into the program
+but a traced value held in each member's optimizer state (``optax.inject_hyperparams``), so one
+compilation serves every rate, and member ``k`` follows exactly the trajectory of a single run at rate
+``eta_k``:
+
+.. math::
+
+    \\theta^{(k)}_{t+1} = \\theta^{(k)}_t - \\eta_k\\, d(\\nabla L_{B_t}(\\theta^{(k)}_t)),
+    \\qquad k = 1..K,
+
+with the same minibatch ``B_t`` and the same initialisation for every member (common random numbers:
+the rates are compared on equal terms). Early stopping is per member: a member whose validation loss has
+not improved for ``patience`` epochs is *frozen* (its state no longer changes, ``jnp.where`` on an
+``active`` mask) while the others go on; the loop ends when every member has stopped or the epochs are
+done. Each member keeps its best-validation parameters, which are tested at the end (the paper's
+protocol, Blier et al. 2019, Section 3).
+
+:func:`fit_population` is the resumable epoch loop (orbax checkpoints through
+:class:`randlr_jax.training.Checkpointer`, ``metrics.jsonl``, ``results.json``); :func:`init_population`,
+:func:`make_population_train_step` and :func:`make_population_eval_step` are its pure building blocks.
+
+References:
+  Blier, Wolinski, Ollivier, `Learning with Random Learning Rates <https://arxiv.org/abs/1810.01322>`_, 2019.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from tqdm.auto import tqdm
+
+from randlr_jax.training._checkpoint import Checkpointer
+from randlr_jax.training._early_stopping import EarlyStopping
+from randlr_jax.training._feed import SplitFeed
+from randlr_jax.training._loop import LoopConfig
+from randlr_jax.training._records import append_jsonl, decode_record, encode_record, write_jsonl
+from randlr_jax.training._sharding import (
+    batch_sharded,
+    data_size,
+    make_mesh,
+    put_global,
+    replicate,
+    shard_batch,
+    to_host,
+)
+from randlr_jax.training._state import TrainState, create_train_state
+from randlr_jax.training._steps import TASKS, make_eval_step, make_train_step, summarize
+
+OptimizerFactory = Callable[..., optax.GradientTransformation]
+
+__all__ = [
+    "PopulationResult",
+    "fit_population",
+    "init_population",
+    "make_population_eval_step",
+    "make_population_optimizer",
+    "make_population_train_step",
+    "member_history",
+]
+
+
+def make_population_optimizer(
+    optimizer: OptimizerFactory = optax.sgd, **optimizer_kwargs: Any
+) -> optax.GradientTransformation:
+    """``optimizer`` with its ``learning_rate`` held in the state, so members can differ in it.
+
+    Args:
+      optimizer: an Optax factory with a ``learning_rate`` argument (``optax.sgd``, ``optax.adam``, ...).
+      **optimizer_kwargs: its other arguments (e.g. ``momentum=0.9``).
+
+    Returns:
+      ``optax.inject_hyperparams(optimizer)(learning_rate=1.0, **optimizer_kwargs)``; the placeholder
+      rate ``1.0`` is replaced per member by :func:`init_population`.
+
+    Example:
+      >>> tx = make_population_optimizer(optax.sgd, momentum=0.9)
+    """
+    if not callable(optimizer):
+        raise ValueError(f"optimizer must be an Optax factory (callable), got {optimizer!r}.")
+    return optax.inject_hyperparams(optimizer)(learning_rate=1.0, **optimizer_kwargs)
+
+
+def _check_rates(learning_rates: Any) -> np.ndarray:
+    rates = np.asarray(learning_rates, np.float64)
+    if rates.ndim != 1 or rates.size < 1:
+        raise ValueError(
+            f"learning_rates must be a non-empty 1-D sequence, got shape {rates.shape}."
+        )
+    if not np.all(np.isfinite(rates)) or np.any(rates <= 0):
+        raise ValueError(f"learning_rates must be positive and finite, got {rates.tolist()!r}.")
+    return rates
+
+
+def init_population(
+    model: Any,
+    tx: optax.GradientTransformation,
+    learning_rates: Sequence[float],
+    key: jax.Array,
+    sample_input: Any,
+    *,
+    carry: Any = None,
+) -> TrainState:
+    """``K`` identical training states stacked on a leading axis, member ``k`` with rate ``eta_k``.
+
+    Every member is initialised from the same ``key`` (so member ``k`` starts where a single
+    :func:`~randlr_jax.training.create_train_state` with ``key`` starts); only the learning rate differs.
+
+    Args:
+      model: a Flax ``Classifier`` or ``LanguageModel``.
+      tx: from :func:`make_population_optimizer` (its state must have ``hyperparams["learning_rate"]``).
+      learning_rates: ``(K,)`` positive rates.
+      key: typed PRNG key, as for ``create_train_state``.
+      sample_input: a batch of inputs with the right trailing shape.
+      carry: initial recurrent state of one member (language models).
+
+    Returns:
+      A :class:`~randlr_jax.training.TrainState` whose every leaf has a leading axis of size ``K``.
+    """
+    rates = _check_rates(learning_rates)
+
+    def member(rate):
+        state = create_train_state(model, tx, key, sample_input, carry=carry)
+        return state.replace(opt_state=_set_learning_rate(state.opt_state, rate))
+
+    return jax.vmap(member)(jnp.asarray(rates, jnp.float32))
+
+
+def _set_learning_rate(opt_state: Any, rate: jax.Array) -> Any:
+    hyperparams = getattr(opt_state, "hyperparams", None)
+    if not isinstance(hyperparams, dict) or "learning_rate" not in hyperparams:
+        raise ValueError(
+            "tx must keep its learning rate in its state (build it with make_population_optimizer or "
+            f"optax.inject_hyperparams), got an optimizer state of type {type(opt_state).__name__}."
+        )
+    old = hyperparams["learning_rate"]
+    return opt_state._replace(
+        hyperparams={**hyperparams, "learning_rate": jnp.asarray(rate, jnp.asarray(old).dtype)}
+    )
+
+
+def _where_active(active: jax.Array, new: Any, old: Any) -> Any:
+    """Per member: ``new`` where ``active`` else ``old`` (PRNG keys through their raw data)."""
+
+    def select(n, o):
+        if jax.dtypes.issubdtype(n.dtype, jax.dtypes.prng_key):
+            data = _where_active(active, jax.random.key_data(n), jax.random.key_data(o))
+            return jax.random.wrap_key_data(data, impl=jax.random.key_impl(n))
+        return jnp.where(active.reshape((-1,) + (1,) * (n.ndim - 1)), n, o)
+
+    return jax.tree.map(select, new, old)
+
+
+def make_population_train_step(
+    model: Any,
+    tx: optax.GradientTransformation,
+    *,
+    task: str = "classification",
+) -> Callable[[TrainState, dict, jax.Array], tuple[TrainState, dict]]:
+    """``step(population, batch, active) -> (population, metrics)``: one step of every active member.
+
+    The ordinary :func:`~randlr_jax.training.make_train_step` vmapped over the population axis, the batch
+    shared; members with ``active[k] == False`` keep their state unchanged.
+
+    Args:
+      model: the model.
+      tx: from :func:`make_population_optimizer`.
+      task: ``"classification"`` or ``"language_model"``.
+
+    Returns:
+      The step (not jitted); metrics are the single step's, each with a leading ``(K,)`` axis.
+    """
+    single = make_train_step(model, tx, task=task)
+    batched = jax.vmap(single, in_axes=(0, None))
+
+    def step(population: TrainState, batch: dict, active: jax.Array):
+        new, metrics = batched(population, batch)
+        return _where_active(active, new, population), metrics
+
+    return step
+
+
+def make_population_eval_step(model: Any, *, task: str = "classification") -> Callable[..., Any]:
+    """The evaluation step of :func:`~randlr_jax.training.make_eval_step`, vmapped over the members.
+
+    Classification: ``eval_step(population, batch) -> sums`` (each ``(K,)``); language model:
+    ``eval_step(population, batch, carries) -> (sums, carries)``.
+    """
+    single = make_eval_step(model, task=task)
+    if task == "classification":
+        return jax.vmap(single, in_axes=(0, None))
+    return jax.vmap(single, in_axes=(0, None, 0))
+
+
+@dataclasses.dataclass
+class PopulationResult:
+    """What :func:`fit_population` returns (the summaries are also in ``workdir/results.json``).
+
+    Attributes:
+      state: the final population state (leading axis ``K``).
+      best_params: each member's parameters at its best validation epoch (leading axis ``K``).
+      best_model_state: the same for the model state.
+      learning_rates: ``(K,)`` the members' rates.
+      history: one record per epoch, per-member values as lists of length ``K``.
+      members: one :func:`~randlr_jax.training.fit`-style summary per member.
+      summary: ``{"best_member", "best_learning_rate", "wall_time_s", ...}``; the best member is chosen on
+        best validation loss (lowest), among members with a finite one.
+    """
+
+    state: TrainState
+    best_params: Any
+    best_model_state: Any
+    learning_rates: np.ndarray
+    history: list[dict]
+    members: list[dict]
+    summary: dict
+
+
+def member_history(history: list[dict], member: int) -> list[dict]:
+    """The :func:`~randlr_jax.training.fit`-style history of one member (epochs it was trained)."""
+    out = []
+    for record in history:
+        if not record["trained"][member]:
+            break
+        out.append(
+            {
+                k: (v[member] if isinstance(v, list) else v)
+                for k, v in record.items()
+                if k != "trained"
+            }
+        )
+    return out
+
+
+def fit_population(
+    model: Any,
+    learning_rates: Sequence[float],
+    splits: dict[str, Any],
+    config: LoopConfig,
+    workdir: str | os.PathLike,
+    *,
+    optimizer: OptimizerFactory = optax.sgd,
+    optimizer_kwargs: dict | None = None,
+    task: str = "classification",
+) -> PopulationResult:
+    """Train one member per learning rate, all at once, resuming from ``workdir`` if possible.
+
+    Same data order, evaluation, early stopping and best-epoch selection as
+    :func:`randlr_jax.training.fit` with ``config``, per member. Data parallel over ``config.num_devices``
+    devices (all by default, every process's): each batch is split over the devices and shared by the
+    members; the population is replicated. ``config.checkpoint_every_steps`` and ``config.copy_shards``
+    are ignored: checkpoints are written at every epoch's end and on ``KeyboardInterrupt``.
+
+    Args:
+      model: a Flax ``Classifier`` (classification) or ``LanguageModel`` (``task="language_model"``).
+      learning_rates: ``(K,)`` positive rates, one member each.
+      splits: as for :func:`~randlr_jax.training.fit`.
+      config: loop settings (``epochs``, ``batch_size``, ``patience``, ``seed``, ...).
+      workdir: run directory: ``checkpoints/``, ``metrics.jsonl``, ``results.json``.
+      optimizer: an Optax factory with a ``learning_rate`` argument (default ``optax.sgd``).
+      optimizer_kwargs: its other arguments.
+      task: ``"classification"`` or ``"language_model"``.
+
+    Returns:
+      A :class:`PopulationResult`.
+
+    Example:
+      >>> result = fit_population(model, [1e-3, 1e-2, 1e-1], splits, LoopConfig(epochs=5), "runs/grid")
+      >>> result.summary["best_learning_rate"]
+    """
+    if task not in TASKS:
+        raise ValueError(f"task must be one of {TASKS}, got {task!r}.")
+    if "train" not in splits:
+        raise ValueError(f"splits must contain 'train', got keys {sorted(splits)}.")
+    rates = _check_rates(learning_rates)
+    num_members = len(rates)
+    workdir = os.path.abspath(os.fspath(workdir))
+    os.makedirs(workdir, exist_ok=True)
+    mesh = make_mesh(config.num_devices)
+    if config.batch_size % data_size(mesh):
+        raise ValueError(
+            f"batch_size {config.batch_size} must be a multiple of the number of data-parallel devices "
+            f"({data_size(mesh)})."
+        )
+    main_process = jax.process_index() == 0
+    data = _PopulationData(splits, config, task, mesh)
+    tx = make_population_optimizer(optimizer, **(optimizer_kwargs or {}))
+
+    carry = None
+    if task == "language_model":
+        carry = model.initial_carry(config.batch_size)
+    state = init_population(
+        model, tx, rates, jax.random.key(config.seed), data.sample_input(), carry=carry
+    )
+    # Members replicated; the carries ``(K, B, ...)`` split along their batch axis like the batches.
+    initial_carry = None if carry is None else to_host(state.carry)
+    state = replicate(state.replace(carry=None), mesh)
+    if initial_carry is not None:
+        state = state.replace(carry=data.shard_carry(initial_carry))
+    step_fn = jax.jit(make_population_train_step(model, tx, task=task), donate_argnums=0)
+    eval_fn = jax.jit(make_population_eval_step(model, task=task))
+
+    stoppers = [EarlyStopping(patience=config.patience) for _ in range(num_members)]
+    history: list[dict] = []
+    global_step = 0
+    best = jax.tree.map(jnp.copy, {"params": state.params, "model_state": state.model_state})
+    checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"))
+    if checkpointer.latest_step() is not None:
+        (state, best), meta = checkpointer.restore((state, best))
+        history = [decode_record(h) for h in meta["history"]]
+        stoppers = [EarlyStopping.from_dict(d) for d in meta["early_stopping"]]
+        global_step = int(meta["global_step"])
+    metrics_path = os.path.join(workdir, "metrics.jsonl")
+    if main_process:
+        write_jsonl(metrics_path, history)
+
+    steps_per_epoch = data.steps_per_epoch
+    progress = tqdm(
+        total=steps_per_epoch * config.epochs,
+        initial=global_step,
+        unit="step",
+        desc=config.description,
+        disable=not config.progress or not main_process,
+        dynamic_ncols=True,
+        leave=True,
+    )
+
+    def active_mask() -> np.ndarray:
+        return np.array([not s.should_stop for s in stoppers])
+
+    def save() -> None:
+        meta = {
+            "history": [encode_record(h) for h in history],
+            "early_stopping": [s.to_dict() for s in stoppers],
+            "global_step": global_step,
+        }
+        checkpointer.save(global_step, (state, best), meta)
+
+    t_start = time.perf_counter()
+    steps_timed = 0
+    try:
+        while len(history) < config.epochs and active_mask().any():
+            epoch = len(history)
+            active = active_mask()
+            active_device = replicate(active, mesh)
+            t_epoch = time.perf_counter()
+            start_batch = global_step - steps_per_epoch * epoch
+            if initial_carry is not None and start_batch == 0:  # each epoch restarts the streams
+                state = state.replace(carry=data.shard_carry(initial_carry))
+            losses = []
+            for batch in data.train_batches(epoch, start_batch):
+                state, metrics = step_fn(state, shard_batch(batch, mesh), active_device)
+                losses.append(metrics["loss"])
+                global_step += 1
+                steps_timed += 1
+                if global_step % config.log_every == 0:
+                    progress.set_postfix(
+                        epoch=epoch + 1, active=int(active.sum()), best_loss=_min_loss(metrics)
+                    )
+                progress.update(1)
+            record: dict[str, Any] = {
+                "epoch": epoch + 1,
+                "step": global_step,
+                "epoch_time_s": time.perf_counter() - t_epoch,
+                "learning_rate": rates.tolist(),
+                "trained": active.tolist(),
+            }
+            if losses:
+                train = np.asarray(to_host(jnp.stack(losses)), np.float64)  # (S, K)
+                record["train_loss"] = train.mean(axis=0).tolist()
+            for split in ("validation", "test"):
+                if split in splits:
+                    for name, values in data.evaluate(split, state, eval_fn).items():
+                        record[f"{split}_{name}"] = values
+            improved = np.zeros(num_members, bool)
+            for k, stopper in enumerate(stoppers):
+                if active[k]:
+                    value = (
+                        record["validation_loss"][k]
+                        if "validation_loss" in record
+                        else -float(epoch)
+                    )
+                    improved[k] = stopper.update(value, epoch + 1)
+            if improved.any():
+                current = {"params": state.params, "model_state": state.model_state}
+                best = jax.tree.map(
+                    jnp.copy, _where_active(replicate(improved, mesh), current, best)
+                )
+            record["best_epoch"] = [s.best_epoch for s in stoppers]
+            history.append(record)
+            if main_process:
+                append_jsonl(metrics_path, record)
+            save()
+            progress.set_postfix(epoch=epoch + 1, active=int(active_mask().sum()))
+    except KeyboardInterrupt:
+        save()
+        progress.close()
+        checkpointer.close()
+        raise
+    progress.close()
+    checkpointer.close()
+    wall = time.perf_counter() - t_start
+
+    members = [
+        {
+            "learning_rate": float(rates[k]),
+            "epochs_run": sum(1 for r in history if r["trained"][k]),
+            "best_epoch": stoppers[k].best_epoch,
+        }
+        for k in range(num_members)
+    ]
+    if "validation" in splits:
+        for k, stopper in enumerate(stoppers):
+            members[k]["best_validation_loss"] = stopper.best_value
+    if "test" in splits:
+        best_state = state.replace(params=best["params"], model_state=best["model_state"])
+        for name, values in data.evaluate("test", best_state, eval_fn).items():
+            for k in range(num_members):
+                members[k][f"test_{name}"] = values[k]
+    for k in range(num_members):
+        trained = member_history(history, k)
+        if trained:
+            members[k]["final"] = trained[-1]
+    summary = {
+        "learning_rates": rates.tolist(),
+        "wall_time_s": wall,
+        "steps_per_second": steps_timed / wall if steps_timed and wall > 0 else None,
+        "device_kind": jax.devices()[0].device_kind,
+        "num_devices": int(mesh.devices.size),
+        "num_members": num_members,
+    }
+    scores = [m.get("best_validation_loss", math.inf) for m in members]
+    if any(math.isfinite(s) for s in scores):
+        best_member = int(np.nanargmin(np.where(np.isfinite(scores), scores, np.inf)))
+        summary.update(best_member=best_member, best_learning_rate=float(rates[best_member]))
+    else:
+        summary.update(best_member=None, best_learning_rate=None)
+    if main_process:
+        with open(os.path.join(workdir, "results.json"), "w") as f:
+            json.dump(encode_record({"summary": summary, "members": members}), f, indent=2)
+    return PopulationResult(
+        state, best["params"], best["model_state"], rates, history, members, summary
+    )
+
+
+def _min_loss(metrics: dict) -> str:
+    losses = np.asarray(to_host(metrics["loss"]), np.float64)
+    finite = losses[np.isfinite(losses)]
+    return f"{finite.min():.4f}" if finite.size else "nan"
+
+
+class _PopulationData(SplitFeed):
+    """The same batches for every member, as ``fit`` reads them (split over the mesh's data axis);
+    evaluation per member."""
+
+    def __init__(self, splits: dict, config: Any, task: str, mesh: Any):
+        super().__init__(splits, config, task)
+        self.mesh = mesh
+
+    def shard_carry(self, carry: Any) -> Any:
+        """Put population carries ``(K, B, ...)`` on the mesh, split along the batch axis ``B``."""
+        spec = jax.sharding.PartitionSpec(None, *batch_sharded(self.mesh).spec)
+        sharding = jax.sharding.NamedSharding(self.mesh, spec)
+        return put_global(jax.tree.map(np.asarray, carry), sharding)
+
+    def evaluate(self, split: str, state: TrainState, eval_fn) -> dict[str, list[float]]:
+        def initial_carries(streams: int) -> Any:
+            shape = lambda c: c.shape[:1] + (streams,) + c.shape[2:]  # noqa: E731 -- (K, streams, ...)
+            return self.shard_carry(
+                jax.tree.map(lambda c: np.zeros(shape(c), c.dtype), state.carry)
+            )
+
+        totals = self.evaluation_sums(split, state, eval_fn, self.mesh, initial_carries)
+        if totals is None:
+            return {}
+        num_members = len(np.asarray(totals["count"]))
+        per_member = [
+            summarize({k: np.asarray(v)[k_] for k, v in totals.items()}, task=self.task)
+            for k_ in range(num_members)
+        ]
+        return {name: [m[name] for m in per_member] for name in per_member[0]}

@@ -1,0 +1,395 @@
+"""Alrao: classifier copies, the one-pass gradients, the jitted step, robustness and the optimizers."""
+
+from __future__ import annotations
+
+import math
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from randlr_jax import models
+from randlr_jax.alrao import _copies as cc
+from randlr_jax.alrao import _optimizers as alrao
+from randlr_jax.alrao import _step as alrao_step
+from randlr_jax.alrao import _switch as switch_lib
+from randlr_jax.training import LoopConfig, create_train_state, fit, make_train_step
+
+K, N, D = 3, 4, 6
+
+
+def _data(n=48, seed=0, dim=5):
+    rng = np.random.default_rng(seed)
+    centers = np.random.default_rng(99).normal(size=(K, dim)).astype(np.float32) * 2
+    y = rng.integers(0, K, n).astype(np.int32)
+    return {"x": centers[y] + rng.normal(size=(n, dim)).astype(np.float32), "y": y}
+
+
+def _model(num_copies=N, **head_kw):
+    head = cc.AlraoHead(num_outputs=K, num_copies=num_copies, **head_kw)
+    return models.make_model("mlp", widths=(D,), head=head)
+
+
+def _state(model, tx, seed=0):
+    return create_train_state(model, tx, jax.random.key(seed), _data()["x"][:1])
+
+
+def _set_posterior(state, logits):
+    """Give the switch a non-uniform posterior (as after some observations)."""
+    sw = cc.get_switch_state(state.model_state)
+    log_weights = jnp.stack([jnp.log(0.5) + jax.nn.log_softmax(logits)] * 2)
+    return state.replace(
+        model_state=cc.set_switch_state(state.model_state, sw._replace(log_weights=log_weights))
+    )
+
+
+def test_copy_learning_rates_are_log_spaced():
+    lrs = cc.copy_learning_rates(5, 1e-4, 1.0)
+    np.testing.assert_allclose(lrs, [1e-4, 1e-3, 1e-2, 1e-1, 1.0], rtol=1e-5)
+    np.testing.assert_allclose(cc.copy_learning_rates(1, 0.3, 7.0), [0.3], rtol=1e-7)
+    ratios = np.diff(np.log(cc.copy_learning_rates(7, 2e-5, 3.0)))
+    np.testing.assert_allclose(ratios, ratios[0], rtol=1e-4)
+
+
+def test_head_parameters_are_stacked_and_independent():
+    model = _model()
+    params = _state(model, optax.sgd(0.1)).params["head"]
+    chex.assert_shape(params["copies"]["kernel"], (N, D, K))
+    chex.assert_shape(params["copies"]["bias"], (N, K))
+    kernels = np.asarray(params["copies"]["kernel"])
+    assert not np.allclose(kernels[0], kernels[1])  # copies are initialised independently
+
+
+def test_output_is_log_of_posterior_weighted_mixture():
+    model = _model()
+    state = _set_posterior(_state(model, optax.sgd(0.1)), jnp.array([0.3, -1.0, 2.0, 0.0]))
+    x = _data(8)["x"]
+    variables = {"params": state.params, **state.model_state}
+    out = model.apply(variables, x)
+    features = model.apply(variables, x, method="features")
+    copy_logits = model.head.apply(
+        {"params": state.params["head"]}, features, method="copy_outputs"
+    )
+    a = jax.nn.softmax(jnp.array([0.3, -1.0, 2.0, 0.0]))
+    expected = jnp.log(jnp.einsum("j,jbk->bk", a, jax.nn.softmax(copy_logits, -1)))
+    chex.assert_trees_all_close(out, expected, rtol=1e-5, atol=1e-6)
+    chex.assert_trees_all_close(jnp.exp(out).sum(-1), jnp.ones(8), rtol=1e-5)
+
+
+def test_one_backward_pass_gives_mixture_and_standalone_gradients():
+    model = _model()
+    tx = alrao.alrao_sgd(jax.random.key(1), 1e-3, 1.0, N)
+    posterior_logits = jnp.array([1.0, 0.0, -0.5, 0.2])
+    state = _set_posterior(_state(model, tx), posterior_logits)
+    batch = _data(16, seed=3)
+    captured = {}
+
+    def capture_tx():
+        def update(updates, opt_state, params=None, **_):
+            captured["grads"] = updates
+            return updates, opt_state
+
+        return optax.GradientTransformationExtraArgs(lambda p: optax.EmptyState(), update)
+
+    step = alrao_step.make_alrao_train_step(model, capture_tx())
+    step(state.replace(opt_state=optax.EmptyState()), batch)
+    grads = captured["grads"]
+
+    log_a = jax.nn.log_softmax(posterior_logits)
+    head_apply = lambda hp, f: model.head.apply({"params": hp}, f, method="copy_outputs")
+
+    def features(body_params):
+        return model.apply(
+            {"params": {"body": body_params, "head": state.params["head"]}},
+            batch["x"],
+            method="features",
+        )
+
+    def mixture_loss(body_params):
+        logp = jax.nn.log_softmax(head_apply(state.params["head"], features(body_params)), -1)
+        picked = jnp.take_along_axis(
+            logp, jnp.broadcast_to(batch["y"][None, :, None], (N, 16, 1)), -1
+        )[..., 0]
+        return -jnp.mean(jax.nn.logsumexp(log_a[:, None] + picked, axis=0))
+
+    expected_body = jax.grad(mixture_loss)(state.params["body"])
+    chex.assert_trees_all_close(grads["body"], expected_body, rtol=1e-4, atol=1e-6)
+
+    f = features(state.params["body"])
+    for j in range(N):
+
+        def own_loss(copy_params, j=j):
+            hp = jax.tree.map(
+                lambda full, c, j=j: full.at[j].set(c), state.params["head"], copy_params
+            )
+            logits = head_apply(hp, f)[j]
+            return optax.softmax_cross_entropy_with_integer_labels(logits, batch["y"]).mean()
+
+        copy_params = jax.tree.map(lambda p, j=j: p[j], state.params["head"])
+        expected = jax.grad(own_loss)(copy_params)
+        got = jax.tree.map(lambda g, j=j: g[j], grads["head"])
+        chex.assert_trees_all_close(got, expected, rtol=1e-4, atol=1e-6)
+
+
+def test_single_copy_equal_rates_is_plain_sgd():
+    eta = 0.05
+    batch_stream = [_data(16, seed=s) for s in range(6)]
+    alrao_model = _model(num_copies=1)
+    plain_model = models.make_model("mlp", widths=(D,), num_classes=K)
+    tx_alrao = alrao.alrao_sgd(jax.random.key(0), eta, eta, num_copies=1)
+    tx_plain = optax.sgd(eta)
+    s_alrao = _state(alrao_model, tx_alrao)
+    s_plain = _state(plain_model, tx_plain)
+    # Same initial weights: the Alrao head's single copy takes the plain head's kernel and bias.
+    head = jax.tree.map(lambda p: p[None], s_plain.params["head"])
+    s_alrao = s_alrao.replace(params={"body": s_plain.params["body"], "head": {"copies": head}})
+    step_alrao = jax.jit(alrao_step.make_alrao_train_step(alrao_model, tx_alrao))
+    step_plain = jax.jit(make_train_step(plain_model, tx_plain))
+    for batch in batch_stream:
+        s_alrao, m_alrao = step_alrao(s_alrao, batch)
+        s_plain, m_plain = step_plain(s_plain, batch)
+        np.testing.assert_allclose(m_alrao["loss"], m_plain["loss"], rtol=1e-5)
+    chex.assert_trees_all_close(
+        s_alrao.params["body"], s_plain.params["body"], rtol=1e-5, atol=1e-7
+    )
+    chex.assert_trees_all_close(
+        s_alrao.params["head"]["copies"],
+        jax.tree.map(lambda p: p[None], s_plain.params["head"]),
+        rtol=1e-5,
+        atol=1e-7,
+    )
+
+
+def test_step_updates_switch_with_copy_log_likelihoods():
+    model = _model()
+    tx = alrao.alrao_sgd(jax.random.key(0), 1e-3, 1.0, N)
+    state = _state(model, tx)
+    batch = _data(16, seed=5)
+    new_state, metrics = jax.jit(alrao_step.make_alrao_train_step(model, tx))(state, batch)
+    variables = {"params": state.params, **state.model_state}
+    f = model.apply(variables, batch["x"], method="features")
+    logits = model.head.apply({"params": state.params["head"]}, f, method="copy_outputs")
+    ell = -jax.vmap(
+        lambda z: optax.softmax_cross_entropy_with_integer_labels(z, batch["y"]).mean()
+    )(logits)
+    expected = switch_lib.switch_update(switch_lib.switch_init(N), ell)
+    got = cc.get_switch_state(new_state.model_state)
+    chex.assert_trees_all_close(got.log_weights, expected.log_weights, rtol=1e-5, atol=1e-6)
+    assert int(got.step) == 2
+    chex.assert_trees_all_close(
+        metrics["posterior"], switch_lib.switch_posterior(expected), rtol=1e-5
+    )
+    chex.assert_trees_all_close(metrics["copy_losses"], -ell, rtol=1e-5)
+
+
+def test_step_compiles_once():
+    model = _model()
+    tx = alrao.alrao_sgd(jax.random.key(0), 1e-3, 1.0, N, momentum=0.9)
+    state = _state(model, tx)
+
+    @jax.jit
+    @chex.assert_max_traces(n=1)
+    def step(state, batch):
+        return alrao_step.make_alrao_train_step(model, tx)(state, batch)
+
+    for s in range(3):
+        state, _ = step(state, _data(16, seed=s))
+
+
+def test_large_lr_max_stays_finite_where_sgd_diverges():
+    batches = [_data(32, seed=s) for s in range(30)]
+    plain = models.make_model("mlp", widths=(D,), num_classes=K)
+    s_plain = _state(plain, optax.sgd(100.0))
+    step_plain = jax.jit(make_train_step(plain, optax.sgd(100.0)))
+    for b in batches:
+        s_plain, m_plain = step_plain(s_plain, b)
+    plain_loss = float(m_plain["loss"])
+    assert not math.isfinite(plain_loss) or plain_loss > 1.0  # plain SGD at rate 100 does not train
+
+    model = _model(num_copies=6)
+    tx = alrao.alrao_sgd(jax.random.key(0), 1e-3, 100.0, 6)
+    state = _state(model, tx)
+    step = jax.jit(alrao_step.make_alrao_train_step(model, tx))
+    for b in batches:
+        state, metrics = step(state, b)
+        assert np.isfinite(float(metrics["loss"]))
+    chex.assert_tree_all_finite(state.params["body"])
+    post = np.asarray(metrics["posterior"])
+    assert np.isfinite(post).all() and abs(post.sum() - 1) < 1e-5
+    out = model.apply({"params": state.params, **state.model_state}, batches[0]["x"])
+    assert np.isfinite(np.asarray(out)).all()
+
+
+def test_nonfinite_copy_is_dropped_and_frozen():
+    model = _model()
+    tx = alrao.alrao_sgd(jax.random.key(0), 1e-3, 1.0, N, momentum=0.9)
+    state = _state(model, tx)
+    head = jax.tree.map(lambda p: p.at[2].set(jnp.nan), state.params["head"])
+    state = state.replace(params={**state.params, "head": head})
+    batch = _data(16)
+    step = jax.jit(alrao_step.make_alrao_train_step(model, tx))
+    for _ in range(3):
+        state, metrics = step(state, batch)
+    chex.assert_tree_all_finite(state.params["body"])
+    assert float(metrics["posterior"][2]) == 0.0
+    assert int(metrics["num_dropped"]) == 1
+    assert np.isfinite(float(metrics["loss"]))
+    kept = jax.tree.map(lambda p: p[jnp.array([0, 1, 3])], state.params["head"])
+    chex.assert_tree_all_finite(kept)
+    out = model.apply({"params": state.params, **state.model_state}, batch["x"])
+    chex.assert_tree_all_finite(out)
+
+
+def test_regression_head_predicts_posterior_weighted_mean():
+    head = cc.AlraoHead(num_outputs=2, num_copies=3, task="regression", sigma=0.5)
+    model = models.make_model("mlp", widths=(4,), head=head)
+    x = jnp.asarray(np.random.default_rng(0).normal(size=(5, 3)), jnp.float32)
+    variables = model.init(jax.random.key(0), x)
+    logits = jnp.array([0.0, 1.0, -2.0])
+    sw = cc.get_switch_state(variables)
+    sw = sw._replace(log_weights=jnp.stack([jnp.log(0.5) + jax.nn.log_softmax(logits)] * 2))
+    variables = cc.set_switch_state(variables, sw)
+    pred = model.apply(variables, x)
+    f = model.apply(variables, x, method="features")
+    means = model.head.apply({"params": variables["params"]["head"]}, f, method="copy_outputs")
+    expected = jnp.einsum("j,jbk->bk", jax.nn.softmax(logits), means)
+    chex.assert_trees_all_close(pred, expected, rtol=1e-5, atol=1e-6)
+    # The loss: -mean log sum_j a_j N(y; mu_j, sigma^2).
+    y = jnp.ones((5, 2))
+    loss, aux = alrao.alrao_loss(
+        means, means, y, jax.nn.log_softmax(logits), jnp.ones(3, bool), task="regression", sigma=0.5
+    )
+    dens = jnp.exp(-0.5 * ((y[None] - means) / 0.5) ** 2) / (0.5 * math.sqrt(2 * math.pi))
+    mix = -jnp.mean(jnp.log(jnp.einsum("j,jb->b", jax.nn.softmax(logits), dens.prod(-1))))
+    np.testing.assert_allclose(float(aux["mixture_loss"]), float(mix), rtol=1e-5)
+
+
+def test_regression_training_step_learns():
+    head = cc.AlraoHead(num_outputs=1, num_copies=4, task="regression")
+    model = models.make_model("mlp", widths=(8,), head=head)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(64, 3)).astype(np.float32)
+    batch = {"x": x, "y": (x @ np.array([[1.0], [-2.0], [0.5]], np.float32))}
+    tx = alrao.alrao_sgd(jax.random.key(0), 1e-3, 0.3, 4)
+    state = create_train_state(model, tx, jax.random.key(0), x[:1])
+    step = jax.jit(alrao_step.make_alrao_train_step(model, tx, task="regression"))
+    first = None
+    for _ in range(150):
+        state, metrics = step(state, batch)
+        first = float(metrics["loss"]) if first is None else first
+    assert float(metrics["loss"]) < first - 0.5
+
+
+def test_suggest_lr_is_posterior_weighted_geometric_mean():
+    lrs = cc.copy_learning_rates(3, 1e-4, 1e-2)
+    np.testing.assert_allclose(cc.suggest_lr(lrs, jnp.array([0.0, 1.0, 0.0])), 1e-3, rtol=1e-5)
+    np.testing.assert_allclose(cc.suggest_lr(lrs, jnp.array([0.5, 0.0, 0.5])), 1e-3, rtol=1e-5)
+    np.testing.assert_allclose(cc.suggest_lr(lrs, jnp.array([0.25, 0.5, 0.25])), 1e-3, rtol=1e-5)
+    np.testing.assert_allclose(cc.suggest_lr(lrs, jnp.array([1.0, 0.0, 0.0])), 1e-4, rtol=1e-5)
+
+
+def test_fit_with_alrao_resumes_exactly(tmp_path):
+    splits = {"train": _data(64, 0), "validation": _data(32, 1), "test": _data(32, 2)}
+    model = _model()
+    tx = alrao.alrao_sgd(jax.random.key(7), 1e-3, 1.0, N, momentum=0.5)
+    step = alrao_step.make_alrao_train_step(model, tx)
+    config = LoopConfig(epochs=3, batch_size=16, progress=False, log_every=1)
+    straight = fit(model, tx, splits, config, tmp_path / "a", train_step=step)
+
+    def interrupt(s, m):
+        if s >= 6:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        fit(model, tx, splits, config, tmp_path / "b", train_step=step, callbacks=[interrupt])
+    resumed = fit(model, tx, splits, config, tmp_path / "b", train_step=step)
+    chex.assert_trees_all_equal(resumed.state.params, straight.state.params)
+    chex.assert_trees_all_equal(resumed.state.model_state, straight.state.model_state)
+    assert straight.summary["test_accuracy"] > 0.5
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(lr_min=0.0, lr_max=1.0), "lr_min"),
+        (dict(lr_min=-1e-3, lr_max=1.0), "lr_min"),
+        (dict(lr_min=1.0, lr_max=0.1), "lr_min"),
+        (dict(lr_min=1e-3, lr_max=float("inf")), "lr_max"),
+        (dict(lr_min=float("nan"), lr_max=1.0), "lr_min"),
+        (dict(lr_min=1e-3, lr_max=1.0, num_copies=0), "num_copies"),
+        (dict(lr_min=1e-3, lr_max=1.0, momentum=1.5), "momentum"),
+    ],
+)
+def test_bad_arguments_raise_at_construction(kwargs, match):
+    kwargs = {"num_copies": 3, **kwargs}
+    with pytest.raises(ValueError, match=match):
+        alrao.alrao_sgd(jax.random.key(0), **kwargs)
+
+
+def test_bad_head_arguments():
+    x = jnp.zeros((2, 3))
+    for kw, match in (
+        (dict(num_copies=0), "num_copies"),
+        (dict(theta=1.5), "theta"),
+        (dict(task="ranking"), "task"),
+        (dict(averaging="median"), "averaging"),
+    ):
+        model = models.make_model("mlp", widths=(4,), head=cc.AlraoHead(num_outputs=2, **kw))
+        with pytest.raises(ValueError, match=match):
+            model.init(jax.random.key(0), x)
+    with pytest.raises(ValueError, match="AlraoHead"):
+        alrao_step.make_alrao_train_step(
+            models.make_model("mlp", widths=(4,), num_classes=2), optax.sgd(0.1)
+        )
+
+
+def test_learning_rate_scale_schedule_divides_all_rates():
+    params = {
+        "body": {"Dense_0": {"kernel": jnp.ones((3, 4)), "bias": jnp.ones(4)}},
+        "head": {"copies": {"kernel": jnp.ones((2, 4, 3)), "bias": jnp.ones((2, 3))}},
+    }
+    grads = jax.tree.map(jnp.ones_like, params)
+    plain = alrao.alrao_sgd(jax.random.key(0), 1e-3, 1.0, 2)
+    scheduled = alrao.alrao_sgd(
+        jax.random.key(0), 1e-3, 1.0, 2, learning_rate_scale=lambda step: 1.0 / (1.0 + step)
+    )
+    s_plain, s_sched = plain.init(params), scheduled.init(params)
+    for t in range(3):
+        u_plain, s_plain = plain.update(grads, s_plain, params)
+        u_sched, s_sched = scheduled.update(grads, s_sched, params)
+        chex.assert_trees_all_close(
+            u_sched, jax.tree.map(lambda u, t=t: u / (1.0 + t), u_plain), rtol=1e-6
+        )
+
+
+def test_head_routing_by_path():
+    params = {
+        "body": {"Dense_0": {"kernel": jnp.ones((3, 4))}},
+        "head": {"copies": {"kernel": jnp.ones((2, 4, 3))}},
+    }
+    labels = alrao.head_label_fn()(params)
+    assert labels == {
+        "body": {"Dense_0": {"kernel": "body"}},
+        "head": {"copies": {"kernel": "head"}},
+    }
+    tx = alrao.alrao_sgd(jax.random.key(0), 1e-2, 1.0, 2)
+    updates, _ = tx.update(jax.tree.map(jnp.ones_like, params), tx.init(params), params)
+    np.testing.assert_allclose(
+        np.asarray(updates["head"]["copies"]["kernel"][:, 0, 0]), [-1e-2, -1.0], rtol=1e-6
+    )
+    body_rates = -np.asarray(updates["body"]["Dense_0"]["kernel"])
+    assert (body_rates >= 1e-2 - 1e-9).all() and (body_rates <= 1.0 + 1e-6).all()
+    assert len(np.unique(body_rates[0])) == 4  # one rate per feature (output unit)
+    np.testing.assert_allclose(body_rates, np.broadcast_to(body_rates[:1], body_rates.shape))
+
+
+def test_output_stays_finite_when_every_copy_is_dropped():
+    model = _model()
+    state = _state(model, optax.sgd(0.1))
+    head = jax.tree.map(lambda p: jnp.full_like(p, jnp.nan), state.params["head"])
+    variables = {"params": {**state.params, "head": head}, **state.model_state}
+    out = model.apply(variables, _data(8)["x"])
+    chex.assert_trees_all_close(out, jnp.full((8, K), -math.log(K)), rtol=1e-6)

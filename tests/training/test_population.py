@@ -1,0 +1,146 @@
+"""The vmapped learning-rate population: same trajectory per member as a single run, early stopping per
+member, resumption, language models and bad input."""
+
+from __future__ import annotations
+
+import chex
+import jax
+import numpy as np
+import optax
+import pytest
+
+from randlr_jax import models
+from randlr_jax.data import lm_batch_iterator
+from randlr_jax.training import LoopConfig, create_train_state, fit, make_train_step
+from randlr_jax.training._population import (
+    fit_population,
+    init_population,
+    make_population_optimizer,
+    member_history,
+)
+from tests.helpers import blob_splits
+
+
+def _model():
+    return models.make_model("mlp", num_classes=3, widths=(16,))
+
+
+def _config(**kw):
+    base = dict(
+        epochs=3, batch_size=16, eval_batch_size=24, progress=False, log_every=2, num_devices=1
+    )
+    base.update(kw)
+    return LoopConfig(**base)
+
+
+RATES = (0.01, 0.1, 0.5)
+
+
+def test_each_member_follows_the_single_run_at_its_rate(tmp_path):
+    splits, model, config = blob_splits(), _model(), _config()
+    pop = fit_population(model, RATES, splits, config, tmp_path / "pop")
+    assert len(pop.members) == len(RATES)
+    for k, rate in enumerate(RATES):
+        single = fit(model, optax.sgd(rate), splits, config, tmp_path / f"single{k}")
+        member_params = jax.tree.map(lambda x, k=k: x[k], pop.state.params)
+        chex.assert_trees_all_close(member_params, single.state.params, atol=1e-5, rtol=1e-5)
+        best = jax.tree.map(lambda x, k=k: x[k], pop.best_params)
+        chex.assert_trees_all_close(best, single.best_params, atol=1e-5, rtol=1e-5)
+        m = pop.members[k]
+        assert m["best_epoch"] == single.summary["best_epoch"]
+        np.testing.assert_allclose(m["test_loss"], single.summary["test_loss"], rtol=1e-5)
+        np.testing.assert_allclose(
+            [r["validation_loss"] for r in member_history(pop.history, k)],
+            [r["validation_loss"] for r in single.history],
+            rtol=1e-5,
+        )
+    # The rates differ, so the members must too (a population that ignored the rate would not).
+    assert len({round(m["best_validation_loss"], 6) for m in pop.members}) == len(RATES)
+    scores = [m["best_validation_loss"] for m in pop.members]
+    assert pop.summary["best_member"] == int(np.argmin(scores))
+    assert pop.summary["best_learning_rate"] == RATES[int(np.argmin(scores))]
+
+
+def test_early_stopping_is_per_member_and_freezes_the_stopped(tmp_path):
+    splits, model = blob_splits(), _model()
+    config = _config(epochs=6, patience=1)
+    rates = (0.1, 1e4)  # the second diverges: no finite validation loss, stops after one epoch
+    pop = fit_population(model, rates, splits, config, tmp_path / "pop")
+    diverged = pop.members[1]
+    assert diverged["epochs_run"] == 1
+    assert diverged["best_epoch"] == 0
+    assert pop.members[0]["epochs_run"] > 1
+    assert pop.summary["best_member"] == 0
+    single = fit(model, optax.sgd(1e4), splits, config, tmp_path / "single")
+    assert single.summary["epochs_run"] == diverged["epochs_run"]
+    # Frozen after its last epoch: the final state is the state after epoch 1.
+    one_epoch = fit_population(model, rates, splits, _config(epochs=1), tmp_path / "one")
+    chex.assert_trees_all_equal(
+        jax.tree.map(lambda x: x[1], pop.state.params),
+        jax.tree.map(lambda x: x[1], one_epoch.state.params),
+    )
+    assert [r["trained"] for r in pop.history][1] == [True, False]
+
+
+def test_resume_continues_exactly(tmp_path):
+    splits, model = blob_splits(), _model()
+    fit_population(model, RATES, splits, _config(epochs=2), tmp_path / "run")
+    resumed = fit_population(model, RATES, splits, _config(epochs=3), tmp_path / "run")
+    scratch = fit_population(model, RATES, splits, _config(epochs=3), tmp_path / "scratch")
+    assert len(resumed.history) == 3
+    chex.assert_trees_all_close(resumed.state.params, scratch.state.params, atol=1e-6)
+    assert [m["best_epoch"] for m in resumed.members] == [m["best_epoch"] for m in scratch.members]
+
+
+def test_other_optimizers_take_the_rate_per_member(tmp_path):
+    splits, model, config = blob_splits(), _model(), _config(epochs=2)
+    pop = fit_population(model, (1e-3, 1e-2), splits, config, tmp_path / "p", optimizer=optax.adam)
+    single = fit(model, optax.adam(1e-2), splits, config, tmp_path / "s")
+    chex.assert_trees_all_close(
+        jax.tree.map(lambda x: x[1], pop.state.params), single.state.params, atol=1e-5, rtol=1e-5
+    )
+
+
+def test_language_model_member_matches_a_manual_loop(tmp_path):
+    rng = np.random.default_rng(0)
+    tokens = rng.integers(0, 7, size=600).astype(np.int32)
+    splits = {"train": tokens, "validation": tokens[:200], "test": tokens[200:400]}
+    model = models.make_model(
+        "char_lstm", vocab_size=7, embed_dim=8, hidden_size=8, num_layers=1, dropout_rate=0.0
+    )
+    config = _config(epochs=1, batch_size=4, seq_len=10, eval_streams=2)
+    rates = (0.5, 2.0)
+    pop = fit_population(model, rates, splits, config, tmp_path / "lm", task="language_model")
+    assert all(np.isfinite(m["test_bits_per_char"]) for m in pop.members)
+    tx = optax.sgd(rates[1])
+    state = create_train_state(
+        model, tx, jax.random.key(config.seed), np.zeros((1, 10), np.int32),
+        carry=model.initial_carry(4),
+    )  # fmt: skip
+    step = jax.jit(make_train_step(model, tx, task="language_model"))
+    for batch in lm_batch_iterator(tokens, 4, 10):
+        state, _ = step(state, batch)
+    chex.assert_trees_all_close(
+        jax.tree.map(lambda x: x[1], pop.state.params), state.params, atol=1e-5, rtol=1e-5
+    )
+
+
+def test_init_population_stacks_members_with_their_rates():
+    model = _model()
+    tx = make_population_optimizer(optax.sgd)
+    state = init_population(model, tx, RATES, jax.random.key(0), np.zeros((1, 12), np.float32))
+    np.testing.assert_allclose(state.opt_state.hyperparams["learning_rate"], RATES, rtol=1e-7)
+    leaves = jax.tree.leaves(state.params)
+    assert all(leaf.shape[0] == len(RATES) for leaf in leaves)
+    np.testing.assert_array_equal(leaves[0][0], leaves[0][2])  # same initialisation
+
+
+@pytest.mark.parametrize("rates", [(), (0.1, -1.0), (0.1, float("nan")), ((0.1, 0.2),)])
+def test_bad_rates_raise(rates, tmp_path):
+    with pytest.raises(ValueError, match="learning_rates"):
+        fit_population(_model(), rates, blob_splits(), _config(), tmp_path)
+
+
+def test_optimizer_without_injected_rate_raises():
+    with pytest.raises(ValueError, match="tx must keep its learning rate"):
+        init_population(_model(), optax.sgd(0.1), RATES, jax.random.key(0), np.zeros((1, 12)))
