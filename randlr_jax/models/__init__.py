@@ -29,24 +29,24 @@ from typing import Any
 import flax.linen as nn
 import jax
 
-from ._common import check_positive_int
-from .char_lstm import CharLSTM as CharLSTM
-from .cnn1d import CNN1D as CNN1D
-from .googlenet import GoogLeNet as GoogLeNet
-from .googlenet import Inception as Inception
-from .mlp import MLP as MLP
-from .mobilenetv2 import InvertedResidual as InvertedResidual
-from .mobilenetv2 import MobileNetV2 as MobileNetV2
-from .resnet import BasicBlock as BasicBlock
-from .resnet import ResNet as ResNet
-from .split import Classifier as Classifier
-from .split import LanguageModel as LanguageModel
-from .vgg import VGG as VGG
-from .vgg import VGG_CONFIGS as VGG_CONFIGS
-from .word_lstm import WordLSTM as WordLSTM
-from .word_lstm import make_word_lstm
-from .wrn import WideBasicBlock as WideBasicBlock
-from .wrn import WideResNet as WideResNet
+from randlr_jax.models._char_lstm import CharLSTM as CharLSTM
+from randlr_jax.models._cnn1d import CNN1D as CNN1D
+from randlr_jax.models._common import check_positive_int
+from randlr_jax.models._googlenet import GoogLeNet as GoogLeNet
+from randlr_jax.models._googlenet import Inception as Inception
+from randlr_jax.models._mlp import MLP as MLP
+from randlr_jax.models._mobilenetv2 import InvertedResidual as InvertedResidual
+from randlr_jax.models._mobilenetv2 import MobileNetV2 as MobileNetV2
+from randlr_jax.models._resnet import BasicBlock as BasicBlock
+from randlr_jax.models._resnet import ResNet as ResNet
+from randlr_jax.models._split import Classifier as Classifier
+from randlr_jax.models._split import LanguageModel as LanguageModel
+from randlr_jax.models._vgg import VGG as VGG
+from randlr_jax.models._vgg import VGG_CONFIGS as VGG_CONFIGS
+from randlr_jax.models._word_lstm import WordLSTM as WordLSTM
+from randlr_jax.models._word_lstm import make_word_lstm as make_word_lstm
+from randlr_jax.models._wrn import WideBasicBlock as WideBasicBlock
+from randlr_jax.models._wrn import WideResNet as WideResNet
 
 ModelFactory = Callable[..., nn.Module]
 

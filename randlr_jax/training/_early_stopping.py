@@ -1,9 +1,13 @@
-"""Early stopping on validation loss with patience and best-epoch selection (host-side, once per epoch)."""
+"""Early stopping on validation loss with patience and best-epoch selection (host-side, once per epoch),
+for one run (:class:`EarlyStopping`) or per member of a population (:class:`MemberEarlyStopping`)."""
 
 from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Sequence
+
+import numpy as np
 
 
 @dataclasses.dataclass
@@ -53,3 +57,61 @@ class EarlyStopping:
         d = dict(d)
         d["best_value"] = float(d["best_value"])
         return cls(**d)
+
+
+@dataclasses.dataclass
+class MemberEarlyStopping:
+    """One :class:`EarlyStopping` per member of a population, with the interface of a single one.
+
+    A member that has stopped is no longer updated (its record stays as it stopped); the population stops
+    when every member has. ``update`` takes one value per member (or one for all) and returns which
+    members improved.
+
+    Example:
+      >>> stoppers = MemberEarlyStopping.create(2, patience=1)
+      >>> stoppers.update([3.0, float("nan")], 1).tolist(), stoppers.active.tolist()
+      ([True, False], [True, False])
+      >>> stoppers.update([2.0, 1.0], 2).tolist(), stoppers.best_epoch
+      ([True, False], [2, 0])
+    """
+
+    members: list[EarlyStopping]
+
+    @classmethod
+    def create(cls, num_members: int, patience: int | None = None) -> MemberEarlyStopping:
+        return cls([EarlyStopping(patience=patience) for _ in range(num_members)])
+
+    @property
+    def active(self) -> np.ndarray:
+        """``(K,)`` bool: the members still training."""
+        return np.array([not s.should_stop for s in self.members])
+
+    def update(self, values: float | Sequence[float], epoch: int) -> np.ndarray:
+        """Record epoch ``epoch``'s value of every active member; returns ``(K,)`` "is its new best"."""
+        active = self.active
+        improved = np.zeros(len(self.members), bool)
+        for k, stopper in enumerate(self.members):
+            if active[k]:
+                value = values[k] if isinstance(values, (list, tuple, np.ndarray)) else values
+                improved[k] = stopper.update(value, epoch)
+        return improved
+
+    @property
+    def should_stop(self) -> bool:
+        return not self.active.any()
+
+    @property
+    def best_epoch(self) -> list[int]:
+        return [s.best_epoch for s in self.members]
+
+    @property
+    def best_value(self) -> list[float]:
+        return [s.best_value for s in self.members]
+
+    def to_dict(self) -> list[dict]:
+        """The members' :meth:`EarlyStopping.to_dict`, a list (as ``fit_population``'s checkpoints hold)."""
+        return [s.to_dict() for s in self.members]
+
+    @classmethod
+    def from_dict(cls, d: list[dict]) -> MemberEarlyStopping:
+        return cls([EarlyStopping.from_dict(m) for m in d])

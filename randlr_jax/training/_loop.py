@@ -1,4 +1,5 @@
-"""``fit``: the resumable, data-parallel training loop shared by every experiment.
+"""``fit``: the resumable, data-parallel training loop shared by every experiment (one face of the epoch
+engine of :mod:`randlr_jax.training._engine`; :func:`~randlr_jax.training.fit_population` is the other).
 
 One call trains a model with any Optax transformation on in-memory splits, evaluates every epoch, writes
 metrics as JSON lines and a learning-curve PNG into ``workdir``, checkpoints with orbax (every epoch, every
@@ -11,31 +12,24 @@ and the dropout key lives in the state.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import functools
-import json
 import os
-import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import optax
-from tqdm.auto import tqdm
 
+from randlr_jax.training import _engine as engine
 from randlr_jax.training import _plotting as plotting
-from randlr_jax.training._checkpoint import Checkpointer
 from randlr_jax.training._early_stopping import EarlyStopping
-from randlr_jax.training._feed import SplitFeed, prefetch
-from randlr_jax.training._records import append_jsonl, decode_record, host_metrics, write_jsonl
-from randlr_jax.training._sharding import data_size, make_mesh, replicate, shard_batch, to_host
+from randlr_jax.training._engine import StepCallback
+from randlr_jax.training._feed import SplitFeed
+from randlr_jax.training._records import host_metrics
+from randlr_jax.training._sharding import replicate, shard_batch, to_host
 from randlr_jax.training._state import TrainState, create_train_state, unalias
-from randlr_jax.training._steps import TASKS, make_eval_step, make_train_step, summarize
-
-StepCallback = Callable[[int, dict], None]
+from randlr_jax.training._steps import make_eval_step, make_train_step, summarize
 
 
 @dataclasses.dataclass(frozen=True)
@@ -151,159 +145,76 @@ def fit(
     Returns:
       A :class:`FitResult`.
     """
-    if task not in TASKS:
-        raise ValueError(f"task must be one of {TASKS}, got {task!r}.")
-    if "train" not in splits:
-        raise ValueError(f"splits must contain 'train', got keys {sorted(splits)}.")
-    workdir = os.path.abspath(os.fspath(workdir))
-    os.makedirs(workdir, exist_ok=True)
-    mesh = make_mesh(config.num_devices, copies=config.copy_shards)
-    num_devices = mesh.devices.size
-    if config.batch_size % data_size(mesh):
-        raise ValueError(
-            f"batch_size {config.batch_size} must be a multiple of the number of data-parallel devices "
-            f"({data_size(mesh)})."
-        )
-    main_process = jax.process_index() == 0
-    ahead = config.prefetch
-    if ahead is None:
-        ahead = 0 if jax.default_backend() == "cpu" else 2
+    workdir, mesh = engine.prepare(splits, config, workdir, task, copies=config.copy_shards)
     data = SplitFeed(splits, config, task)
-
-    key = jax.random.key(config.seed)
     carry = None
     if task == "language_model":
         # Kept on the host: every epoch start puts fresh buffers on the devices (the step donates them).
         carry = jax.tree.map(np.asarray, model.initial_carry(config.batch_size))
-    state = create_train_state(model, tx, key, data.sample_input(), carry=carry)
+    state = create_train_state(
+        model, tx, jax.random.key(config.seed), data.sample_input(), carry=carry
+    )
     state = (place_state or replicate_state)(state, mesh)
-    if carry is not None:
-        state = state.replace(carry=unalias(shard_batch(carry, mesh)))
     step_fn = jax.jit(train_step or make_train_step(model, tx, task=task), donate_argnums=0)
     eval_fn = jax.jit(make_eval_step(model, task=task))
-
     stopper = EarlyStopping(patience=config.patience)
-    history: list[dict] = []
-    best = jax.tree.map(jnp.copy, {"params": state.params, "model_state": state.model_state})
-    checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"))
-    if checkpointer.latest_step() is not None:
-        (state, best), meta = checkpointer.restore((state, best))
-        history = [decode_record(h) for h in meta["history"]]
-        stopper = EarlyStopping.from_dict(meta["early_stopping"])
-    metrics_path = os.path.join(workdir, "metrics.jsonl")
-    if main_process:
-        write_jsonl(metrics_path, history)  # what is on disk matches the checkpoint we resume from
+    face = _Single(data, mesh, state, stopper, step_fn=step_fn, eval_fn=eval_fn, carry=carry)
 
-    steps_per_epoch = data.steps_per_epoch
-    total_steps = steps_per_epoch * config.epochs
-    start_step = int(state.step)
-    progress = tqdm(
-        total=total_steps,
-        initial=start_step,
-        unit="step",
-        desc=config.description,
-        disable=not config.progress or not main_process,
-        dynamic_ncols=True,
-        leave=True,
-    )
-
-    def save() -> None:
-        meta = {"history": history, "early_stopping": stopper.to_dict(), "step": int(state.step)}
-        checkpointer.save(int(state.step), (state, best), meta)
-
-    t_start = time.perf_counter()
-    steps_timed = 0
-    try:
-        while len(history) < config.epochs and not stopper.should_stop:
-            epoch = len(history)
-            epoch_end = steps_per_epoch * (epoch + 1)
-            losses = []
-            t_epoch = time.perf_counter()
-            step = int(state.step)
-            if task == "language_model" and step == steps_per_epoch * epoch:
-                state = state.replace(
-                    carry=unalias(shard_batch(carry, mesh))
-                )  # each epoch restarts the streams
-            batches = data.train_batches(epoch, start_batch=step - steps_per_epoch * epoch)
-            place = functools.partial(shard_batch, mesh=mesh)
-            if ahead:  # the next batches are gathered and placed while the current step runs
-                batches = prefetch(batches, size=ahead, transform=place)
-            else:
-                batches = (place(batch) for batch in batches)
-            with contextlib.closing(batches):  # stop the loader thread on interrupt
-                for batch in batches:
-                    state, metrics = step_fn(state, batch)
-                    losses.append(metrics["loss"])
-                    step += 1
-                    steps_timed += 1
-                    if (
-                        config.checkpoint_every_steps
-                        and step % config.checkpoint_every_steps == 0
-                        and step != epoch_end
-                    ):  # the epoch end saves anyway, with its metrics
-                        save()
-                    if step % config.log_every == 0 or step == epoch_end:
-                        host = host_metrics(to_host(metrics))
-                        rate = steps_timed / max(time.perf_counter() - t_start, 1e-9)
-                        progress.set_postfix(
-                            epoch=epoch + 1,
-                            loss=f"{host['loss']:.4f}",
-                            ex_per_s=f"{rate * config.batch_size:.0f}",
-                        )
-                        for callback in callbacks:
-                            callback(step, host)
-                    progress.update(1)
-            record = {
-                "epoch": epoch + 1,
-                "step": step,
-                "epoch_time_s": time.perf_counter() - t_epoch,
-            }
-            if losses:  # vector metrics of the epoch's last step (e.g. Alrao's posterior)
-                record.update(
-                    {
-                        f"last_{k}": v.tolist()
-                        for k, v in host_metrics(to_host(metrics)).items()
-                        if isinstance(v, np.ndarray)
-                    }
-                )
-            if losses:
-                train_losses = np.asarray(to_host(jnp.stack(losses)), np.float64)
-                record["train_loss"] = float(train_losses.mean())
-            for split in ("validation", "test"):
-                if split in splits:
-                    for name, value in _evaluate(data, split, state, eval_fn, mesh).items():
-                        record[f"{split}_{name}"] = value
-            improved = stopper.update(record.get("validation_loss", -float(epoch)), epoch + 1)
-            if improved:  # a copy: the state's own buffers are donated to the next step
-                best = jax.tree.map(
-                    jnp.copy, {"params": state.params, "model_state": state.model_state}
-                )
-            record["best_epoch"] = stopper.best_epoch
-            history.append(record)
-            if main_process:
-                append_jsonl(metrics_path, record)
-            save()
-    except KeyboardInterrupt:
-        save()
-        progress.close()
-        checkpointer.close()
-        raise
-    progress.close()
-    checkpointer.close()
-    wall = time.perf_counter() - t_start
-    summary = _summarize(history, stopper, splits, data, best, state, eval_fn, mesh)
+    run = engine.run(face, config, workdir, callbacks=callbacks)
+    summary = _summarize(face, run)
     summary.update(
-        steps_per_second=steps_timed / wall if steps_timed and wall > 0 else None,
-        wall_time_s=wall,
-        num_devices=num_devices,
+        steps_per_second=run.steps_per_second,
+        wall_time_s=run.wall_time_s,
+        num_devices=mesh.devices.size,
         device_kind=jax.devices()[0].device_kind,
     )
     summary.update(copy_shards=config.copy_shards, num_processes=jax.process_count())
-    if main_process:
-        with open(os.path.join(workdir, "results.json"), "w") as f:
-            json.dump(summary, f, indent=2)
-        plotting.learning_curves(history, os.path.join(workdir, "learning_curves.png"), task=task)
-    return FitResult(state, best["params"], best["model_state"], history, summary)
+    engine.write_results(workdir, summary)
+    if jax.process_index() == 0:
+        path = os.path.join(workdir, "learning_curves.png")
+        plotting.learning_curves(run.history, path, task=task)
+    best = run.best
+    return FitResult(run.state, best["params"], best["model_state"], run.history, summary)
+
+
+class _Single(engine.Face):
+    """:func:`fit`'s face: one state, one :class:`EarlyStopping`, scalar records."""
+
+    def __init__(self, data, mesh, state, stopper, *, step_fn, eval_fn, carry):
+        super().__init__(data, mesh, state, stopper)
+        self.step_fn, self.eval_fn = step_fn, eval_fn
+        self.carry = carry  # on the host
+        if carry is not None:
+            self.state = state.replace(carry=self.fresh_carry())
+
+    def fresh_carry(self) -> Any:
+        return None if self.carry is None else unalias(shard_batch(self.carry, self.mesh))
+
+    def train_step(self, state, batch):
+        return self.step_fn(state, batch)
+
+    def postfix(self, epoch, metrics, examples_per_s):
+        return {
+            "epoch": epoch + 1,
+            "loss": f"{metrics['loss']:.4f}",
+            "ex_per_s": f"{examples_per_s:.0f}",
+        }
+
+    def epoch_fields(self, metrics):
+        if metrics is None:
+            return {}
+        # vector metrics of the epoch's last step (e.g. Alrao's posterior)
+        return {
+            f"last_{k}": v.tolist()
+            for k, v in host_metrics(to_host(metrics)).items()
+            if isinstance(v, np.ndarray)
+        }
+
+    def evaluate(self, split, state):
+        return _evaluate(self.data, split, state, self.eval_fn, self.mesh)
+
+    def merge_best(self, improved, current, best):
+        return current
 
 
 def replicate_state(state: TrainState, mesh: Any) -> TrainState:
@@ -317,16 +228,17 @@ def replicate_state(state: TrainState, mesh: Any) -> TrainState:
     return replicate(state, mesh)
 
 
-def _summarize(history, stopper, splits, data, best, state, eval_fn, mesh) -> dict:
-    summary: dict[str, Any] = {"epochs_run": len(history), "best_epoch": stopper.best_epoch}
-    if "validation" in splits:
-        summary["best_validation_loss"] = stopper.best_value
-    if "test" in splits:
-        best_state = state.replace(params=best["params"], model_state=best["model_state"])
-        for name, value in _evaluate(data, "test", best_state, eval_fn, mesh).items():
+def _summarize(face: _Single, run: engine.Run) -> dict:
+    summary: dict[str, Any] = {"epochs_run": len(run.history), "best_epoch": run.stopper.best_epoch}
+    if "validation" in face.data.splits:
+        summary["best_validation_loss"] = run.stopper.best_value
+    if "test" in face.data.splits:
+        best = run.best
+        best_state = run.state.replace(params=best["params"], model_state=best["model_state"])
+        for name, value in face.evaluate("test", best_state).items():
             summary[f"test_{name}"] = value
-    if history:
-        summary["final"] = history[-1]
+    if run.history:
+        summary["final"] = run.history[-1]
     return summary
 
 

@@ -20,9 +20,10 @@ not improved for ``patience`` epochs is *frozen* (its state no longer changes, `
 done. Each member keeps its best-validation parameters, which are tested at the end (the paper's
 protocol, Blier et al. 2019, Section 3).
 
-:func:`fit_population` is the resumable epoch loop (orbax checkpoints through
-:class:`randlr_jax.training.Checkpointer`, ``metrics.jsonl``, ``results.json``); :func:`init_population`,
-:func:`make_population_train_step` and :func:`make_population_eval_step` are its pure building blocks.
+:func:`fit_population` is the resumable epoch loop (the epoch engine of :func:`~randlr_jax.training.fit`,
+:mod:`randlr_jax.training._engine`, with orbax checkpoints through :class:`randlr_jax.training.Checkpointer`,
+``metrics.jsonl``, ``results.json``); :func:`init_population`, :func:`make_population_train_step` and
+:func:`make_population_eval_step` are its pure building blocks.
 
 References:
   Blier, Wolinski, Ollivier, `Learning with Random Learning Rates <https://arxiv.org/abs/1810.01322>`_, 2019.
@@ -31,10 +32,8 @@ References:
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
-import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -42,24 +41,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from tqdm.auto import tqdm
 
-from randlr_jax.training._checkpoint import Checkpointer
-from randlr_jax.training._early_stopping import EarlyStopping
+from randlr_jax.training import _engine as engine
+from randlr_jax.training._early_stopping import MemberEarlyStopping
 from randlr_jax.training._feed import SplitFeed
 from randlr_jax.training._loop import LoopConfig
-from randlr_jax.training._records import append_jsonl, decode_record, encode_record, write_jsonl
-from randlr_jax.training._sharding import (
-    batch_sharded,
-    data_size,
-    make_mesh,
-    put_global,
-    replicate,
-    shard_batch,
-    to_host,
-)
+from randlr_jax.training._records import encode_record
+from randlr_jax.training._sharding import batch_sharded, put_global, replicate, to_host
 from randlr_jax.training._state import TrainState, create_train_state
-from randlr_jax.training._steps import TASKS, make_eval_step, make_train_step, summarize
+from randlr_jax.training._steps import make_eval_step, make_train_step, summarize
 
 OptimizerFactory = Callable[..., optax.GradientTransformation]
 
@@ -260,10 +250,11 @@ def fit_population(
     """Train one member per learning rate, all at once, resuming from ``workdir`` if possible.
 
     Same data order, evaluation, early stopping and best-epoch selection as
-    :func:`randlr_jax.training.fit` with ``config``, per member. Data parallel over ``config.num_devices``
-    devices (all by default, every process's): each batch is split over the devices and shared by the
-    members; the population is replicated. ``config.checkpoint_every_steps`` and ``config.copy_shards``
-    are ignored: checkpoints are written at every epoch's end and on ``KeyboardInterrupt``.
+    :func:`randlr_jax.training.fit` with ``config``, per member (the same epoch engine runs both). Data
+    parallel over ``config.num_devices`` devices (all by default, every process's): each batch is split
+    over the devices and shared by the members; the population is replicated. Checkpoints are written at
+    every epoch's end, every ``config.checkpoint_every_steps`` steps and on ``KeyboardInterrupt``;
+    ``config.prefetch`` prepares the batches ahead as for ``fit``. ``config.copy_shards`` is ignored.
 
     Args:
       model: a Flax ``Classifier`` (classification) or ``LanguageModel`` (``task="language_model"``).
@@ -282,21 +273,9 @@ def fit_population(
       >>> result = fit_population(model, [1e-3, 1e-2, 1e-1], splits, LoopConfig(epochs=5), "runs/grid")
       >>> result.summary["best_learning_rate"]
     """
-    if task not in TASKS:
-        raise ValueError(f"task must be one of {TASKS}, got {task!r}.")
-    if "train" not in splits:
-        raise ValueError(f"splits must contain 'train', got keys {sorted(splits)}.")
     rates = _check_rates(learning_rates)
     num_members = len(rates)
-    workdir = os.path.abspath(os.fspath(workdir))
-    os.makedirs(workdir, exist_ok=True)
-    mesh = make_mesh(config.num_devices)
-    if config.batch_size % data_size(mesh):
-        raise ValueError(
-            f"batch_size {config.batch_size} must be a multiple of the number of data-parallel devices "
-            f"({data_size(mesh)})."
-        )
-    main_process = jax.process_index() == 0
+    workdir, mesh = engine.prepare(splits, config, workdir, task)
     data = _PopulationData(splits, config, task, mesh)
     tx = make_population_optimizer(optimizer, **(optimizer_kwargs or {}))
 
@@ -309,112 +288,20 @@ def fit_population(
     # Members replicated; the carries ``(K, B, ...)`` split along their batch axis like the batches.
     initial_carry = None if carry is None else to_host(state.carry)
     state = replicate(state.replace(carry=None), mesh)
-    if initial_carry is not None:
-        state = state.replace(carry=data.shard_carry(initial_carry))
-    step_fn = jax.jit(make_population_train_step(model, tx, task=task), donate_argnums=0)
-    eval_fn = jax.jit(make_population_eval_step(model, task=task))
-
-    stoppers = [EarlyStopping(patience=config.patience) for _ in range(num_members)]
-    history: list[dict] = []
-    global_step = 0
-    best = jax.tree.map(jnp.copy, {"params": state.params, "model_state": state.model_state})
-    checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"))
-    if checkpointer.latest_step() is not None:
-        (state, best), meta = checkpointer.restore((state, best))
-        history = [decode_record(h) for h in meta["history"]]
-        stoppers = [EarlyStopping.from_dict(d) for d in meta["early_stopping"]]
-        global_step = int(meta["global_step"])
-    metrics_path = os.path.join(workdir, "metrics.jsonl")
-    if main_process:
-        write_jsonl(metrics_path, history)
-
-    steps_per_epoch = data.steps_per_epoch
-    progress = tqdm(
-        total=steps_per_epoch * config.epochs,
-        initial=global_step,
-        unit="step",
-        desc=config.description,
-        disable=not config.progress or not main_process,
-        dynamic_ncols=True,
-        leave=True,
+    face = _Population(
+        data,
+        mesh,
+        state,
+        MemberEarlyStopping.create(num_members, patience=config.patience),
+        step_fn=jax.jit(make_population_train_step(model, tx, task=task), donate_argnums=0),
+        eval_fn=jax.jit(make_population_eval_step(model, task=task)),
+        carry=initial_carry,
+        rates=rates,
     )
 
-    def active_mask() -> np.ndarray:
-        return np.array([not s.should_stop for s in stoppers])
-
-    def save() -> None:
-        meta = {
-            "history": [encode_record(h) for h in history],
-            "early_stopping": [s.to_dict() for s in stoppers],
-            "global_step": global_step,
-        }
-        checkpointer.save(global_step, (state, best), meta)
-
-    t_start = time.perf_counter()
-    steps_timed = 0
-    try:
-        while len(history) < config.epochs and active_mask().any():
-            epoch = len(history)
-            active = active_mask()
-            active_device = replicate(active, mesh)
-            t_epoch = time.perf_counter()
-            start_batch = global_step - steps_per_epoch * epoch
-            if initial_carry is not None and start_batch == 0:  # each epoch restarts the streams
-                state = state.replace(carry=data.shard_carry(initial_carry))
-            losses = []
-            for batch in data.train_batches(epoch, start_batch):
-                state, metrics = step_fn(state, shard_batch(batch, mesh), active_device)
-                losses.append(metrics["loss"])
-                global_step += 1
-                steps_timed += 1
-                if global_step % config.log_every == 0:
-                    progress.set_postfix(
-                        epoch=epoch + 1, active=int(active.sum()), best_loss=_min_loss(metrics)
-                    )
-                progress.update(1)
-            record: dict[str, Any] = {
-                "epoch": epoch + 1,
-                "step": global_step,
-                "epoch_time_s": time.perf_counter() - t_epoch,
-                "learning_rate": rates.tolist(),
-                "trained": active.tolist(),
-            }
-            if losses:
-                train = np.asarray(to_host(jnp.stack(losses)), np.float64)  # (S, K)
-                record["train_loss"] = train.mean(axis=0).tolist()
-            for split in ("validation", "test"):
-                if split in splits:
-                    for name, values in data.evaluate(split, state, eval_fn).items():
-                        record[f"{split}_{name}"] = values
-            improved = np.zeros(num_members, bool)
-            for k, stopper in enumerate(stoppers):
-                if active[k]:
-                    value = (
-                        record["validation_loss"][k]
-                        if "validation_loss" in record
-                        else -float(epoch)
-                    )
-                    improved[k] = stopper.update(value, epoch + 1)
-            if improved.any():
-                current = {"params": state.params, "model_state": state.model_state}
-                best = jax.tree.map(
-                    jnp.copy, _where_active(replicate(improved, mesh), current, best)
-                )
-            record["best_epoch"] = [s.best_epoch for s in stoppers]
-            history.append(record)
-            if main_process:
-                append_jsonl(metrics_path, record)
-            save()
-            progress.set_postfix(epoch=epoch + 1, active=int(active_mask().sum()))
-    except KeyboardInterrupt:
-        save()
-        progress.close()
-        checkpointer.close()
-        raise
-    progress.close()
-    checkpointer.close()
-    wall = time.perf_counter() - t_start
-
+    run = engine.run(face, config, workdir)
+    stoppers = run.stopper.members
+    history = run.history
     members = [
         {
             "learning_rate": float(rates[k]),
@@ -427,8 +314,9 @@ def fit_population(
         for k, stopper in enumerate(stoppers):
             members[k]["best_validation_loss"] = stopper.best_value
     if "test" in splits:
-        best_state = state.replace(params=best["params"], model_state=best["model_state"])
-        for name, values in data.evaluate("test", best_state, eval_fn).items():
+        best = run.best
+        best_state = run.state.replace(params=best["params"], model_state=best["model_state"])
+        for name, values in face.evaluate("test", best_state).items():
             for k in range(num_members):
                 members[k][f"test_{name}"] = values[k]
     for k in range(num_members):
@@ -437,8 +325,8 @@ def fit_population(
             members[k]["final"] = trained[-1]
     summary = {
         "learning_rates": rates.tolist(),
-        "wall_time_s": wall,
-        "steps_per_second": steps_timed / wall if steps_timed and wall > 0 else None,
+        "wall_time_s": run.wall_time_s,
+        "steps_per_second": run.steps_per_second,
         "device_kind": jax.devices()[0].device_kind,
         "num_devices": int(mesh.devices.size),
         "num_members": num_members,
@@ -449,16 +337,57 @@ def fit_population(
         summary.update(best_member=best_member, best_learning_rate=float(rates[best_member]))
     else:
         summary.update(best_member=None, best_learning_rate=None)
-    if main_process:
-        with open(os.path.join(workdir, "results.json"), "w") as f:
-            json.dump(encode_record({"summary": summary, "members": members}), f, indent=2)
+    engine.write_results(workdir, encode_record({"summary": summary, "members": members}))
     return PopulationResult(
-        state, best["params"], best["model_state"], rates, history, members, summary
+        run.state, run.best["params"], run.best["model_state"], rates, history, members, summary
     )
 
 
+class _Population(engine.Face):
+    """:func:`fit_population`'s face: ``K`` stacked members, one :class:`EarlyStopping` each (a stopped
+    member is frozen by the step's ``active`` mask), per-member lists in the records."""
+
+    step_key = "global_step"  # ``state.step`` is per member (and stands still for a frozen one)
+
+    def __init__(self, data, mesh, state, stopper, *, step_fn, eval_fn, carry, rates):
+        super().__init__(data, mesh, state, stopper)
+        self.step_fn, self.eval_fn = step_fn, eval_fn
+        self.carry = carry  # ``(K, B, ...)`` on the host
+        self.rates = rates
+        if carry is not None:
+            self.state = state.replace(carry=self.fresh_carry())
+        self.active = None
+
+    def begin_epoch(self, stopper: MemberEarlyStopping) -> None:
+        self.active = stopper.active  # fixed for the epoch: members stop at its end
+        self.active_device = replicate(self.active, self.mesh)
+
+    def fresh_carry(self) -> Any:
+        return None if self.carry is None else self.data.shard_carry(self.carry)
+
+    def train_step(self, state, batch):
+        return self.step_fn(state, batch, self.active_device)
+
+    def postfix(self, epoch, metrics, examples_per_s):
+        return {
+            "epoch": epoch + 1,
+            "active": int(self.active.sum()),
+            "best_loss": _min_loss(metrics),
+            "ex_per_s": f"{examples_per_s:.0f}",
+        }
+
+    def epoch_fields(self, metrics):
+        return {"learning_rate": self.rates.tolist(), "trained": self.active.tolist()}
+
+    def evaluate(self, split, state):
+        return self.data.evaluate(split, state, self.eval_fn)
+
+    def merge_best(self, improved, current, best):
+        return _where_active(replicate(improved, self.mesh), current, best)
+
+
 def _min_loss(metrics: dict) -> str:
-    losses = np.asarray(to_host(metrics["loss"]), np.float64)
+    losses = np.asarray(metrics["loss"], np.float64)
     finite = losses[np.isfinite(losses)]
     return f"{finite.min():.4f}" if finite.size else "nan"
 

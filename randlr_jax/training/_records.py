@@ -28,7 +28,7 @@ def encode_record(obj: Any) -> Any:
     if isinstance(obj, (list, tuple)):
         return [encode_record(v) for v in obj]
     if isinstance(obj, float) and not math.isfinite(obj):
-        return repr(obj)
+        return repr(float(obj))  # "nan", also for a numpy float (whose repr is "np.float64(nan)")
     return obj
 
 

@@ -144,3 +144,38 @@ def test_bad_rates_raise(rates, tmp_path):
 def test_optimizer_without_injected_rate_raises():
     with pytest.raises(ValueError, match="tx must keep its learning rate"):
         init_population(_model(), optax.sgd(0.1), RATES, jax.random.key(0), np.zeros((1, 12)))
+
+
+def test_step_checkpoints_and_prefetch_resume_a_crash_exactly(tmp_path, monkeypatch):
+    """The engine gives the population ``fit``'s ``checkpoint_every_steps`` and ``prefetch``: a run that
+    crashes mid-epoch resumes from its last step checkpoint (a frozen member included) to the
+    uninterrupted run."""
+    from randlr_jax.training import Checkpointer
+    from randlr_jax.training._feed import SplitFeed
+
+    splits, model = blob_splits(), _model()
+    rates = (0.1, 0.5, 1e4)  # the last diverges: frozen from epoch 2 on (patience=1)
+    straight = fit_population(model, rates, splits, _config(patience=1), tmp_path / "straight")
+    config = _config(patience=1, checkpoint_every_steps=4, prefetch=2)
+    load = SplitFeed.train_batches
+
+    def crashing(self, epoch, start_batch=0):
+        for i, batch in enumerate(load(self, epoch, start_batch), start=start_batch):
+            if epoch == 1 and i == 4:  # 6 steps an epoch: after step 10, past the step-8 checkpoint
+                raise RuntimeError("loader crashed")
+            yield batch
+
+    with monkeypatch.context() as patch:
+        patch.setattr(SplitFeed, "train_batches", crashing)
+        with pytest.raises(RuntimeError, match="loader crashed"):
+            fit_population(model, rates, splits, config, tmp_path / "crashed")
+    with Checkpointer(tmp_path / "crashed" / "checkpoints") as ckpt:
+        assert ckpt.latest_step() == 8
+    assert len((tmp_path / "crashed" / "metrics.jsonl").read_text().splitlines()) == 1
+    resumed = fit_population(model, rates, splits, config, tmp_path / "crashed")
+    chex.assert_trees_all_equal(resumed.state.params, straight.state.params)
+    chex.assert_trees_all_equal(resumed.best_params, straight.best_params)
+    assert [r["trained"] for r in resumed.history] == [r["trained"] for r in straight.history]
+    assert [r["trained"][2] for r in resumed.history][:2] == [True, False]
+    for key in ("epochs_run", "best_epoch", "best_validation_loss", "test_loss"):
+        assert [m[key] for m in resumed.members] == [m[key] for m in straight.members], key

@@ -8,7 +8,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from ._common import check_dropout_rate, check_positive_int
+from randlr_jax.models._common import check_dropout_rate, check_positive_int
 
 # One (c, h) pair per layer, each (B, hidden_size) float32.
 LSTMCarry = tuple[tuple[jax.Array, jax.Array], ...]

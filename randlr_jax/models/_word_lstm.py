@@ -6,9 +6,9 @@ from typing import Any
 
 import flax.linen as nn
 
-from ._common import check_positive_int
-from .char_lstm import CharLSTM
-from .split import LanguageModel
+from randlr_jax.models._char_lstm import CharLSTM
+from randlr_jax.models._common import check_positive_int
+from randlr_jax.models._split import LanguageModel
 
 
 class WordLSTM(CharLSTM):

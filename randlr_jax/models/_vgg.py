@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import flax.linen as nn
 import jax
 
-from ._common import batch_norm, check_width_multiplier, conv3x3, scale_width
+from randlr_jax.models._common import batch_norm, check_width_multiplier, conv3x3, scale_width
 
 # "M" is a 2x2 max-pool with stride 2; an int is conv3x3(int) + BatchNorm + ReLU.
 # fmt: off

@@ -6,7 +6,12 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from ._common import batch_norm, check_width_multiplier, global_avg_pool, scale_width
+from randlr_jax.models._common import (
+    batch_norm,
+    check_width_multiplier,
+    global_avg_pool,
+    scale_width,
+)
 
 # Inception widths: (n1x1, n3x3_reduce, n3x3, n5x5_reduce, n5x5, pool_proj); the output width is
 # n1x1 + n3x3 + n5x5 + pool_proj.

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import flax.linen as nn
 import jax
 
-from ._common import (
+from randlr_jax.models._common import (
     batch_norm,
     check_positive_ints,
     check_width_multiplier,

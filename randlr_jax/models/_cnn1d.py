@@ -6,7 +6,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from ._common import check_positive_int, check_width_multiplier, scale_width
+from randlr_jax.models._common import check_positive_int, check_width_multiplier, scale_width
 
 
 class CNN1D(nn.Module):

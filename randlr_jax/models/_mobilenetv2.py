@@ -5,7 +5,12 @@ from __future__ import annotations
 import flax.linen as nn
 import jax
 
-from ._common import batch_norm, check_width_multiplier, global_avg_pool, scale_width
+from randlr_jax.models._common import (
+    batch_norm,
+    check_width_multiplier,
+    global_avg_pool,
+    scale_width,
+)
 
 # (expansion, out_planes, num_blocks, stride); the second stage's stride is 1 (2 on ImageNet).
 MOBILENETV2_CIFAR_CFG: tuple[tuple[int, int, int, int], ...] = (

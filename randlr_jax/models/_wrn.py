@@ -5,7 +5,12 @@ from __future__ import annotations
 import flax.linen as nn
 import jax
 
-from ._common import batch_norm, check_dropout_rate, check_positive_int, global_avg_pool
+from randlr_jax.models._common import (
+    batch_norm,
+    check_dropout_rate,
+    check_positive_int,
+    global_avg_pool,
+)
 
 # He-normal with fan-out, as the authors' implementation initialises its convolutions.
 _conv_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
