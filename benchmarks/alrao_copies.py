@@ -32,7 +32,7 @@ import numpy as np
 import optax
 
 import randlr_jax
-from benchmarks import common
+from benchmarks import common, report
 from randlr_jax import models
 from randlr_jax.alrao import make_alrao_train_step
 from randlr_jax.training import create_train_state, make_train_step
@@ -184,7 +184,7 @@ def run(sizes: str, results_dir: str | None = None) -> dict:
 
 
 def main(argv=None) -> dict:
-    return common.size_set_main(__doc__.splitlines()[0], run, "alrao_copies_section", argv)
+    return common.size_set_main(__doc__.splitlines()[0], run, report.alrao_copies_section, argv)
 
 
 if __name__ == "__main__":

@@ -294,19 +294,22 @@ def log(message: str) -> None:
 
 
 def size_set_main(
-    description: str, run: Callable[[str], dict], section: str, argv: Sequence[str] | None
+    description: str,
+    run: Callable[[str, str | None], dict],
+    render: Callable[[dict], str],
+    argv: Sequence[str] | None,
 ) -> dict:
     """The command line of a benchmark that measures one size set: ``--sizes``, then print its section.
 
-    ``section`` names the renderer in :mod:`benchmarks.report` (e.g. ``"lr_grid_section"``). A ``quick``
-    run writes under ``runs/bench_quick/results`` (as ``run_all --quick``), never over the report's inputs.
+    ``render`` is the benchmark's section renderer in :mod:`benchmarks.report` (e.g.
+    ``report.lr_grid_section``), passed in by the caller: this module imports no other benchmark module
+    (``report`` imports it). A ``quick`` run writes under ``runs/bench_quick/results`` (as
+    ``run_all --quick``), never over the report's inputs.
     """
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--sizes", choices=SIZE_SETS, default=default_size_set())
     args = parser.parse_args(argv)
     results_dir = os.path.join("runs", "bench_quick", "results") if args.sizes == "quick" else None
     payload = run(args.sizes, results_dir)
-    from benchmarks import report
-
-    print(getattr(report, section)(payload))
+    print(render(payload))
     return payload

@@ -36,7 +36,7 @@ import time
 import jax
 import optax
 
-from benchmarks import common
+from benchmarks import common, report
 from randlr_jax import data, models
 from randlr_jax.training import LoopConfig, create_train_state, make_train_step
 from randlr_jax.training._feed import SplitFeed, prefetch
@@ -162,7 +162,7 @@ def run(sizes: str, results_dir: str | None = None) -> dict:
 
 
 def main(argv=None) -> dict:
-    return common.size_set_main(__doc__.splitlines()[0], run, "input_pipeline_section", argv)
+    return common.size_set_main(__doc__.splitlines()[0], run, report.input_pipeline_section, argv)
 
 
 if __name__ == "__main__":

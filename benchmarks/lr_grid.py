@@ -28,7 +28,7 @@ import time
 import numpy as np
 import optax
 
-from benchmarks import common
+from benchmarks import common, report
 from randlr_jax import data, models
 from randlr_jax.training import LoopConfig, fit
 from randlr_jax.training._population import fit_population
@@ -107,7 +107,7 @@ def run(sizes: str, results_dir: str | None = None) -> dict:
 
 
 def main(argv=None) -> dict:
-    return common.size_set_main(__doc__.splitlines()[0], run, "lr_grid_section", argv)
+    return common.size_set_main(__doc__.splitlines()[0], run, report.lr_grid_section, argv)
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from benchmarks import common
+from benchmarks import common, report
 from randlr_jax import data, models
 from randlr_jax.noh import _meta_training as mt
 from randlr_jax.noh import _noh as noh
@@ -183,7 +183,7 @@ def run(sizes: str, results_dir: str | None = None) -> dict:
 
 
 def main(argv=None) -> dict:
-    return common.size_set_main(__doc__.splitlines()[0], run, "noh_section", argv)
+    return common.size_set_main(__doc__.splitlines()[0], run, report.noh_section, argv)
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import randlr_jax
-from benchmarks import alrao_step, common
+from benchmarks import alrao_step, common, report
 
 SIZES = {
     "accelerator": {
@@ -113,7 +113,7 @@ def run(sizes: str, results_dir: str | None = None) -> dict:
 
 
 def main(argv=None) -> dict:
-    return common.size_set_main(__doc__.splitlines()[0], run, "switch_update_section", argv)
+    return common.size_set_main(__doc__.splitlines()[0], run, report.switch_update_section, argv)
 
 
 if __name__ == "__main__":

@@ -36,26 +36,26 @@ import os
 import time
 from typing import Any
 
+import jax
+import jax.numpy as jnp
 import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
+import optax
 
-matplotlib.use("Agg")
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import optax  # noqa: E402
-
-from experiments import alrao_compare as ac  # noqa: E402
+from experiments import alrao_compare as ac
+from experiments._cli import nonnegative_int, override, positive_float, positive_int
 from randlr_jax import AlraoHead
-from randlr_jax import models as rmodels  # noqa: E402
-from randlr_jax.alrao import sample_feature_lrs, scale_by_lr_tree  # noqa: E402
-from randlr_jax.training import distributed  # noqa: E402
+from randlr_jax import models as rmodels
+from randlr_jax.alrao import sample_feature_lrs, scale_by_lr_tree
+from randlr_jax.training import distributed
 
 COMMANDS = ("per_weight", "fraction", "adam", "wider", "params")
 
 
 def _base(args, setting: ac.Setting, description: str):
-    epochs = setting.quick_epochs if args.quick else (args.epochs or setting.epochs)
+    # --epochs wins over --quick's budget, as in alrao_compare and demo.
+    epochs = override(args.epochs, setting.quick_epochs if args.quick else setting.epochs)
     config = ac.train_config(
         setting, args.seed, epochs=epochs, description=description, mesh=args.mesh_spec
     )
@@ -144,7 +144,13 @@ def fraction(args, setting: ac.Setting, workdir: str) -> dict:
         rates = fraction_learning_rates(key, shapes, args.eta0, p)
         trained = _trained_fraction(rates["body"], shapes["body"])
         tx = optax.chain(scale_by_lr_tree(rates), optax.scale(-1.0))
-        run = ac.run_single(setting, config, os.path.join(workdir, f"p{p:g}"), tx)
+        run = ac.run_single(
+            setting,
+            config,
+            os.path.join(workdir, f"p{p:g}"),
+            tx,
+            run_info={"optimizer": "sgd_feature_fraction", "learning_rate": args.eta0, "p": p},
+        )
         rows.append({"p": p, "trained_weight_fraction": trained, **_result(run, args.metric)})
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.plot(fractions, _nan([r["test_loss"] for r in rows]), marker="o", label="test")
@@ -358,13 +364,18 @@ def _cell(value) -> str:
 
 
 def main(argv=None) -> dict:
+    matplotlib.use("Agg")  # figures go to files; the entry point, not an import, picks the backend
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("command", choices=COMMANDS + ("all",))
     parser.add_argument("--workdir", default="runs/alrao_appendix")
     parser.add_argument("--setting", default="mnist1d_mlp", choices=sorted(ac.SETTINGS))
-    parser.add_argument("--epochs", type=int, default=None, help="override the setting's epochs")
-    parser.add_argument("--eta0", type=float, default=0.1, help="SGD rate of the fraction study")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--epochs", type=positive_int, default=None, help="override the setting's epochs"
+    )
+    parser.add_argument(
+        "--eta0", type=positive_float, default=0.1, help="SGD rate of the fraction study"
+    )
+    parser.add_argument("--seed", type=nonnegative_int, default=0)
     parser.add_argument("--quick", action="store_true", help="fewer cases, 1-2 epochs")
     distributed.add_arguments(parser)
     args = parser.parse_args(argv)

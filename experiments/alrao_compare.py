@@ -34,21 +34,21 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+import jax
 import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
+import optax
 
-matplotlib.use("Agg")
-import jax  # noqa: E402
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import optax  # noqa: E402
-
-from randlr_jax import alrao  # noqa: E402
-from randlr_jax.runner import TrainConfig  # noqa: E402
-from randlr_jax.runner._runner import build_model, load_splits, write_config  # noqa: E402
+from experiments._cli import nonnegative_int, override, positive_int, require_distinct
+from randlr_jax import alrao
+from randlr_jax.runner import TrainConfig
+from randlr_jax.runner._runner import build_model, load_splits, record_run
 from randlr_jax.training import LoopConfig, distributed, fit
-from randlr_jax.training._population import fit_population, member_history  # noqa: E402
+from randlr_jax.training._population import fit_population, member_history
 
 SGD_GRID = (1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0)
+ADAM_LR = 1e-3  # Adam with its defaults (the paper's baseline)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -245,7 +245,8 @@ def run_alrao(
     )
     splits, spec, task = splits_of(setting, config)
     model, tx, step = build_alrao(config, spec, task)
-    write_config(workdir, config)
+    # Refuses a workdir holding a run of other settings; config.json says what runs.
+    record_run(workdir, config, model=model, tx=tx, splits=splits, task=task, train_step=step)
     return fit(
         model,
         tx,
@@ -260,12 +261,30 @@ def run_alrao(
 
 
 def run_single(
-    setting: Setting, config: TrainConfig, workdir: str, tx: optax.GradientTransformation
+    setting: Setting,
+    config: TrainConfig,
+    workdir: str,
+    tx: optax.GradientTransformation,
+    *,
+    run_info: dict,
 ):
-    """One plain run of ``setting`` with ``tx`` (the splits cut as :func:`splits_of`)."""
+    """One plain run of ``setting`` with ``tx`` (the splits cut as :func:`splits_of`).
+
+    ``run_info`` says what ``tx`` is (``{"optimizer": "adam", "learning_rate": 1e-3}``): ``config.json``
+    records it instead of ``config``'s optimizer, and the run directory's record includes it.
+    """
     splits, spec, task = splits_of(setting, config)
     model = build_model(config, spec)
-    write_config(workdir, config)
+    record_run(
+        workdir,
+        config,
+        model=model,
+        tx=tx,
+        splits=splits,
+        task=task,
+        run_info=run_info,
+        overridden=True,
+    )
     return fit(model, tx, splits, config.loop, workdir, task=task)
 
 
@@ -279,7 +298,18 @@ def run_grid(
     """The SGD grid (or another optimizer's rates) as one vmapped population."""
     splits, spec, task = splits_of(setting, config)
     model = build_model(config, spec)
-    write_config(workdir, config)
+    name = getattr(optimizer, "__name__", None) or repr(optimizer)
+    record_run(
+        workdir,
+        config,
+        model=model,
+        tx=optimizer,
+        splits=splits,
+        task=task,
+        learning_rates=rates,
+        run_info={"optimizer": name, "learning_rates": [float(r) for r in rates]},
+        overridden=True,
+    )
     return fit_population(
         model, rates, splits, config.loop, workdir, task=task, optimizer=optimizer
     )
@@ -332,7 +362,8 @@ def compare_setting(
             setting,
             base.replace(loop=dataclasses.replace(base.loop, description=f"{name} s{seed} Adam")),
             os.path.join(root, "adam"),
-            optax.adam(1e-3),
+            optax.adam(ADAM_LR),
+            run_info={"optimizer": "adam", "learning_rate": ADAM_LR},
         )
         alrao = run_alrao(
             setting,
@@ -517,7 +548,13 @@ def time_sequential(
     vmapped = time.perf_counter() - t0
     t0 = time.perf_counter()
     for lr in SGD_GRID:
-        run_single(setting, base, os.path.join(root, f"sgd_{lr:g}_{time.time_ns()}"), optax.sgd(lr))
+        run_single(
+            setting,
+            base,
+            os.path.join(root, f"sgd_{lr:g}_{time.time_ns()}"),
+            optax.sgd(lr),
+            run_info={"optimizer": "sgd", "learning_rate": lr},
+        )
     sequential = time.perf_counter() - t0
     return {
         "setting": name,
@@ -532,16 +569,19 @@ def time_sequential(
 
 
 def main(argv=None) -> dict:
+    matplotlib.use("Agg")  # figures go to files; the entry point, not an import, picks the backend
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", default="runs/alrao_compare")
     parser.add_argument(
         "--settings", nargs="+", default=list(DEFAULT_SETTINGS), choices=sorted(SETTINGS)
     )
-    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    parser.add_argument("--epochs", type=int, default=None, help="override every setting's epochs")
+    parser.add_argument("--seeds", nargs="+", type=nonnegative_int, default=[0, 1, 2])
+    parser.add_argument(
+        "--epochs", type=positive_int, default=None, help="override every setting's epochs"
+    )
     parser.add_argument(
         "--lm-train-chars",
-        type=int,
+        type=nonnegative_int,
         default=None,
         help="char LSTM: training characters read (default 70,000; 0: all)",
     )
@@ -553,6 +593,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--quick", action="store_true", help="one seed, 1-2 epochs, tiny LM text")
     distributed.add_arguments(parser)
     args = parser.parse_args(argv)  # fmt: skip
+    require_distinct(parser, "--seeds", args.seeds)
     mesh = distributed.from_args(args)
     os.makedirs(args.workdir, exist_ok=True)
     seeds = args.seeds[:1] if args.quick else args.seeds
@@ -571,7 +612,7 @@ def main(argv=None) -> dict:
                 chars = 3_000 if chars is None else chars
             if chars is not None:
                 setting = dataclasses.replace(setting, max_train_tokens=chars or None)
-        epochs = args.epochs or (setting.quick_epochs if args.quick else setting.epochs)
+        epochs = override(args.epochs, setting.quick_epochs if args.quick else setting.epochs)
         results[name] = compare_setting(
             name, setting, seeds, args.workdir, epochs=epochs, mesh=mesh
         )
@@ -579,7 +620,7 @@ def main(argv=None) -> dict:
     if args.time_sequential and results:
         name = next(iter(results))
         setting = SETTINGS[name]
-        epochs = args.epochs or (setting.quick_epochs if args.quick else 10)
+        epochs = override(args.epochs, setting.quick_epochs if args.quick else 10)
         timing = time_sequential(name, setting, args.workdir, epochs=epochs, mesh=mesh)
         with open(os.path.join(args.workdir, "timing.json"), "w") as f:
             json.dump(timing, f, indent=2)

@@ -24,31 +24,32 @@ import os
 import time
 
 import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from experiments import alrao_compare as ac  # noqa: E402
-from randlr_jax.training import distributed  # noqa: E402
+from experiments import alrao_compare as ac
+from experiments._cli import nonnegative_int, positive_float, positive_int, require_distinct
+from randlr_jax.training import distributed
 
 
 def main(argv=None) -> dict:
+    matplotlib.use("Agg")  # figures go to files; the entry point, not an import, picks the backend
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", default="runs/alrao_interval")
     parser.add_argument("--setting", default="mnist1d_mlp", choices=sorted(ac.SETTINGS))
     parser.add_argument(
         "--rates",
         nargs="+",
-        type=float,
+        type=positive_float,
         default=[1e-5, 1e-3, 1e-1, 10.0],
         help="interval end points (each pair lr_min <= lr_max is one run)",
     )
-    parser.add_argument("--epochs", type=int, default=15)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--epochs", type=positive_int, default=15)
+    parser.add_argument("--seed", type=nonnegative_int, default=0)
     parser.add_argument("--quick", action="store_true", help="rates 1e-2 1, one epoch")
     distributed.add_arguments(parser)
     args = parser.parse_args(argv)
+    require_distinct(parser, "--rates", args.rates)
     mesh = distributed.from_args(args)
     rates = sorted([1e-2, 1.0] if args.quick else args.rates)
     epochs = 1 if args.quick else args.epochs

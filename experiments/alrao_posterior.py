@@ -26,25 +26,25 @@ import os
 import time
 
 import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from experiments import alrao_compare as ac  # noqa: E402
-from randlr_jax.alrao import copy_learning_rates, suggest_lr  # noqa: E402
-from randlr_jax.training import distributed  # noqa: E402
+from experiments import alrao_compare as ac
+from experiments._cli import nonnegative_int, positive_int
+from randlr_jax.alrao import copy_learning_rates, suggest_lr
+from randlr_jax.training import distributed
 
 
 def main(argv=None) -> dict:
+    matplotlib.use("Agg")  # figures go to files; the entry point, not an import, picks the backend
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", default="runs/alrao_posterior")
     parser.add_argument("--setting", default="mnist1d_mlp", choices=sorted(ac.SETTINGS))
-    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--epochs", type=positive_int, default=10)
     parser.add_argument(
-        "--log-every", type=int, default=5, help="record the posterior every N steps"
+        "--log-every", type=positive_int, default=5, help="record the posterior every N steps"
     )
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=nonnegative_int, default=0)
     parser.add_argument("--quick", action="store_true", help="one epoch")
     distributed.add_arguments(parser)
     args = parser.parse_args(argv)
@@ -76,7 +76,7 @@ def main(argv=None) -> dict:
             f.write(json.dumps(entry) + "\n")
 
     run = ac.run_alrao(setting, config, os.path.join(args.workdir, "run"), callbacks=[record])
-    rates = copy_learning_rates(setting.num_copies, setting.lr_min, setting.lr_max)
+    rates = copy_learning_rates(setting.lr_min, setting.lr_max, setting.num_copies)
     trace = _read_trace(trace_path)
     epochs_posterior = [r["last_posterior"] for r in run.history if "last_posterior" in r]
     final = (

@@ -65,21 +65,22 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+import jax
+import jax.numpy as jnp
 import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
+import optax
 
-matplotlib.use("Agg")
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import optax  # noqa: E402
-
-from experiments.alrao_compare import fmt, mean_std, write_results  # noqa: E402
-from randlr_jax import (
-    alrao,
-    models,  # noqa: E402
+from experiments._cli import (
+    nonnegative_int,
+    positive_float,
+    positive_int,
+    require_distinct,
 )
-from randlr_jax import data as rdata  # noqa: E402
+from experiments.alrao_compare import fmt, mean_std, write_results
+from randlr_jax import alrao, models
+from randlr_jax import data as rdata
 from randlr_jax.alrao import _optimizers as _alrao
 from randlr_jax.alrao._copies import (
     AlraoHead,
@@ -87,10 +88,10 @@ from randlr_jax.alrao._copies import (
     copy_learning_rates,
     suggest_lr,
 )
-from randlr_jax.alrao._step import make_alrao_train_step  # noqa: E402
-from randlr_jax.training import LoopConfig, distributed, fit  # noqa: E402
-from randlr_jax.training._state import create_train_state  # noqa: E402
-from randlr_jax.training._steps import make_train_step  # noqa: E402
+from randlr_jax.alrao._step import make_alrao_train_step
+from randlr_jax.training import LoopConfig, check_or_write, distributed, fingerprint, fit
+from randlr_jax.training._state import create_train_state
+from randlr_jax.training._steps import make_train_step
 
 ALL_DEVICES = distributed.MeshSpec()  # --mesh auto: every device, data parallel
 
@@ -205,6 +206,20 @@ def build(
     raise ValueError(f"method must be one of {method_names(setting)}, got {method!r}.")
 
 
+def method_info(setting: Setting, method: str) -> dict[str, Any]:
+    """What ``method`` trains with, as recorded in its run directory's ``run.json``."""
+    if method == "alrao_sgd":
+        return {
+            "optimizer": "alrao_sgd",
+            "lr_min": setting.lr_min,
+            "lr_max": setting.lr_max,
+            "num_copies": setting.num_copies,
+        }
+    if method == "adam":
+        return {"optimizer": "adam", "learning_rate": setting.adam_lr}
+    return {"optimizer": "sgd", "learning_rate": float(method[len("sgd_") :])}
+
+
 def parameter_counts(
     setting: Setting, vocab_size: int, copy_chunk_size: int | None = None
 ) -> dict[str, Any]:
@@ -289,6 +304,17 @@ def run_method(
         description=f"s{seed} {method}",
     )
     os.makedirs(workdir, exist_ok=True)
+    # A workdir holding a run of other settings is refused (not resumed under the new ones).
+    record = fingerprint(
+        loop,
+        task="language_model",
+        model=model,
+        splits=splits,
+        optimizer=tx,
+        train_step=step,
+        run_info={"method": method, **method_info(setting, method)},
+    )
+    check_or_write(workdir, record, section="experiment")
     trace = LossTrace(os.path.join(workdir, "train_trace.jsonl"))
     result = fit(
         model,
@@ -318,7 +344,7 @@ def run_method(
     }
     if method == "alrao_sgd":
         posterior = np.asarray(result.history[-1].get("last_posterior", []), np.float64)
-        rates = copy_learning_rates(setting.num_copies, setting.lr_min, setting.lr_max)
+        rates = copy_learning_rates(setting.lr_min, setting.lr_max, setting.num_copies)
         out["copy_learning_rates"] = rates.tolist()
         out["final_posterior"] = posterior.tolist()
         if posterior.size == rates.size and posterior.sum() > 0:
@@ -467,31 +493,25 @@ def learning_curves_figure(setting: Setting, runs: dict, path: str, vocab_size: 
     return path
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
-    return value
-
-
 def main(argv: Sequence[str] | None = None) -> dict:
+    matplotlib.use("Agg")  # figures go to files; the entry point, not an import, picks the backend
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", default="runs/alrao_word_lm")
     parser.add_argument("--setting", default="default", choices=sorted(SETTINGS))
     parser.add_argument("--quick", action="store_true", help="the 'quick' setting (< 1 min, CPU)")
-    parser.add_argument("--seeds", nargs="+", type=int, default=[0])
-    parser.add_argument("--epochs", type=_positive_int, default=None, help="override the epochs")
-    parser.add_argument("--batch-size", type=_positive_int, default=None, help="token streams")
-    parser.add_argument("--sgd-rates", nargs="+", type=float, default=None)
+    parser.add_argument("--seeds", nargs="+", type=nonnegative_int, default=[0])
+    parser.add_argument("--epochs", type=positive_int, default=None, help="override the epochs")
+    parser.add_argument("--batch-size", type=positive_int, default=None, help="token streams")
+    parser.add_argument("--sgd-rates", nargs="+", type=positive_float, default=None)
     parser.add_argument(
         "--copy-chunk-size",
-        type=_positive_int,
+        type=positive_int,
         default=None,
         help="compute the Alrao copies this many at a time (less memory)",
     )
     parser.add_argument(
         "--time-steps",
-        type=int,
+        type=nonnegative_int,
         default=0,
         help="also time this many compiled steps of each method",
     )
@@ -504,6 +524,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
     parser.add_argument("--no-progress", action="store_true")
     distributed.add_arguments(parser)
     args = parser.parse_args(argv)  # fmt: skip
+    require_distinct(parser, "--seeds", args.seeds)
+    require_distinct(parser, "--sgd-rates", args.sgd_rates)
     mesh = distributed.from_args(args)
     setting = SETTINGS["quick" if args.quick else args.setting]
     overrides = {

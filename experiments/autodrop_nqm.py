@@ -29,14 +29,13 @@ import time
 import jax
 import jax.numpy as jnp
 import matplotlib
+import matplotlib.pyplot as plt
 import numpy as np
 import optax
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
-from randlr_jax import autodrop  # noqa: E402
-from randlr_jax.autodrop import _noisy_quadratic as nqm  # noqa: E402
+from experiments._cli import int_at_least, nonnegative_int, override
+from randlr_jax import autodrop
+from randlr_jax.autodrop import _noisy_quadratic as nqm
 
 RATES = (0.06, 0.03, 0.01, 0.001)
 WINDOW = 20
@@ -139,16 +138,19 @@ def summarize(runs: dict, tail: int) -> list[dict]:
 
 
 def main(argv=None) -> dict:
+    matplotlib.use("Agg")  # figures go to files; the entry point, not an import, picks the backend
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", default="runs/autodrop_nqm", help="output directory")
     parser.add_argument("--quick", action="store_true", help="short runs (smoke test)")
-    parser.add_argument("--steps", type=int, default=None, help="iterations of Fig. 1 / Fig. 3")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--steps", type=int_at_least(2), default=None, help="iterations of Fig. 1 / Fig. 3"
+    )
+    parser.add_argument("--seed", type=nonnegative_int, default=0)
     args = parser.parse_args(argv)
     os.makedirs(args.workdir, exist_ok=True)
     t0 = time.perf_counter()
     problem = nqm.seed_problem()
-    steps = args.steps or (600 if args.quick else 20_000)
+    steps = override(args.steps, 600 if args.quick else 20_000)
     chains, chain_steps = (4, 200) if args.quick else (32, 4000)
     runs = trajectories(problem, steps, args.seed)
     table = stationary_table(problem, chains, chain_steps, args.seed + 1)

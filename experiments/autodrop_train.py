@@ -44,16 +44,22 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import matplotlib
+import matplotlib.pyplot as plt
 import numpy as np
 import optax
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
+from experiments._cli import nonnegative_int, positive_float, positive_int
 from randlr_jax import autodrop, models
-from randlr_jax import data as rdata  # noqa: E402
+from randlr_jax import data as rdata
 from randlr_jax.autodrop import get_autodrop_state
-from randlr_jax.training import LoopConfig, distributed, fit, make_train_step  # noqa: E402
+from randlr_jax.training import (
+    LoopConfig,
+    check_or_write,
+    distributed,
+    fingerprint,
+    fit,
+    make_train_step,
+)
 
 ALL_DEVICES = distributed.MeshSpec()  # --mesh auto: every device, data parallel
 
@@ -161,23 +167,42 @@ def make_tx(
 
 
 def logged_step(model: Any, tx: optax.GradientTransformation):
-    """The standard step plus AutoDrop's state as a vector metric (the loop keeps the epoch's last one)."""
-    step = make_train_step(model, tx)
+    """The standard step plus AutoDrop's state as a vector metric (the loop keeps the epoch's last one).
 
-    def train_step(state, batch):
-        state, metrics = step(state, batch)
-        ad = get_autodrop_state(state.opt_state)
-        metrics["autodrop"] = jnp.stack(
-            [
-                ad.learning_rate,
-                ad.angle,
-                ad.drop_phase.astype(jnp.float32),
-                ad.num_drops.astype(jnp.float32),
-            ]
-        )
-        return state, metrics
+    ``autodrop``: ``[learning_rate, angle, drop_phase, num_drops]`` of the optimizer state after the step.
+    """
 
-    return train_step
+    def autodrop_metrics(state, new_state, batch, aux):
+        ad = get_autodrop_state(new_state.opt_state)
+        return {
+            "autodrop": jnp.stack(
+                [
+                    ad.learning_rate,
+                    ad.angle,
+                    ad.drop_phase.astype(jnp.float32),
+                    ad.num_drops.astype(jnp.float32),
+                ]
+            )
+        }
+
+    return make_train_step(model, tx, extra_metrics=autodrop_metrics)
+
+
+# The Setup fields a run of each kind depends on (besides data, model and loop): its run record.
+_COMMON_FIELDS = ("momentum", "weight_decay")
+_METHOD_FIELDS = {
+    "baseline": ("baseline_drop_factor", "baseline_milestones"),
+    "autodrop": ("min_learning_rate", "threshold", "max_threshold", "drop_delay"),
+}
+
+
+def method_info(setup: Setup, method: str, learning_rate: float) -> dict[str, Any]:
+    """What a run of ``method`` trains with (recorded in its directory's ``run.json``)."""
+    kind = "baseline" if method == "baseline" else "autodrop"
+    info: dict[str, Any] = {"optimizer": method, "learning_rate": learning_rate}
+    for name in _COMMON_FIELDS + _METHOD_FIELDS[kind]:
+        info[name] = getattr(setup, name)
+    return info
 
 
 def run_one(
@@ -205,7 +230,19 @@ def run_one(
         copy_shards=mesh.copies,
     )
     train_step = None if method == "baseline" else logged_step(model, tx)
-    result = fit(model, tx, splits, config, os.path.join(workdir, name), train_step=train_step)
+    run_dir = os.path.join(workdir, name)
+    # A directory holding a run of other settings (e.g. another --threshold) is refused, not resumed.
+    record = fingerprint(
+        config,
+        task="classification",
+        model=model,
+        splits=splits,
+        optimizer=tx,
+        train_step=train_step,
+        run_info=method_info(setup, method, learning_rate),
+    )
+    check_or_write(run_dir, record, section="experiment")
+    result = fit(model, tx, splits, config, run_dir, train_step=train_step)
     history = result.history
     if method == "baseline":
         schedule = baseline_schedule(setup, learning_rate, steps_per_epoch)
@@ -240,15 +277,18 @@ def run_one(
 
 
 def main(argv=None) -> dict:
+    matplotlib.use("Agg")  # figures go to files; the entry point, not an import, picks the backend
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", default="runs/autodrop_train", help="run directory (resumes)")
     parser.add_argument("--preset", default="mnist1d_cnn", choices=sorted(PRESETS))
     parser.add_argument("--quick", action="store_true", help="2 runs of 3 epochs (smoke test)")
-    parser.add_argument("--epochs", type=int, default=None)
-    parser.add_argument("--seeds", type=int, default=None, help="number of seeds")
-    parser.add_argument("--threshold", type=float, default=None, help="theta_0 in degrees")
-    parser.add_argument("--max-threshold", type=float, default=None, help="theta_max in degrees")
-    parser.add_argument("--drop-delay", type=int, default=None, help="n_d in epochs")
+    parser.add_argument("--epochs", type=positive_int, default=None)
+    parser.add_argument("--seeds", type=positive_int, default=None, help="number of seeds")
+    parser.add_argument("--threshold", type=positive_float, default=None, help="theta_0 in degrees")
+    parser.add_argument(
+        "--max-threshold", type=positive_float, default=None, help="theta_max in degrees"
+    )
+    parser.add_argument("--drop-delay", type=nonnegative_int, default=None, help="n_d in epochs")
     distributed.add_arguments(parser)
     args = parser.parse_args(argv)
     mesh = distributed.from_args(args)

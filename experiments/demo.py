@@ -22,23 +22,29 @@ import json
 import os
 import time
 
+import matplotlib
+
 from experiments import alrao_compare
+from experiments._cli import nonnegative_int, override, positive_int
 from randlr_jax.training import distributed
 
 
 def main(argv=None) -> dict:
+    matplotlib.use("Agg")  # figures go to files; the entry point, not an import, picks the backend
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", default="runs/demo", help="run directory (resumes if present)")
     parser.add_argument("--quick", action="store_true", help="2 epochs instead of 30 (smoke test)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--epochs", type=int, default=None, help="override the number of epochs")
+    parser.add_argument("--seed", type=nonnegative_int, default=0)
+    parser.add_argument(
+        "--epochs", type=positive_int, default=None, help="override the number of epochs"
+    )
     distributed.add_arguments(parser)
     args = parser.parse_args(argv)
     mesh = distributed.from_args(args)
     os.makedirs(args.workdir, exist_ok=True)
     t0 = time.perf_counter()
     setting = dataclasses.replace(alrao_compare.SETTINGS["mnist1d_mlp"], epochs=30)
-    epochs = args.epochs or (setting.quick_epochs if args.quick else setting.epochs)
+    epochs = override(args.epochs, setting.quick_epochs if args.quick else setting.epochs)
     result = alrao_compare.compare_setting(
         "mnist1d_mlp", setting, [args.seed], args.workdir, epochs=epochs, mesh=mesh
     )

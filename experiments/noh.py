@@ -34,19 +34,18 @@ import time
 import jax
 import jax.numpy as jnp
 import matplotlib
+import matplotlib.pyplot as plt
 import numpy as np
 import optax
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
-import randlr_jax  # noqa: E402
+import randlr_jax
+from experiments._cli import positive_float
 from randlr_jax import data, models
-from randlr_jax.noh import _hypergradient as hd  # noqa: E402
-from randlr_jax.noh import _meta_training as mt  # noqa: E402
+from randlr_jax.noh import _hypergradient as hd
+from randlr_jax.noh import _meta_training as mt
 from randlr_jax.noh import _noh as noh
-from randlr_jax.training import distributed, make_mesh  # noqa: E402
-from randlr_jax.training._sharding import batch_sharded, replicate  # noqa: E402
+from randlr_jax.training import apply_step, check_or_write, distributed, make_mesh
+from randlr_jax.training._sharding import batch_sharded, replicate
 
 PAPER_META_LR = 1e-7
 
@@ -238,8 +237,7 @@ def _train_curve(tx, model, params, splits, config, key, evaluate, trace_fn=None
             params, state = carry
             batch = constrain(jax.tree.map(lambda a: a[idx], train))
             grads = jax.grad(loss_fn)(params, batch)
-            updates, state = tx.update(grads, state, params)
-            params = optax.apply_updates(params, updates)
+            params, state = apply_step(tx, params, state, grads)
             traced = trace_fn(state) if trace_fn is not None else jnp.zeros((0,))
             return (params, state), traced
 
@@ -379,11 +377,15 @@ def _figures(results: dict, config: Config, workdir: str) -> tuple[str, str]:
 
 
 def main(argv=None) -> dict:
+    matplotlib.use("Agg")  # figures go to files; the entry point, not an import, picks the backend
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", default="runs/noh", help="run directory (resumes if present)")
     parser.add_argument("--quick", action="store_true", help="tiny sizes (smoke test, seconds)")
     parser.add_argument(
-        "--meta-learning-rate", type=float, default=None, help="override the meta learning rate"
+        "--meta-learning-rate",
+        type=positive_float,
+        default=None,
+        help="override the meta learning rate",
     )
     distributed.add_arguments(parser)
     args = parser.parse_args(argv)
@@ -395,6 +397,8 @@ def main(argv=None) -> dict:
     if args.meta_learning_rate is not None:
         config = dataclasses.replace(config, meta_learning_rate=args.meta_learning_rate)
     os.makedirs(args.workdir, exist_ok=True)
+    # Phases already done are loaded: a workdir holding them for other settings is refused instead.
+    check_or_write(args.workdir, {"config": dataclasses.asdict(config)}, section="experiment")
     t0 = time.perf_counter()
     trained = meta_train_all(config, args.workdir, mesh=mesh)
     results = {}

@@ -43,18 +43,25 @@ from typing import Any
 
 import jax
 import matplotlib
+import matplotlib.pyplot as plt
 import numpy as np
 import optax
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
-from randlr_jax import data as rdata  # noqa: E402
-from randlr_jax.cyclical import _range_test as rt  # noqa: E402
-from randlr_jax.cyclical import _schedules as schedules  # noqa: E402
-from randlr_jax.models import make_model  # noqa: E402
+from experiments._cli import positive_int
+from randlr_jax import data as rdata
+from randlr_jax.cyclical import _range_test as rt
+from randlr_jax.cyclical import _schedules as schedules
+from randlr_jax.models import make_model
 from randlr_jax.runner import TrainConfig, train_and_evaluate
-from randlr_jax.training import LoopConfig, create_train_state, distributed, fit, make_mesh
+from randlr_jax.training import (
+    LoopConfig,
+    check_or_write,
+    create_train_state,
+    distributed,
+    fingerprint,
+    fit,
+    make_mesh,
+)
 
 MODELS = {"mlp": {"widths": (100, 100)}, "cnn1d": {}}
 # Test accuracy whose first epoch is reported as the "time to target" (about 90% of what the best
@@ -192,16 +199,25 @@ def record(history: list[dict], summary: dict, target: float, steps_per_epoch: i
 
 
 def main(argv=None) -> dict:
+    matplotlib.use("Agg")  # figures go to files; the entry point, not an import, picks the backend
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
         "--workdir", default="runs/smith", help="run directory (resumes if present)"
     )
     parser.add_argument("--quick", action="store_true", help="MLP only, 1 epoch (smoke test)")
+    parser.add_argument(
+        "--epochs", type=positive_int, default=None, help="override the training epochs"
+    )
     distributed.add_arguments(parser)
     args = parser.parse_args(argv)
     mesh = distributed.from_args(args)
     s = settings(args.quick)
+    if args.epochs is not None:
+        s = dataclasses.replace(s, epochs=args.epochs)
     os.makedirs(args.workdir, exist_ok=True)
+    # Finished range tests and runs are read back: a workdir holding them for other settings (e.g. a
+    # --quick one) is refused instead.
+    check_or_write(args.workdir, {"settings": dataclasses.asdict(s)}, section="experiment")
     t0 = time.perf_counter()
     loop = LoopConfig(
         epochs=s.epochs,
@@ -231,7 +247,17 @@ def main(argv=None) -> dict:
         rows = {}
         for run_name, run in schedule_runs(with_momentum, total_steps, s).items():
             config = dataclasses.replace(loop, description=f"{model_name} {run_name}")
-            result = fit(model, run["tx"], splits, config, os.path.join(model_dir, _slug(run_name)))
+            run_dir = os.path.join(model_dir, _slug(run_name))
+            record = fingerprint(
+                config,
+                task="classification",
+                model=model,
+                splits=splits,
+                optimizer=run["tx"],
+                run_info={"optimizer": run["kind"], "rates": run["rates"]},
+            )
+            check_or_write(run_dir, record, section="experiment")
+            result = fit(model, run["tx"], splits, config, run_dir)
             rows[run_name] = {
                 "rates": run["rates"],
                 "kind": run["kind"],

@@ -1,13 +1,16 @@
-"""Contract cases of issue 6: SGD-HD, Adam-HD, Adam with NOH rates and the Andrychowicz LSTM optimizer."""
+"""Contract cases of issue 6: SGD-HD, Adam-HD, the generic hypergradient descent, Adam with NOH rates, the
+Andrychowicz LSTM optimizer and the shipped (pretrained) learned optimizers."""
 
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import optax
 
 from randlr_jax.noh import _hypergradient as hypergradient
 from randlr_jax.noh import _lstm_optimizer as lstm_optimizer
 from randlr_jax.noh import _noh as noh
+from randlr_jax.noh import _pretrained as pretrained
 from tests.helpers import ContractCase as Case
 
 # An untrained proposer starts at its initial rate; 0.02 lets Adam reach the quadratic's minimum in time.
@@ -47,6 +50,15 @@ def _noh(update_every=3, b1=0.9):
     return noh.noh_adam(NOH_PARAMS, proposer=NOH_PROPOSER, update_every=update_every, b1=b1)
 
 
+def _hypergradient_momentum(hypergradient_lr, learning_rate=0.05):
+    """The generic form over a direction of its own (heavy-ball momentum)."""
+    return hypergradient.hypergradient_descent(optax.trace(0.5), learning_rate, hypergradient_lr)
+
+
+def _pretrained_noh(b1=0.9):
+    return pretrained.pretrained_optimizer("noh_mnist1d", b1=b1)
+
+
 CASES = [
     Case(
         "noh_sgd_hd",
@@ -60,6 +72,11 @@ CASES = [
         steps_to_converge=600,
     ),
     Case(
+        "noh_hypergradient_descent_momentum",
+        lambda: _hypergradient_momentum(1e-3),
+        inject=(_hypergradient_momentum, dict(learning_rate=0.05), "hypergradient_lr", 1e-2),
+    ),
+    Case(
         "noh_adam_s3",
         _noh,
         inject=(_noh, dict(update_every=3), "b1", 0.5),
@@ -69,5 +86,14 @@ CASES = [
         "noh_lstm_optimizer_sign_descent",
         lambda: lstm_optimizer.lstm_optimizer(SIGN_PARAMS, proposer=SIGN_PROPOSER),
         steps_to_converge=600,
+    ),
+    Case(  # the shipped NOH weights (kind "noh": Adam with the LSTM's rates)
+        "noh_pretrained_noh_mnist1d",
+        _pretrained_noh,
+        inject=(_pretrained_noh, {}, "b1", 0.5),
+    ),
+    Case(  # the shipped LSTM-optimizer weights (kind "dmopt")
+        "noh_pretrained_dmopt_mnist1d",
+        lambda: pretrained.pretrained_optimizer("dmopt_mnist1d"),
     ),
 ]

@@ -27,6 +27,17 @@ from tests.helpers import ContractCase as Case
 
 KEY = jax.random.key(0)
 
+
+def alrao_base_momentum(momentum, nesterov=False):
+    """``alrao_base`` over (Nesterov) momentum; ``momentum`` may be injected (traced)."""
+    return features.alrao_base(optax.trace(momentum, nesterov=nesterov), KEY, 0.02, 0.2)
+
+
+def alrao_base_adam(b1):
+    """``alrao_base`` over Adam's direction; ``b1`` may be injected (traced)."""
+    return features.alrao_base(optax.scale_by_adam(b1=b1), KEY, 0.01, 0.1)
+
+
 CASES = [
     Case(
         "scale_by_feature_lrs",
@@ -80,9 +91,16 @@ CASES = [
         lambda: optax.chain(features.scale_by_lr_tree(_rate_tree()), optax.scale(-1.0)),
     ),
     Case("alrao_base", lambda: features.alrao_base(optax.identity(), KEY, 0.05, 0.5)),
-    Case("alrao_sgd_body", lambda: features.alrao_sgd_body(KEY, 0.02, 0.2, momentum=0.9)),
-    Case(
-        "alrao_adam_body", lambda: features.alrao_adam_body(KEY, 0.01, 0.1), steps_to_converge=600
+    Case(  # per-feature rates without copies over momentum (0.1's ``alrao_sgd_body``)
+        "alrao_base_momentum",
+        lambda: alrao_base_momentum(0.9),
+        inject=(alrao_base_momentum, dict(nesterov=True), "momentum", 0.5),
+    ),
+    Case(  # ... and over Adam's direction (0.1's ``alrao_adam_body``)
+        "alrao_base_adam",
+        lambda: alrao_base_adam(0.9),
+        inject=(alrao_base_adam, {}, "b1", 0.5),
+        steps_to_converge=600,
     ),
 ]
 # Later issues add their transformations in modules ``tests/contract_cases_*.py``, each defining

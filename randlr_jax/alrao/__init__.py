@@ -8,6 +8,13 @@ copies (``switch_*``, ``bayes_*``, ``uniform_*``, :class:`Averager`), the optimi
 train step (``make_alrao_train_step``, handed to :func:`randlr_jax.training.fit` as ``train_step=``) and the
 copy sharding over a ``"copies"`` mesh axis (``shard_state``, handed to ``fit`` as ``place_state=``).
 
+One argument order throughout: the base direction (where there is one), the key, the interval
+``lr_min, lr_max``, then the number of copies: ``alrao(base, key, lr_min, lr_max, num_copies)``,
+``alrao_sgd(key, lr_min, lr_max, num_copies)``, ``alrao_base(base, key, lr_min, lr_max)``,
+``copy_learning_rates(lr_min, lr_max, num_copies)``. Parameters without classifier copies take
+``alrao_base`` with ``optax.identity()``, ``optax.trace(mu, nesterov=...)`` or
+``optax.scale_by_adam(b1, b2, eps)`` (0.1's ``alrao_sgd_body`` / ``alrao_adam_body``).
+
 References:
   Blier, Wolinski, Ollivier, `Learning with Random Learning Rates <https://arxiv.org/abs/1810.01322>`_, 2019.
 """
@@ -28,9 +35,7 @@ from randlr_jax.alrao._copies import zero_nonfinite_copies as zero_nonfinite_cop
 from randlr_jax.alrao._features import FeatureLRState as FeatureLRState
 from randlr_jax.alrao._features import FeatureRule as FeatureRule
 from randlr_jax.alrao._features import UnrecognisedParameterWarning as UnrecognisedParameterWarning
-from randlr_jax.alrao._features import alrao_adam_body as alrao_adam_body
 from randlr_jax.alrao._features import alrao_base as alrao_base
-from randlr_jax.alrao._features import alrao_sgd_body as alrao_sgd_body
 from randlr_jax.alrao._features import default_feature_rules as default_feature_rules
 from randlr_jax.alrao._features import sample_feature_lrs as sample_feature_lrs
 from randlr_jax.alrao._features import scale_by_feature_lrs as scale_by_feature_lrs

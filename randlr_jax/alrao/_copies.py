@@ -43,6 +43,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from randlr_jax.alrao import _switch as switch_lib
+from randlr_jax.alrao._features import check_lr_interval
 
 SWITCH_COLLECTION = "alrao_switch"
 TASKS = ("classification", "regression")
@@ -57,15 +58,6 @@ def _check_positive_finite(name: str, value: Any) -> float:
     if not math.isfinite(value) or value <= 0:
         raise ValueError(f"{name} must be a positive finite number, got {value!r}.")
     return value
-
-
-def check_lr_interval(lr_min: Any, lr_max: Any) -> tuple[float, float]:
-    """Validate an Alrao interval: ``0 < lr_min <= lr_max < inf`` (ValueError otherwise)."""
-    lr_min = _check_positive_finite("lr_min", lr_min)
-    lr_max = _check_positive_finite("lr_max", lr_max)
-    if lr_min > lr_max:
-        raise ValueError(f"lr_min must be <= lr_max, got lr_min={lr_min!r} > lr_max={lr_max!r}.")
-    return lr_min, lr_max
 
 
 def check_num_copies(num_copies: Any) -> int:
@@ -94,15 +86,17 @@ def check_copy_chunk_size(copy_chunk_size: Any, num_copies: int) -> int | None:
     return int(copy_chunk_size)
 
 
-def copy_learning_rates(num_copies: int, lr_min: float, lr_max: float) -> np.ndarray:
+def copy_learning_rates(lr_min: float, lr_max: float, num_copies: int) -> np.ndarray:
     """The copies' learning rates, log-spaced from ``lr_min`` to ``lr_max`` (``(N,)`` float32).
 
+    The arguments in the order of :func:`randlr_jax.alrao.alrao_sgd` (interval, then ``N``).
+
     Example:
-      >>> copy_learning_rates(3, 1e-3, 1e-1).round(6).tolist()
+      >>> copy_learning_rates(1e-3, 1e-1, 3).round(6).tolist()
       [0.001, 0.01, 0.1]
     """
-    num_copies = check_num_copies(num_copies)
     lr_min, lr_max = check_lr_interval(lr_min, lr_max)
+    num_copies = check_num_copies(num_copies)
     if num_copies == 1:
         return np.asarray([lr_min], np.float32)
     fractions = np.arange(num_copies, dtype=np.float64) / (num_copies - 1)

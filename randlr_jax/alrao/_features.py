@@ -21,15 +21,21 @@ The module has three layers:
 * :func:`scale_by_feature_lrs` / :func:`scale_by_lr_tree`: Optax transformations that multiply the
   incoming updates by the rates, kept in their state (:class:`FeatureLRState`) so that a restored
   checkpoint continues with the same rates. Like every Optax ``scale_by_*`` they do not negate.
-* :func:`alrao_base`, :func:`alrao_sgd_body`, :func:`alrao_adam_body`: the optimizers of the
-  pre-classifier part, ``chain(base, scale_by_feature_lrs, scale(-1))``. The classifier copies (each
-  with its scalar rate) are optimised separately and combined through ``optax.partition``; all
+* :func:`alrao_base`: the optimizer of the pre-classifier part, ``chain(base, scale_by_feature_lrs,
+  scale(-1))`` over any rate-free direction ``base``: ``optax.identity()`` (SGD),
+  ``optax.trace(mu, nesterov)`` (momentum), ``optax.scale_by_adam(b1, b2, eps)`` (Adam). The
+  classifier copies (each with its scalar rate) are optimised separately and combined through
+  ``optax.partition`` (:func:`randlr_jax.alrao.alrao`, ``alrao_sgd``, ``alrao_adam``); all
   transformations here accept the ``optax.MaskedNode`` leaves that ``optax.partition`` and
   ``optax.masked`` put into the parameters.
 
-Learning-rate schedules compose by chaining: ``optax.chain(alrao_sgd_body(...),
+Learning-rate schedules compose by chaining: ``optax.chain(alrao_base(optax.identity(), ...),
 optax.scale_by_schedule(lambda t: 1 / (1 + t / T)))`` divides every rate by ``1 + t / T``, the
 extension suggested in Section 4 of the paper.
+
+The checks shared by every Alrao entry point live here: :func:`check_lr_interval` (the interval, which
+must be concrete) and :func:`check_decay` / :func:`check_nonnegative` (numeric hyperparameters, checked
+when concrete and skipped when traced under ``optax.inject_hyperparams``).
 
 References:
   Blier, Wolinski and Ollivier, `Learning with Random Learning Rates
@@ -55,9 +61,7 @@ __all__ = [
     "FeatureLRState",
     "FeatureRule",
     "UnrecognisedParameterWarning",
-    "alrao_adam_body",
     "alrao_base",
-    "alrao_sgd_body",
     "default_feature_rules",
     "sample_feature_lrs",
     "scale_by_feature_lrs",
@@ -209,7 +213,7 @@ def sample_feature_lrs(
       >>> lrs["Dense_0"]["kernel"].shape, lrs["Dense_0"]["bias"].shape
       ((1, 4), (4,))
     """
-    lr_min, lr_max = _check_bounds(lr_min, lr_max)
+    lr_min, lr_max = check_lr_interval(lr_min, lr_max)
     _check_choice("per", per, _PER_CHOICES)
     all_rules = tuple(_check_rules(rules)) + default_feature_rules(lstm_gates)
     if not jnp.issubdtype(dtype, jnp.floating):
@@ -316,7 +320,7 @@ def scale_by_feature_lrs(
     References:
       Blier et al, `Learning with Random Learning Rates <https://arxiv.org/abs/1810.01322>`_, 2019.
     """
-    lr_min, lr_max = _check_bounds(lr_min, lr_max)
+    lr_min, lr_max = check_lr_interval(lr_min, lr_max)
     _check_choice("per", per, _PER_CHOICES)
     _check_choice("lstm_gates", lstm_gates, _LSTM_GATES_CHOICES)
     rules = _check_rules(rules)
@@ -370,7 +374,17 @@ def alrao_base(
     """Alrao on any base optimizer: the feature's rate times the base direction, descending.
 
     ``update = -eta ⊙ d``, where ``d`` is the output of ``base`` (which must not apply its own
-    learning rate: pass e.g. ``optax.scale_by_adam()``, not ``optax.adam(lr)``).
+    learning rate: pass e.g. ``optax.scale_by_adam()``, not ``optax.adam(lr)``). This is Alrao for
+    parameters without classifier copies (the pre-classifier part, or a whole model trained with
+    per-feature rates); :func:`randlr_jax.alrao.alrao_sgd` / ``alrao_adam`` add the copies. With
+    ``lr_min == lr_max == eta``: ``alrao_base(optax.identity(), key, eta, eta)`` is
+    ``optax.sgd(eta)``; with ``base = optax.trace(mu, nesterov=nesterov)`` it is
+    ``optax.sgd(eta, mu, nesterov)``; with ``base = optax.scale_by_adam(b1, b2, eps)`` it is
+    ``optax.adam(eta, b1, b2, eps)``.
+
+    Numeric hyperparameters of ``base`` may be driven by ``optax.inject_hyperparams`` (build ``base``
+    inside the injected factory); the interval is checked by :func:`check_lr_interval`, as in
+    :func:`randlr_jax.alrao.alrao`.
 
     Args:
       base: the direction, e.g. ``optax.identity()``, ``optax.trace(0.9)``,
@@ -386,106 +400,14 @@ def alrao_base(
       ``optax.chain(base, scale_by_feature_lrs(...), optax.scale(-1.0))``.
 
     Example:
-      >>> tx = alrao_base(optax.scale_by_rms(), jax.random.key(0), 1e-5, 10.0)
+      >>> tx = alrao_base(optax.trace(0.9), jax.random.key(0), 1e-5, 10.0)  # momentum SGD
+      >>> tx = alrao_base(optax.scale_by_adam(), jax.random.key(0), 1e-6, 1e-2)  # Adam
     """
     return optax.chain(
         base,
         scale_by_feature_lrs(key, lr_min, lr_max, per=per, rules=rules, lstm_gates=lstm_gates),
         optax.scale(-1.0),
     )
-
-
-def alrao_sgd_body(
-    key: chex.PRNGKey,
-    lr_min: float,
-    lr_max: float,
-    momentum: float | None = None,
-    nesterov: bool = False,
-    *,
-    per: str = "feature",
-    rules: Sequence[FeatureRule] | None = None,
-    lstm_gates: str = "shared",
-) -> optax.GradientTransformation:
-    """Alrao-SGD for the pre-classifier parameters: ``w <- w - eta_f * m``.
-
-    With momentum ``mu`` the direction is ordinary (heavy-ball) momentum ``m <- mu m + g`` (or its
-    Nesterov form), as ``optax.sgd``; without, ``m = g``. With ``lr_min == lr_max == eta`` this is
-    ``optax.sgd(eta, momentum, nesterov)``. (The reference code's momentum, which decays the buffer
-    by ``1 - mu * min(sqrt(eta), 1/mu)``, is not reproduced.)
-
-    Args:
-      key: PRNG key for the rates.
-      lr_min: smallest rate, ``0 < lr_min <= lr_max``.
-      lr_max: largest rate, finite.
-      momentum: ``None`` or a decay in ``[0, 1)``.
-      nesterov: Nesterov momentum (requires ``momentum``).
-      per: ``"feature"`` or ``"weight"``.
-      rules: extra :class:`FeatureRule` s, tried before the built-in ones.
-      lstm_gates: ``"shared"`` or ``"separate"``.
-
-    Returns:
-      An ``optax.GradientTransformation``.
-
-    Example:
-      >>> tx = alrao_sgd_body(jax.random.key(0), 1e-5, 10.0, momentum=0.9)
-
-    References:
-      Blier et al, `Learning with Random Learning Rates <https://arxiv.org/abs/1810.01322>`_, 2019.
-    """
-    if momentum is None:
-        if nesterov:
-            raise ValueError("nesterov=True requires a momentum, got momentum=None.")
-        base = optax.identity()
-    else:
-        _check_unit_interval("momentum", momentum)
-        base = optax.trace(decay=momentum, nesterov=nesterov)
-    return alrao_base(base, key, lr_min, lr_max, per=per, rules=rules, lstm_gates=lstm_gates)
-
-
-def alrao_adam_body(
-    key: chex.PRNGKey,
-    lr_min: float,
-    lr_max: float,
-    b1: float = 0.9,
-    b2: float = 0.999,
-    eps: float = 1e-8,
-    *,
-    per: str = "feature",
-    rules: Sequence[FeatureRule] | None = None,
-    lstm_gates: str = "shared",
-) -> optax.GradientTransformation:
-    """Alrao-Adam for the pre-classifier parameters.
-
-    ``w <- w - eta_f * m_hat / (sqrt(v_hat) + eps)``, where ``m_hat``, ``v_hat`` are Adam's
-    bias-corrected moments (``optax.scale_by_adam``). With
-    ``lr_min == lr_max == eta`` this is ``optax.adam(eta, b1, b2, eps)``.
-
-    Args:
-      key: PRNG key for the rates.
-      lr_min: smallest rate, ``0 < lr_min <= lr_max``.
-      lr_max: largest rate, finite.
-      b1: first-moment decay in ``[0, 1)``.
-      b2: second-moment decay in ``[0, 1)``.
-      eps: added to ``sqrt(v_hat)``, ``>= 0``.
-      per: ``"feature"`` or ``"weight"``.
-      rules: extra :class:`FeatureRule` s, tried before the built-in ones.
-      lstm_gates: ``"shared"`` or ``"separate"``.
-
-    Returns:
-      An ``optax.GradientTransformation``.
-
-    Example:
-      >>> tx = alrao_adam_body(jax.random.key(0), 1e-6, 1e-2)
-
-    References:
-      Blier et al, `Learning with Random Learning Rates <https://arxiv.org/abs/1810.01322>`_, 2019.
-    """
-    _check_unit_interval("b1", b1)
-    _check_unit_interval("b2", b2)
-    if not (math.isfinite(eps) and eps >= 0):
-        raise ValueError(f"eps must be finite and >= 0, got eps={eps!r}.")
-    base = optax.scale_by_adam(b1=b1, b2=b2, eps=eps)
-    return alrao_base(base, key, lr_min, lr_max, per=per, rules=rules, lstm_gates=lstm_gates)
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -612,9 +534,24 @@ def _leaf_paths(tree: Any) -> set[str]:
     return {_path_str(keypath) for keypath, _ in flat}
 
 
-def _check_bounds(lr_min: Any, lr_max: Any) -> tuple[float, float]:
+def check_lr_interval(lr_min: Any, lr_max: Any) -> tuple[float, float]:
+    """Validate an Alrao interval ``0 < lr_min <= lr_max < inf``; returns it as floats.
+
+    The one check of the interval behind every Alrao entry point (:func:`sample_feature_lrs`,
+    :func:`scale_by_feature_lrs`, :func:`alrao_base`, :func:`randlr_jax.alrao.alrao`, ``alrao_sgd``,
+    ``alrao_adam``, :func:`randlr_jax.alrao.copy_learning_rates`). The rates are drawn once from the
+    bounds, so they must be concrete: under ``optax.inject_hyperparams`` name them in ``static_args``.
+
+    Raises:
+      ValueError: naming the bound that is traced, not a number, not finite, ``<= 0``, or out of order.
+    """
     values = []
     for name, value in (("lr_min", lr_min), ("lr_max", lr_max)):
+        if isinstance(value, jax.core.Tracer):
+            raise ValueError(
+                f"{name} must be a concrete number, got a traced {name}={value!r} (under "
+                "optax.inject_hyperparams, pass it in static_args)."
+            )
         try:
             number = float(value)
         except (TypeError, ValueError) as error:
@@ -631,18 +568,40 @@ def _check_bounds(lr_min: Any, lr_max: Any) -> tuple[float, float]:
     return values[0], values[1]
 
 
+def _concrete_scalar(name: str, value: Any, requirement: str) -> float | None:
+    """``float(value)`` for a concrete scalar, ``None`` for a traced one; ValueError otherwise."""
+    if isinstance(value, jax.core.Tracer):
+        return None
+    try:
+        if np.ndim(value) == 0:
+            return float(value)
+    except (TypeError, ValueError):
+        pass
+    raise ValueError(f"{name} must be {requirement}, got {name}={value!r}.")
+
+
+def check_decay(name: str, value: Any) -> None:
+    """Validate a decay (momentum, Adam's ``b1`` / ``b2``) in ``[0, 1)``, when it is concrete.
+
+    The one check of these hyperparameters in the Alrao optimizers. A traced value (the hyperparameter
+    driven by ``optax.inject_hyperparams``) cannot be tested in Python and passes unchecked.
+    """
+    number = _concrete_scalar(name, value, "a number in [0, 1)")
+    if number is not None and not 0.0 <= number < 1.0:
+        raise ValueError(f"{name} must be a number in [0, 1), got {name}={value!r}.")
+
+
+def check_nonnegative(name: str, value: Any) -> None:
+    """Validate a finite number ``>= 0`` (Adam's ``eps``), when concrete; a traced value passes."""
+    requirement = "a finite number >= 0"
+    number = _concrete_scalar(name, value, requirement)
+    if number is not None and not (math.isfinite(number) and number >= 0.0):
+        raise ValueError(f"{name} must be {requirement}, got {name}={value!r}.")
+
+
 def _check_choice(name: str, value: Hashable, allowed: tuple[str, ...]) -> None:
     if value not in allowed:
         raise ValueError(f"{name} must be one of {allowed}, got {name}={value!r}.")
-
-
-def _check_unit_interval(name: str, value: Any) -> None:
-    try:
-        ok = 0.0 <= float(value) < 1.0
-    except (TypeError, ValueError):
-        ok = False
-    if not ok:
-        raise ValueError(f"{name} must be a number in [0, 1), got {name}={value!r}.")
 
 
 def _check_rules(rules: Sequence[FeatureRule] | None) -> tuple[FeatureRule, ...]:

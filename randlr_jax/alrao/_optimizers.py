@@ -100,8 +100,27 @@ def head_label_fn(head_key: str = HEAD) -> Callable[[Any], Any]:
 
 
 def _validate(lr_min, lr_max, num_copies):
-    cc.check_lr_interval(lr_min, lr_max)
+    # The interval's check is the one of ``alrao_base`` / ``scale_by_feature_lrs`` (same messages).
+    features_lib.check_lr_interval(lr_min, lr_max)
     cc.check_num_copies(num_copies)
+
+
+def _sgd_direction(momentum: Any, nesterov: bool) -> optax.GradientTransformation:
+    """SGD's rate-free direction: the gradient, or (Nesterov) momentum; ``momentum`` may be traced."""
+    if momentum is None:
+        if nesterov:
+            raise ValueError("nesterov=True requires a momentum, got momentum=None.")
+        return optax.identity()
+    features_lib.check_decay("momentum", momentum)
+    return optax.trace(decay=momentum, nesterov=nesterov)
+
+
+def _adam_direction(b1: Any, b2: Any, eps: Any) -> optax.GradientTransformation:
+    """Adam's rate-free direction ``m_hat / (sqrt(v_hat) + eps)``; the constants may be traced."""
+    features_lib.check_decay("b1", b1)
+    features_lib.check_decay("b2", b2)
+    features_lib.check_nonnegative("eps", eps)
+    return optax.scale_by_adam(b1=b1, b2=b2, eps=eps)
 
 
 def alrao(
@@ -149,7 +168,7 @@ def alrao(
             key, lr_min, lr_max, per=per, rules=rules, lstm_gates=lstm_gates
         ),
     )
-    head = optax.chain(base, scale_by_copy_lrs(cc.copy_learning_rates(num_copies, lr_min, lr_max)))
+    head = optax.chain(base, scale_by_copy_lrs(cc.copy_learning_rates(lr_min, lr_max, num_copies)))
     tx = optax.partition({"body": body, "head": head}, head_label_fn(head_key))
     if callable(learning_rate_scale):
         return optax.chain(tx, optax.scale_by_schedule(learning_rate_scale), optax.scale(-1.0))
@@ -172,17 +191,18 @@ def alrao_sgd(
 ) -> optax.GradientTransformation:
     """Alrao-SGD (the paper's main method), with optional ordinary momentum.
 
-    ``per``, ``rules``, ``lstm_gates`` and ``head_key`` are as in :func:`alrao`. The numeric
-    hyperparameters (``momentum``, ``learning_rate_scale``) can be driven by ``optax.inject_hyperparams``
-    with ``static_args=("key", "lr_min", "lr_max", "num_copies")``.
+    The direction is the gradient, or with ``momentum`` ``mu`` heavy-ball momentum ``m <- mu m + g``
+    (its Nesterov form with ``nesterov``), as ``optax.sgd``. ``per``, ``rules``, ``lstm_gates`` and
+    ``head_key`` are as in :func:`alrao`. The numeric hyperparameters (``momentum``,
+    ``learning_rate_scale``) can be driven by ``optax.inject_hyperparams`` with
+    ``static_args=("key", "lr_min", "lr_max", "num_copies")``: a concrete ``momentum`` is checked
+    (``[0, 1)``), a traced one is not. Without copies: :func:`randlr_jax.alrao.alrao_base` with
+    ``optax.identity()`` or ``optax.trace(momentum, nesterov=nesterov)``.
 
     Example:
       >>> tx = alrao_sgd(jax.random.key(0), lr_min=1e-5, lr_max=10.0, num_copies=10)
     """
-    if isinstance(momentum, (int, float)) and not 0.0 <= momentum < 1.0:
-        raise ValueError(f"momentum must be in [0, 1) or None, got {momentum!r}.")
-    # ``momentum`` may be a traced value under ``optax.inject_hyperparams``: no Python test on it.
-    base = optax.identity() if momentum is None else optax.trace(decay=momentum, nesterov=nesterov)
+    base = _sgd_direction(momentum, nesterov)
     return alrao(
         base,
         key,
@@ -214,10 +234,12 @@ def alrao_adam(
 ) -> optax.GradientTransformation:
     """Alrao-Adam: ``eta ⊙ m_hat / (sqrt(v_hat) + eps)``, per-feature (and per-copy) ``eta`` (Appendix C).
 
-    Other arguments as :func:`alrao_sgd`.
+    ``b1``, ``b2`` (in ``[0, 1)``) and ``eps`` (``>= 0``) are checked when concrete and may be driven by
+    ``optax.inject_hyperparams`` (traced, unchecked). Other arguments as :func:`alrao_sgd`. Without
+    copies: :func:`randlr_jax.alrao.alrao_base` with ``optax.scale_by_adam(b1, b2, eps)``.
     """
     return alrao(
-        optax.scale_by_adam(b1=b1, b2=b2, eps=eps),
+        _adam_direction(b1, b2, eps),
         key,
         lr_min,
         lr_max,
@@ -251,7 +273,9 @@ def alrao_loss(
       params_finite: ``(N,)`` bool, whether each copy's parameters are finite.
 
     Returns:
-      ``(loss, aux)``; ``aux`` has ``mixture_loss`` (the model's loss), ``copy_log_likelihoods`` ``(N,)``
+      ``(loss, aux)``; ``aux`` has ``mixture_loss`` (the loss of the model's prediction: with every copy
+      dropped, that of the uniform prediction, ``log K`` an example, or for regression that of the mean
+      zero, as :class:`~randlr_jax.alrao.AlraoHead` outputs), ``copy_log_likelihoods`` ``(N,)``
       (batch means; ``-inf`` for dropped copies: the switch observation), ``finite`` ``(N,)`` and
       ``mixture_log_probs`` (classification) or ``prediction`` (regression).
     """
@@ -262,7 +286,8 @@ def alrao_loss(
     mix = cc.zero_nonfinite_copies(copy_outputs_mix, finite)
     own_ll = _copy_log_likelihoods(own, targets, task, sigma)  # (N, B, ...)
     mix_ll = _copy_log_likelihoods(mix, targets, task, sigma)
-    loss, aux, safe_logw = _objective(own_ll, mix_ll, finite, log_posterior)
+    fallback_ll = _fallback_log_likelihoods(targets, own.shape[-1], own.dtype, task, sigma)
+    loss, aux, safe_logw = _objective(own_ll, mix_ll, finite, log_posterior, fallback_ll)
     if task == "classification":
         aux["mixture_log_probs"] = jax.lax.stop_gradient(
             cc.mixture_log_probs(jax.nn.log_softmax(own, axis=-1), safe_logw)
@@ -340,7 +365,10 @@ def alrao_loss_chunked(
     xs = cc.to_copy_chunks((head_params, log_posterior, params_finite), chunk_size)
     running, per_copy = jax.lax.scan(body, running, xs)
     own_ll, mix_ll, keep = cc.from_copy_chunks(per_copy, n)
-    loss, aux, _ = _objective(own_ll, mix_ll, keep, log_posterior)
+    fallback_ll = _fallback_log_likelihoods(
+        targets, one_copy.shape[-1], one_copy.dtype, task, sigma
+    )
+    loss, aux, _ = _objective(own_ll, mix_ll, keep, log_posterior, fallback_ll)
     mixture = jax.lax.stop_gradient(
         cc.mixture_finish(
             task, running, jnp.where(aux["finite"], log_posterior, -jnp.inf), one_copy.shape[-1]
@@ -359,13 +387,32 @@ def _copy_log_likelihoods(
     return cc.gaussian_log_likelihood(outputs, targets[None], sigma)
 
 
+def _fallback_log_likelihoods(
+    targets: jax.Array, num_outputs: int, dtype: Any, task: str, sigma: float
+) -> jax.Array:
+    """``log p(y|x)`` ``(B, ...)`` of the prediction made when every copy is dropped (as
+    :class:`~randlr_jax.alrao.AlraoHead` outputs it): the uniform distribution over the ``K`` classes
+    (``-log K``), or, for regression, the Gaussian likelihood of the mean zero."""
+    if task == "classification":
+        return jnp.full(targets.shape, -math.log(num_outputs), dtype)
+    targets = jax.lax.stop_gradient(targets)
+    return cc.gaussian_log_likelihood(jnp.zeros_like(targets), targets, sigma).astype(dtype)
+
+
 def _objective(
-    own_ll: jax.Array, mix_ll: jax.Array, finite: jax.Array, log_posterior: jax.Array
+    own_ll: jax.Array,
+    mix_ll: jax.Array,
+    finite: jax.Array,
+    log_posterior: jax.Array,
+    fallback_ll: jax.Array,
 ) -> tuple[jax.Array, dict, jax.Array]:
     """The Alrao objective from the copies' label log-likelihoods ``(N, B, ...)`` (module docstring).
 
     ``own_ll`` carries the gradients to the copies, ``mix_ll`` (same values) those to the features;
-    ``finite`` ``(N,)`` flags the copies whose parameters and outputs are finite. Returns
+    ``finite`` ``(N,)`` flags the copies whose parameters and outputs are finite; ``fallback_ll``
+    ``(B, ...)`` is the label log-likelihood of the prediction made when every copy is dropped
+    (:func:`_fallback_log_likelihoods`): the mixture's loss is then the loss of that prediction, a
+    constant (no gradient), never a ``-0.0`` that would look like a perfect fit. Returns
     ``(loss, aux, safe_log_weights)``: the mixture's log-weights, uniform when every copy is dropped.
     """
     n = own_ll.shape[0]
@@ -382,7 +429,8 @@ def _objective(
         + jnp.where(finite.reshape((-1,) + (1,) * (mix_ll.ndim - 1)), mix_ll, -jnp.inf),
         axis=0,
     )
-    mixture_ll = jnp.where(jnp.isfinite(mixture_ll), mixture_ll, 0.0)
+    # Every copy dropped: the prediction made is the fallback (uniform / zero), so is its loss.
+    mixture_ll = jnp.where(jnp.isfinite(mixture_ll), mixture_ll, fallback_ll)
     mixture_loss = -jnp.mean(mixture_ll)
     aux = {"mixture_loss": mixture_loss, "copy_log_likelihoods": copy_ll, "finite": finite}
     return mixture_loss + copies_loss, aux, safe_logw

@@ -4,13 +4,16 @@ The gradients are those of :func:`randlr_jax.alrao.alrao_loss` (ALGORITHMS.md §
 in the model's ``"alrao_switch"`` collection and is updated with the copies' batch-mean log-likelihoods from
 the forward pass, before the parameter update (ALGORITHMS.md §1.3). Usable as ``fit(..., train_step=...)``.
 
+The step is :func:`randlr_jax.training.make_train_step` with Alrao's hooks: the loss (features, the copies
+and :func:`~randlr_jax.alrao.alrao_loss`), the gradients and updates of non-finite copies zeroed, the
+posterior update (and optional catch-up) after the update, and the copies' metrics.
+
 References:
   Blier, Wolinski, Ollivier, `Learning with Random Learning Rates <https://arxiv.org/abs/1810.01322>`_, 2019.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from typing import Any
 
@@ -22,6 +25,7 @@ from randlr_jax.alrao import _copies as cc
 from randlr_jax.alrao import _switch as switch_lib
 from randlr_jax.alrao._optimizers import HEAD, alrao_loss, alrao_loss_chunked
 from randlr_jax.training._state import TrainState
+from randlr_jax.training._steps import DEAD_METRIC, make_train_step
 
 
 def make_alrao_train_step(
@@ -51,9 +55,12 @@ def make_alrao_train_step(
       extra_args_fn: optional ``(state, batch, loss) -> dict`` of extra keyword arguments for ``tx.update``.
 
     Returns:
-      ``train_step(state, batch) -> (state, metrics)``; metrics: ``loss`` (mixture), ``accuracy``
+      ``train_step(state, batch) -> (state, metrics)``; metrics: ``loss`` (the mixture's: with every
+      copy dropped, the loss of the uniform prediction, ``log K`` an example), ``accuracy``
       (classification), ``posterior`` ``(N,)`` (the mixture weights after this step's update, dropped
-      copies at zero), ``copy_losses`` ``(N,)`` and ``num_dropped``.
+      copies at zero), ``copy_losses`` ``(N,)``, ``num_dropped``, ``all_dropped`` (bool: no copy left)
+      and its generic twin ``dead`` (:data:`randlr_jax.training._steps.DEAD_METRIC`), on which ``fit``
+      stops (``LoopConfig.on_divergence``).
     """
     if task not in ("classification", "language_model", "regression"):
         raise ValueError(
@@ -66,7 +73,6 @@ def make_alrao_train_step(
         )
     averager = head.averager()
     loss_task = "regression" if task == "regression" else "classification"
-    tx = optax.with_extra_args_support(tx)
 
     def loss_fn(params, state: TrainState, batch: dict, dropout_key):
         other_state = {k: v for k, v in state.model_state.items() if k != cc.SWITCH_COLLECTION}
@@ -107,65 +113,74 @@ def make_alrao_train_step(
                 task=loss_task,
                 sigma=head.sigma,
             )
-            return loss, (aux, new_other, new_carry)
+        else:
 
-        def copies(p, f):
-            return head.apply({"params": p}, f, method="copy_outputs")
+            def copies(p, f):
+                return head.apply({"params": p}, f, method="copy_outputs")
 
-        own = copies(safe_head, jax.lax.stop_gradient(features))
-        mix = copies(jax.lax.stop_gradient(safe_head), features)
-        loss, aux = alrao_loss(
-            own, mix, batch["y"], log_posterior, params_finite, task=loss_task, sigma=head.sigma
-        )
-        return loss, (aux, new_other, new_carry)
+            own = copies(safe_head, jax.lax.stop_gradient(features))
+            mix = copies(jax.lax.stop_gradient(safe_head), features)
+            loss, aux = alrao_loss(
+                own, mix, batch["y"], log_posterior, params_finite, task=loss_task, sigma=head.sigma
+            )
+        # The switch collection is replaced after the update (``after_update``).
+        model_state = {**state.model_state, **new_other}
+        return loss, {
+            **aux,
+            "loss": aux["mixture_loss"],
+            "model_state": model_state,
+            "carry": new_carry,
+        }
 
-    def train_step(state: TrainState, batch: dict) -> tuple[TrainState, dict]:
-        dropout_key, next_rng = jax.random.split(state.rng)
-        (_, (aux, new_other, new_carry)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-            state.params, state, batch, dropout_key
-        )
-        finite = aux["finite"]
-        grads = {**grads, HEAD: cc.zero_nonfinite_copies(grads[HEAD], finite)}
-        extra = {"value": aux["mixture_loss"]}
-        if extra_args_fn is not None:
-            extra.update(extra_args_fn(state, batch, aux["mixture_loss"]))
-        updates, opt_state = tx.update(grads, state.opt_state, state.params, **extra)
-        # A dropped copy is frozen: no update (momentum buffers included) reaches it.
-        updates = {**updates, HEAD: cc.zero_nonfinite_copies(updates[HEAD], finite)}
-        params = optax.apply_updates(state.params, updates)
+    def zero_dropped(tree, state: TrainState, aux: dict):
+        # A dropped copy is frozen: no gradient reaches the optimizer and no update (momentum buffers
+        # included) reaches the copy.
+        return {**tree, HEAD: cc.zero_nonfinite_copies(tree[HEAD], aux["finite"])}
+
+    def after_update(state: TrainState, new_state: TrainState, aux: dict) -> TrainState:
         new_switch = averager.update(
             cc.get_switch_state(state.model_state), aux["copy_log_likelihoods"]
         )
-        log_posterior = averager.log_posterior(new_switch)
+        params = new_state.params
         if catch_up:
+            log_posterior = averager.log_posterior(new_switch)
             params = {
                 **params,
                 HEAD: switch_lib.catch_up(params[HEAD], log_posterior, catch_up_threshold),
             }
-        model_state = cc.set_switch_state({**state.model_state, **new_other}, new_switch)
-        new_state = state.replace(
-            step=optax.safe_increment(state.step),
-            params=params,
-            model_state=model_state,
-            opt_state=opt_state,
-            rng=next_rng,
-            carry=None if new_carry is None else jax.lax.stop_gradient(new_carry),
-        )
+        model_state = cc.set_switch_state(new_state.model_state, new_switch)
+        return new_state.replace(params=params, model_state=model_state)
+
+    def alrao_metrics(state: TrainState, new_state: TrainState, batch: dict, aux: dict) -> dict:
+        finite = aux["finite"]
+        log_posterior = averager.log_posterior(cc.get_switch_state(new_state.model_state))
+        all_dropped = ~jnp.any(finite)
         metrics = {
-            "loss": aux["mixture_loss"],
             # The weights the model predicts with: dropped copies at zero, the rest renormalised.
             "posterior": jnp.exp(cc.masked_log_weights(log_posterior, finite)),
             "copy_losses": -aux["copy_log_likelihoods"],
             "num_dropped": jnp.sum(~finite).astype(jnp.int32),
+            # No copy left: the prediction is the uniform one (regression: zero) and nothing learns
+            # any more; ``fit`` stops on the generic flag.
+            "all_dropped": all_dropped,
+            DEAD_METRIC: all_dropped,
         }
         if loss_task == "classification":
             predictions = jnp.argmax(aux["mixture_log_probs"], axis=-1)
             metrics["accuracy"] = jnp.mean(predictions == batch["y"])
-        if task == "language_model":
-            metrics["bits_per_char"] = aux["mixture_loss"] / math.log(2.0)
-        return new_state, metrics
+        return metrics
 
-    return train_step
+    return make_train_step(
+        model,
+        tx,
+        task=task,
+        extra_args_fn=extra_args_fn,
+        loss_fn=loss_fn,
+        transform_grads=zero_dropped,
+        transform_updates=zero_dropped,
+        after_update=after_update,
+        extra_metrics=alrao_metrics,
+    )
 
 
 def posterior_of(state: TrainState, model: Any) -> jax.Array:

@@ -19,6 +19,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from randlr_jax import _checks as checks
+
 CRITERIA = ("change", "derivative")
 
 _TINY = 1e-30  # below any float32 norm of a non-zero displacement worth measuring
@@ -109,10 +111,6 @@ class AutoDropState(NamedTuple):
         return jnp.mean(self.angles[..., :-1], axis=-1)
 
 
-def _is_number(x: Any) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool)
-
-
 def _check_args(
     learning_rate,
     drop_factor,
@@ -124,43 +122,21 @@ def _check_args(
     window,
     criterion,
 ) -> None:
-    # Numeric hyperparameters may be arrays (or tracers) under ``optax.inject_hyperparams``: they are
-    # checked here only when given as Python numbers.
-    if _is_number(learning_rate) and not learning_rate > 0:
-        raise ValueError(f"learning_rate (alpha_0) must be > 0, got {learning_rate!r}.")
-    if _is_number(drop_factor) and not 0.0 < drop_factor < 1.0:
-        raise ValueError(
-            f"drop_factor (rho) must be in the open interval (0, 1), got {drop_factor!r}."
-        )
-    if _is_number(min_learning_rate) and not min_learning_rate >= 0:
-        raise ValueError(f"min_learning_rate must be >= 0, got {min_learning_rate!r}.")
-    if _is_number(min_learning_rate) and _is_number(learning_rate):
-        if min_learning_rate > learning_rate:
-            raise ValueError(
-                f"min_learning_rate ({min_learning_rate!r}) must not exceed the initial "
-                f"learning_rate ({learning_rate!r})."
-            )
-    if _is_number(threshold) and not threshold >= 0:
-        raise ValueError(f"threshold (theta_0 or tau) must be >= 0 degrees, got {threshold!r}.")
-    if _is_number(max_threshold) and not max_threshold >= 0:
-        raise ValueError(f"max_threshold must be >= 0 degrees, got {max_threshold!r}.")
-    if _is_number(threshold) and _is_number(max_threshold) and max_threshold < threshold:
-        raise ValueError(f"max_threshold ({max_threshold!r}) must be >= threshold ({threshold!r}).")
-    if not isinstance(drop_delay, int) or isinstance(drop_delay, bool) or drop_delay < 0:
-        raise ValueError(f"drop_delay (n_d) must be an integer >= 0, got {drop_delay!r}.")
-    if steps_per_period is not None and (
-        not isinstance(steps_per_period, int)
-        or isinstance(steps_per_period, bool)
-        or steps_per_period < 1
-    ):
-        raise ValueError(
-            f"steps_per_period must be a positive integer or None (period ends passed as "
-            f"end_of_period=...), got {steps_per_period!r}."
-        )
-    if not isinstance(window, int) or isinstance(window, bool) or window < 1:
-        raise ValueError(f"window must be a positive integer, got {window!r}.")
-    if criterion not in CRITERIA:
-        raise ValueError(f"criterion must be one of {CRITERIA}, got {criterion!r}.")
+    # The numeric hyperparameters may be traced under ``optax.inject_hyperparams``: checked when
+    # concrete (Python or numpy numbers, concrete arrays), let through when traced. The structural
+    # ones (periods, delay, window, criterion) must be concrete.
+    checks.positive("learning_rate", learning_rate)
+    checks.in_unit_interval("drop_factor", drop_factor, closed_left=False)
+    checks.nonnegative("min_learning_rate", min_learning_rate)
+    checks.interval("min_learning_rate", min_learning_rate, "learning_rate", learning_rate)
+    checks.nonnegative("threshold", threshold)
+    checks.nonnegative("max_threshold", max_threshold)
+    checks.interval("threshold", threshold, "max_threshold", max_threshold)
+    checks.nonnegative_int("drop_delay", drop_delay)
+    if steps_per_period is not None:
+        checks.positive_int("steps_per_period", steps_per_period)
+    checks.positive_int("window", window)
+    checks.one_of("criterion", criterion, CRITERIA)
 
 
 def autodrop(
@@ -233,7 +209,16 @@ def autodrop(
 
     The numeric hyperparameters (``learning_rate``, ``drop_factor``, ``min_learning_rate``, ``threshold``,
     ``max_threshold``) may be driven by ``optax.inject_hyperparams`` with
-    ``static_args=("steps_per_period", "drop_delay", "window")`` (these fix the state's structure).
+    ``static_args=("steps_per_period", "drop_delay", "window")`` (these fix the state's structure; so
+    does ``criterion``, a string inject_hyperparams passes through as it is). Every argument is checked
+    when concrete; a traced (injected, jitted) hyperparameter is not.
+
+    Raises:
+      ValueError: an argument out of range or of the wrong type, naming it: ``learning_rate`` not a
+        finite number > 0, ``drop_factor`` outside ``(0, 1)``, ``min_learning_rate``, ``threshold`` or
+        ``max_threshold`` negative or not finite, ``min_learning_rate > learning_rate``,
+        ``threshold > max_threshold``, ``drop_delay`` not an integer >= 0, ``steps_per_period`` (unless
+        ``None``) or ``window`` not a positive integer, an unknown ``criterion``.
 
     Returns:
       An ``optax.GradientTransformationExtraArgs`` whose ``update(updates, state, params, *,

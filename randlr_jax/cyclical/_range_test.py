@@ -30,6 +30,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from randlr_jax.training._steps import apply_step
+
 MODES = ("exponential", "linear")
 STOP_REASONS = ("diverged", "num_iter", "data_exhausted")
 
@@ -42,6 +44,9 @@ CYCLIC_MAX_BELOW_MIN = 3.0
 CYCLIC_RATIO = 4.0
 ALRAO_DESCENT_FRACTION = 0.05
 ALRAO_MIN_SPAN = 10.0
+# A curve is flat (suggests nothing) when its finite smoothed losses spread over less than this
+# fraction of their mean: ``max - min <= FLAT_TOLERANCE * |mean|``.
+FLAT_TOLERANCE = 1e-3
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,6 +60,11 @@ class RangeTestResult:
       stop_reason: ``"diverged"`` (smoothed loss above the threshold, or not finite), ``"num_iter"``
         or ``"data_exhausted"`` (a one-shot iterator ran out).
       num_iter: the requested number of steps.
+
+    A curve suggests nothing when it has fewer than two finite smoothed losses or is flat (their spread
+    at most :data:`FLAT_TOLERANCE` of their mean): :attr:`valid` is then ``False``, :attr:`invalid_reason`
+    says why, and the suggestions (:attr:`lr_steepest`, :attr:`lr_min_loss`, :attr:`lr_min_div_10`,
+    :attr:`cyclic_range`, :attr:`alrao_range`, :meth:`suggestions`) raise ``ValueError`` with it.
     """
 
     learning_rates: np.ndarray
@@ -68,15 +78,61 @@ class RangeTestResult:
         return np.isfinite(self.smoothed_losses)
 
     @property
+    def invalid_reason(self) -> str | None:
+        """Why the curve suggests no rate (``None``: it does): no finite loss, or a flat curve."""
+        finite = self.smoothed_losses[self._valid]
+        steps = len(self.smoothed_losses)
+        if finite.size == 0:
+            first = self.losses[0] if steps else math.nan
+            return (
+                f"no finite loss (the first batch's loss was {first}): check the data and the loss "
+                "function, or start from a smaller rate"
+            )
+        if finite.size == 1:
+            if self.stop_reason == "diverged":
+                return (
+                    "only one finite loss (it diverged at its second step, rate "
+                    f"{self.learning_rates[-1]:.3g}): start from a smaller rate, or check the data "
+                    "and the loss function"
+                )
+            return (
+                f"only one finite loss (it stopped after {steps} step: {self.stop_reason}): run more "
+                "iterations, or give it more batches"
+            )
+        spread = float(finite.max() - finite.min())
+        mean = float(finite.mean())
+        if spread <= FLAT_TOLERANCE * abs(mean):
+            return (
+                f"the smoothed loss is flat (it spread over {spread:.3g}, at most {FLAT_TOLERANCE:g} of "
+                f"its mean {mean:.4g}, for rates {self.learning_rates[0]:.3g} to "
+                f"{self.learning_rates[-1]:.3g}): widen the range (a larger end), run more iterations, "
+                "or check the data and that the gradients reach the parameters"
+            )
+        return None
+
+    @property
+    def valid(self) -> bool:
+        """Whether the curve suggests rates (see :attr:`invalid_reason`)."""
+        return self.invalid_reason is None
+
+    def _check_valid(self) -> None:
+        reason = self.invalid_reason
+        if reason is not None:
+            raise ValueError(f"The LR range test suggests no rate: {reason}.")
+
+    @property
     def min_index(self) -> int:
-        """Index of the smallest finite smoothed loss."""
+        """Index of the smallest finite smoothed loss (``ValueError`` for a curve that is not
+        :attr:`valid`)."""
+        self._check_valid()
         smoothed = np.where(self._valid, self.smoothed_losses, np.inf)
         return int(np.argmin(smoothed))
 
     @property
     def best_loss(self) -> float:
-        """The smallest smoothed loss."""
-        return float(self.smoothed_losses[self.min_index])
+        """The smallest finite smoothed loss (NaN if none)."""
+        finite = self.smoothed_losses[self._valid]
+        return float(finite.min()) if finite.size else math.nan
 
     @property
     def lr_min_loss(self) -> float:
@@ -131,7 +187,7 @@ class RangeTestResult:
         return min(low, high / ALRAO_MIN_SPAN), high
 
     def suggestions(self) -> dict[str, Any]:
-        """All suggestions as plain Python numbers."""
+        """All suggestions as plain Python numbers (``ValueError`` for a curve that is not :attr:`valid`)."""
         return {
             "lr_steepest": self.lr_steepest,
             "lr_min_loss": self.lr_min_loss,
@@ -141,19 +197,29 @@ class RangeTestResult:
         }
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready: the curve, the stop reason and the suggestions (non-finite losses as ``None``)."""
+        """JSON-ready: the curve, the stop reason and the suggestions (non-finite losses as ``None``;
+        a curve that is not :attr:`valid` has its suggestions ``None`` and its ``invalid_reason``)."""
 
         def floats(a: np.ndarray) -> list:
             return [float(v) if np.isfinite(v) else None for v in a]
 
+        reason = self.invalid_reason
+        if reason is None:
+            suggested = self.suggestions()
+        else:
+            keys = ("lr_steepest", "lr_min_loss", "lr_min_div_10", "cyclic_range", "alrao_range")
+            suggested = dict.fromkeys(keys)
+        best = self.best_loss
         return {
             "learning_rates": floats(self.learning_rates),
             "losses": floats(self.losses),
             "smoothed_losses": floats(self.smoothed_losses),
             "stop_reason": self.stop_reason,
             "num_iter": self.num_iter,
-            "best_loss": self.best_loss,
-            **self.suggestions(),
+            "best_loss": best if math.isfinite(best) else None,
+            "valid": reason is None,
+            "invalid_reason": reason,
+            **suggested,
         }
 
     @classmethod
@@ -187,33 +253,41 @@ class RangeTestResult:
         own_figure = ax is None
         if own_figure and path is not None:
             # A file only: a figure outside pyplot, whatever backend the user has chosen.
-            from matplotlib.figure import Figure
+            try:
+                from matplotlib.figure import Figure
+            except ImportError as error:
+                raise ImportError(
+                    "RangeTestResult.plot needs matplotlib: pip install 'randlr_jax[plotting]'."
+                ) from error
 
             fig = Figure(figsize=(6, 4))
             ax = fig.subplots()
         elif own_figure:
-            import matplotlib.pyplot as plt
+            try:
+                import matplotlib.pyplot as plt
+            except ImportError as error:
+                raise ImportError(
+                    "RangeTestResult.plot needs matplotlib: pip install 'randlr_jax[plotting]'."
+                ) from error
 
             fig, ax = plt.subplots(figsize=(6, 4))
         lrs = self.learning_rates
         ax.plot(lrs, self.losses, color="0.75", lw=0.8, label="loss")
         ax.plot(lrs, self.smoothed_losses, color="C0", lw=1.8, label="smoothed loss")
-        low, high = self.cyclic_range
-        ax.axvspan(low, high, color="C2", alpha=0.2, label=f"cyclic range [{low:.2g}, {high:.2g}]")
-        a_low, a_high = self.alrao_range
-        ax.axvline(a_low, color="C1", ls=":", lw=1.2)
-        ax.axvline(a_high, color="C1", ls=":", lw=1.2, label=f"Alrao [{a_low:.2g}, {a_high:.2g}]")
-        steep = self.lr_steepest
-        ax.plot(
-            [steep],
-            [np.interp(np.log(steep), np.log(lrs), self.smoothed_losses)],
-            "o",
-            color="C3",
-            label=f"steepest {steep:.2g}",
-        )
-        ax.axvline(
-            self.lr_min_div_10, color="k", ls="--", lw=1, label=f"min/10 {self.lr_min_div_10:.2g}"
-        )
+        if self.valid:
+            self._plot_suggestions(ax)
+        else:  # nothing to suggest: say so on the figure
+            ax.text(
+                0.5,
+                0.5,
+                "no suggestion: " + self.invalid_reason.split(" (")[0].split(":")[0],
+                transform=ax.transAxes,
+                ha="center",
+                va="center",
+                color="C3",
+                fontsize=8,
+                wrap=True,
+            )
         finite = self.smoothed_losses[self._valid]
         if finite.size:
             top = max(finite[0], np.nanmin(finite)) * 1.3
@@ -235,6 +309,25 @@ class RangeTestResult:
         else:
             ax.figure.savefig(path, dpi=110)
         return path
+
+    def _plot_suggestions(self, ax: Any) -> None:
+        lrs = self.learning_rates
+        low, high = self.cyclic_range
+        ax.axvspan(low, high, color="C2", alpha=0.2, label=f"cyclic range [{low:.2g}, {high:.2g}]")
+        a_low, a_high = self.alrao_range
+        ax.axvline(a_low, color="C1", ls=":", lw=1.2)
+        ax.axvline(a_high, color="C1", ls=":", lw=1.2, label=f"Alrao [{a_low:.2g}, {a_high:.2g}]")
+        steep = self.lr_steepest
+        ax.plot(
+            [steep],
+            [np.interp(np.log(steep), np.log(lrs), self.smoothed_losses)],
+            "o",
+            color="C3",
+            label=f"steepest {steep:.2g}",
+        )
+        ax.axvline(
+            self.lr_min_div_10, color="k", ls="--", lw=1, label=f"min/10 {self.lr_min_div_10:.2g}"
+        )
 
 
 def range_test_learning_rates(
@@ -271,15 +364,15 @@ def make_range_test_step(
     """``step(params, opt_state, learning_rate, batch) -> (params, opt_state, loss)``, not jitted.
 
     The optimizer is rebuilt from the (traced) rate inside the step; extra-args transformations get
-    ``value=loss``.
+    ``value=loss``. The update is the training step's (:func:`randlr_jax.training.apply_step`).
     """
 
     def step(params, opt_state, learning_rate, batch):
         loss, grads = jax.value_and_grad(loss_fn)(params, batch)
         opt_state = _set_injected_rate(opt_state, learning_rate)
         tx = optax.with_extra_args_support(optimizer(learning_rate))
-        updates, opt_state = tx.update(grads, opt_state, params, value=loss)
-        return optax.apply_updates(params, updates), opt_state, loss
+        params, opt_state = apply_step(tx, params, opt_state, grads, {"value": loss})
+        return params, opt_state, loss
 
     return step
 

@@ -29,6 +29,8 @@ import jax.numpy as jnp
 import optax
 from jax.typing import ArrayLike
 
+from randlr_jax import _checks as checks
+
 CYCLIC_MODES = ("triangular", "triangular2", "exp_range")
 ANNEAL_STRATEGIES = ("cos", "linear")
 
@@ -41,22 +43,33 @@ def _float_dtype() -> jnp.dtype:
     return jnp.result_type(float)  # float32, or float64 under jax_enable_x64
 
 
-def _check_finite(name: str, value: object, *, positive: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ValueError(f"{name} must be a finite number, got {value!r}.")
-    if positive and not value > 0:
-        raise ValueError(f"{name} must be > 0, got {value!r}.")
-    return float(value)
+# Every argument of a schedule is used in Python (float64) arithmetic: it must be concrete, and a
+# traced one is refused naming ``static_args`` (``static=True``).
+
+
+def _rate(name: str, value: object, *, zero: bool = False) -> float:
+    """A learning rate: a finite number > 0 (``zero``: >= 0)."""
+    check = checks.nonnegative if zero else checks.positive
+    return check(name, value, static=True)
+
+
+def _momentum(name: str, value: object) -> float:
+    """A momentum (SGD's, or Adam's ``b1``): a number in ``[0, 1)``."""
+    return checks.in_unit_interval(name, value, static=True)
 
 
 def _check_cyclic(step_size_up, step_size_down, mode, gamma) -> tuple[float, float]:
-    up = _check_finite("step_size_up", step_size_up, positive=True)
-    down = up if step_size_down is None else _check_finite("step_size_down", step_size_down)
-    if down < 0:
-        raise ValueError(f"step_size_down must be >= 0 (or None), got {step_size_down!r}.")
-    if mode not in CYCLIC_MODES:
-        raise ValueError(f"mode must be one of {CYCLIC_MODES}, got {mode!r}.")
-    _check_finite("gamma", gamma, positive=True)
+    up = checks.positive("step_size_up", step_size_up, static=True)
+    down = (
+        up
+        if step_size_down is None
+        else checks.nonnegative("step_size_down", step_size_down, static=True)
+    )
+    checks.one_of("mode", mode, CYCLIC_MODES)
+    # A decay per step: gamma > 1 would grow the rate without bound (gamma^i).
+    checks.in_range(
+        "gamma", gamma, 0.0, 1.0, low_open=True, what="a decay factor in (0, 1]", static=True
+    )
     return up, down
 
 
@@ -111,15 +124,21 @@ def cyclic_schedule(
     ``x = |i / step_size - 2c + 1|``, ``eta = base + (max - base) max(0, 1 - x) scale``.
 
     Args:
-      base_lr: the rate at the start of each cycle (the lower bound).
-      max_lr: the rate at the peak of the first cycle (the amplitude is ``max_lr - base_lr``).
+      base_lr: the rate at the start of each cycle (the lower bound, finite, ``>= 0``).
+      max_lr: the rate at the peak of the first cycle (finite, ``>= base_lr`` and ``> 0``; the
+        amplitude is ``max_lr - base_lr``).
       step_size_up: steps of the rising half of a cycle (> 0; PyTorch's default is 2000).
       step_size_down: steps of the falling half (>= 0); ``None``: ``step_size_up``.
       mode: ``"triangular"``, ``"triangular2"`` or ``"exp_range"``.
-      gamma: the ``exp_range`` decay per step (> 0).
+      gamma: the ``exp_range`` decay per step, in ``(0, 1]`` (checked whatever the mode).
 
     Returns:
       ``schedule(step) -> rate``, valid for traced steps inside ``jax.jit``.
+
+    Raises:
+      ValueError: an argument out of range or of the wrong type, naming it. Every argument is used
+        in Python arithmetic and must be concrete (a traced one is refused); only ``step`` may be
+        traced.
 
     Example:
       >>> import optax
@@ -132,8 +151,9 @@ def cyclic_schedule(
       Smith, `Cyclical Learning Rates for Training Neural Networks <https://arxiv.org/abs/1506.01186>`_,
       2017.
     """
-    base_lr = _check_finite("base_lr", base_lr)
-    max_lr = _check_finite("max_lr", max_lr)
+    base_lr = _rate("base_lr", base_lr, zero=True)
+    max_lr = _rate("max_lr", max_lr)
+    checks.interval("base_lr", base_lr, "max_lr", max_lr)
     up, down = _check_cyclic(step_size_up, step_size_down, mode, gamma)
 
     def schedule(step: ArrayLike) -> jax.Array:
@@ -160,15 +180,18 @@ def cyclic_momentum_schedule(
     and ``base_momentum`` at the rate's peak. PyTorch's defaults are ``0.8`` and ``0.9``.
 
     Args:
-      base_momentum: momentum at the rate's peak (the lower bound).
-      max_momentum: momentum at the start of each cycle.
+      base_momentum: momentum at the rate's peak (the lower bound), in ``[0, 1)``.
+      max_momentum: momentum at the start of each cycle, in ``[base_momentum, 1)``.
       step_size_up: steps of the rising half of the rate's cycle (> 0).
       step_size_down: steps of the falling half (>= 0); ``None``: ``step_size_up``.
       mode: ``"triangular"``, ``"triangular2"`` or ``"exp_range"``.
-      gamma: the ``exp_range`` decay per step (> 0).
+      gamma: the ``exp_range`` decay per step, in ``(0, 1]``.
 
     Returns:
       ``schedule(step) -> momentum``.
+
+    Raises:
+      ValueError: an argument out of range or of the wrong type, naming it (all must be concrete).
 
     Example:
       >>> schedule = cyclic_momentum_schedule(0.8, 0.9, step_size_up=4)
@@ -179,8 +202,9 @@ def cyclic_momentum_schedule(
       Smith, `A disciplined approach to neural network hyper-parameters: Part 1
       <https://arxiv.org/abs/1803.09820>`_, 2018.
     """
-    base_momentum = _check_finite("base_momentum", base_momentum)
-    max_momentum = _check_finite("max_momentum", max_momentum)
+    base_momentum = _momentum("base_momentum", base_momentum)
+    max_momentum = _momentum("max_momentum", max_momentum)
+    checks.interval("base_momentum", base_momentum, "max_momentum", max_momentum)
     up, down = _check_cyclic(step_size_up, step_size_down, mode, gamma)
 
     def schedule(step: ArrayLike) -> jax.Array:
@@ -191,19 +215,12 @@ def cyclic_momentum_schedule(
     return schedule
 
 
-def _check_one_cycle(total_steps, pct_start, anneal_strategy) -> None:
-    if isinstance(total_steps, bool) or not isinstance(total_steps, int) or total_steps < 1:
-        raise ValueError(f"total_steps must be a positive integer, got {total_steps!r}.")
-    if (
-        isinstance(pct_start, bool)
-        or not isinstance(pct_start, (int, float))
-        or not 0.0 <= pct_start <= 1.0
-    ):
-        raise ValueError(f"pct_start must be a number in [0, 1], got {pct_start!r}.")
-    if anneal_strategy not in ANNEAL_STRATEGIES:
-        raise ValueError(
-            f"anneal_strategy must be one of {ANNEAL_STRATEGIES}, got {anneal_strategy!r}."
-        )
+def _check_one_cycle(total_steps, pct_start, anneal_strategy, three_phase) -> tuple[int, float]:
+    total_steps = checks.positive_int("total_steps", total_steps)
+    pct_start = checks.in_unit_interval("pct_start", pct_start, closed_right=True, static=True)
+    checks.one_of("anneal_strategy", anneal_strategy, ANNEAL_STRATEGIES)
+    checks.boolean("three_phase", three_phase)
+    return total_steps, pct_start
 
 
 def _phase_ends(total_steps: int, pct_start: float, three_phase: bool) -> list[float]:
@@ -217,11 +234,19 @@ def _phase_ends(total_steps: int, pct_start: float, three_phase: bool) -> list[f
     else:
         ends = [float(pct_start * total_steps) - 1, float(total_steps - 1)]
     start = 0.0
-    for end in ends:
+    for k, end in enumerate(ends):
         if end == start:  # PyTorch divides by zero here
             raise ValueError(
                 f"pct_start={pct_start!r} and total_steps={total_steps!r} give a 1cycle phase of zero "
                 f"length (from step {start} to step {end}); change pct_start or total_steps."
+            )
+        if k > 0 and end < start:  # three phases, pct_start > ~1/2: the second ends after the cycle
+            checks.fail(
+                "pct_start",
+                f"< (total_steps + 1) / (2 total_steps) = {(total_steps + 1) / (2 * total_steps):g} "
+                f"with three_phase=True and total_steps={total_steps} (the second phase would end "
+                f"after the cycle, at step {start:g})",
+                pct_start,
             )
         start = end
     return ends
@@ -241,15 +266,20 @@ def _anneal(start: float, end: float, remaining: jax.Array, length: float, strat
     return end + (start - end) * left
 
 
-def _one_cycle(total_steps: int, phases: Sequence[_Phase], strategy: str) -> optax.Schedule:
+def _one_cycle(phases: Sequence[_Phase], strategy: str) -> optax.Schedule:
+    final_step = phases[-1][0]  # total_steps - 1, where the last phase ends
+
     def schedule(step: ArrayLike) -> jax.Array:
-        # PyTorch raises past ``total_steps``; hold the value there instead (jit cannot raise).
-        step = jnp.minimum(jnp.asarray(step, _float_dtype()), float(total_steps))
+        # Past its end the schedule holds its final value exactly: the step is clamped to the last
+        # phase's end, where ``remaining = 0`` gives the phase's end value (``min`` for the rate,
+        # ``max_momentum`` for the momentum) for either strategy. PyTorch raises after
+        # ``total_steps`` steps, and at ``total_steps`` itself it already evaluates the last phase
+        # at ``pct > 1`` (cos rises back from its minimum, linear overshoots it, below zero for the
+        # rate); jit cannot raise, so the value is held instead.
+        step = jnp.minimum(jnp.asarray(step, _float_dtype()), final_step)
         values = []
         start = 0.0
         for end, first, last in phases:
-            # A phase's formula is also used past its end (the last phase at ``total_steps``), so
-            # ``remaining`` may be negative there, as PyTorch's ``pct > 1``.
             values.append(_anneal(first, last, end - step, end - start, strategy))
             start = end
         value = values[-1]
@@ -287,24 +317,26 @@ def one_cycle_schedule(
       \mathrm{pct}),\qquad \mathrm{linear}:\ \eta_i = \eta_{start} + (\eta_{end} - \eta_{start})\,
       \mathrm{pct}.
 
-    Step ``i`` belongs to the first phase with ``i <= e_k`` (else the last). PyTorch raises after
-    ``total_steps`` steps; here the value at ``total_steps`` is held.
+    Step ``i`` belongs to the first phase with ``i <= e_k`` (else the last). Every step from
+    ``total_steps - 1`` on gives the final value ``min`` exactly, for either strategy (PyTorch raises
+    after ``total_steps`` steps, and its value at ``total_steps`` already overshoots ``min``).
 
     Args:
       total_steps: steps of the whole cycle (a positive int).
-      max_lr: the peak rate.
+      max_lr: the peak rate (finite, > 0).
       pct_start: fraction of the steps spent increasing the rate, in ``[0, 1]``.
       anneal_strategy: ``"cos"`` or ``"linear"``.
-      div_factor: ``initial = max_lr / div_factor``.
-      final_div_factor: ``min = initial / final_div_factor``.
-      three_phase: use the paper's three phases instead of fastai's two.
+      div_factor: ``initial = max_lr / div_factor`` (finite, > 0).
+      final_div_factor: ``min = initial / final_div_factor`` (finite, > 0).
+      three_phase: use the paper's three phases instead of fastai's two (a bool).
 
     Returns:
       ``schedule(step) -> rate``, valid for traced steps inside ``jax.jit``.
 
     Raises:
-      ValueError: invalid arguments, or a phase of zero length (``pct_start * total_steps == 1``,
-        where PyTorch divides by zero).
+      ValueError: an argument out of range or of the wrong type, naming it (all must be concrete);
+        a phase of zero length (``pct_start * total_steps == 1``, where PyTorch divides by zero), or
+        with ``three_phase`` a second phase ending after the cycle (``pct_start`` above about 1/2).
 
     Example:
       >>> schedule = one_cycle_schedule(100, 0.1)
@@ -315,19 +347,19 @@ def one_cycle_schedule(
       Smith, Topin, `Super-Convergence: Very Fast Training of Neural Networks Using Large Learning
       Rates <https://arxiv.org/abs/1708.07120>`_, 2018.
     """
-    _check_one_cycle(total_steps, pct_start, anneal_strategy)
-    max_lr = _check_finite("max_lr", max_lr)
-    div_factor = _check_finite("div_factor", div_factor, positive=True)
-    final_div_factor = _check_finite("final_div_factor", final_div_factor, positive=True)
+    total_steps, pct_start = _check_one_cycle(total_steps, pct_start, anneal_strategy, three_phase)
+    max_lr = _rate("max_lr", max_lr)
+    div_factor = checks.positive("div_factor", div_factor, static=True)
+    final_div_factor = checks.positive("final_div_factor", final_div_factor, static=True)
     initial = max_lr / div_factor
     minimum = initial / final_div_factor
-    ends = _phase_ends(total_steps, float(pct_start), three_phase)
+    ends = _phase_ends(total_steps, pct_start, three_phase)
     if three_phase:
         values = [(initial, max_lr), (max_lr, initial), (initial, minimum)]
     else:
         values = [(initial, max_lr), (max_lr, minimum)]
     phases = [(end, a, b) for end, (a, b) in zip(ends, values, strict=True)]
-    return _one_cycle(total_steps, phases, anneal_strategy)
+    return _one_cycle(phases, anneal_strategy)
 
 
 def one_cycle_momentum_schedule(
@@ -343,18 +375,23 @@ def one_cycle_momentum_schedule(
 
     Same phases and annealing as the rate: two phases ``max_momentum -> base_momentum`` (while the rate
     rises) then ``base_momentum -> max_momentum``; three phases ``max -> base``, ``base -> max``, then
-    constant ``max_momentum``. With Adam this is ``b1`` (PyTorch cycles ``betas[0]``).
+    constant ``max_momentum``. With Adam this is ``b1`` (PyTorch cycles ``betas[0]``). Every step from
+    ``total_steps - 1`` on gives ``max_momentum`` exactly.
 
     Args:
       total_steps: steps of the whole cycle (a positive int).
       pct_start: fraction of the steps spent increasing the rate, in ``[0, 1]``.
       anneal_strategy: ``"cos"`` or ``"linear"``.
-      base_momentum: momentum at the rate's peak.
-      max_momentum: momentum at the start and the end.
-      three_phase: the paper's three phases instead of fastai's two.
+      base_momentum: momentum at the rate's peak, in ``[0, 1)``.
+      max_momentum: momentum at the start and the end, in ``[base_momentum, 1)``.
+      three_phase: the paper's three phases instead of fastai's two (a bool).
 
     Returns:
       ``schedule(step) -> momentum``.
+
+    Raises:
+      ValueError: as :func:`one_cycle_schedule`, and a momentum out of ``[0, 1)`` or
+        ``base_momentum > max_momentum``.
 
     Example:
       >>> schedule = one_cycle_momentum_schedule(100)
@@ -365,10 +402,11 @@ def one_cycle_momentum_schedule(
       Smith, `A disciplined approach to neural network hyper-parameters: Part 1
       <https://arxiv.org/abs/1803.09820>`_, 2018.
     """
-    _check_one_cycle(total_steps, pct_start, anneal_strategy)
-    base_momentum = _check_finite("base_momentum", base_momentum)
-    max_momentum = _check_finite("max_momentum", max_momentum)
-    ends = _phase_ends(total_steps, float(pct_start), three_phase)
+    total_steps, pct_start = _check_one_cycle(total_steps, pct_start, anneal_strategy, three_phase)
+    base_momentum = _momentum("base_momentum", base_momentum)
+    max_momentum = _momentum("max_momentum", max_momentum)
+    checks.interval("base_momentum", base_momentum, "max_momentum", max_momentum)
+    ends = _phase_ends(total_steps, pct_start, three_phase)
     if three_phase:
         values = [
             (max_momentum, base_momentum),
@@ -378,7 +416,7 @@ def one_cycle_momentum_schedule(
     else:
         values = [(max_momentum, base_momentum), (base_momentum, max_momentum)]
     phases = [(end, a, b) for end, (a, b) in zip(ends, values, strict=True)]
-    return _one_cycle(total_steps, phases, anneal_strategy)
+    return _one_cycle(phases, anneal_strategy)
 
 
 def _in_updates_dtype(factory, **hyperparameters) -> optax.GradientTransformation:
@@ -432,7 +470,8 @@ def _adam(
 
 
 def _scheduled_sgd(learning_rate, momentum, weight_decay, nesterov):
-    _check_finite("weight_decay", weight_decay)
+    checks.nonnegative("weight_decay", weight_decay, static=True)
+    checks.boolean("nesterov", nesterov)
     return optax.inject_hyperparams(_momentum_sgd, static_args=("nesterov",))(
         learning_rate=learning_rate,
         momentum=momentum,
@@ -442,8 +481,8 @@ def _scheduled_sgd(learning_rate, momentum, weight_decay, nesterov):
 
 
 def _scheduled_adam(learning_rate, b1, b2, eps):
-    _check_finite("b2", b2)
-    _check_finite("eps", eps, positive=True)
+    _momentum("b2", b2)
+    checks.positive("eps", eps, static=True)
     return optax.inject_hyperparams(_adam)(learning_rate=learning_rate, b1=b1, b2=b2, eps=eps)
 
 
@@ -463,17 +502,28 @@ def _cyclic_rate_and_momentum(
     rate = cyclic_schedule(
         base_lr, max_lr, step_size_up, step_size_down=step_size_down, mode=mode, gamma=gamma
     )
-    if not cycle_momentum:
-        return rate, _check_finite("max_momentum", max_momentum)
-    momentum = cyclic_momentum_schedule(
+    return rate, _momentum_schedule(
+        cycle_momentum,
         base_momentum,
         max_momentum,
-        step_size_up,
-        step_size_down=step_size_down,
-        mode=mode,
-        gamma=gamma,
+        lambda: cyclic_momentum_schedule(
+            base_momentum,
+            max_momentum,
+            step_size_up,
+            step_size_down=step_size_down,
+            mode=mode,
+            gamma=gamma,
+        ),
     )
-    return rate, momentum
+
+
+def _momentum_schedule(cycle_momentum, base_momentum, max_momentum, make_schedule):
+    """``make_schedule()`` when cycling, else the constant ``max_momentum``; both bounds are checked
+    (their order only when cycling: a constant momentum may lie below the default ``base_momentum``)."""
+    checks.boolean("cycle_momentum", cycle_momentum)
+    _momentum("base_momentum", base_momentum)
+    max_momentum = _momentum("max_momentum", max_momentum)
+    return make_schedule() if cycle_momentum else max_momentum
 
 
 def cyclic_sgd(
@@ -502,10 +552,17 @@ def cyclic_sgd(
       cycle_momentum: cycle the momentum inversely to the rate.
       base_momentum, max_momentum: see :func:`cyclic_momentum_schedule` (PyTorch's defaults).
       nesterov: Nesterov momentum.
-      weight_decay: coefficient of ``wd * params`` added to the gradient.
+      weight_decay: coefficient of ``wd * params`` added to the gradient (``>= 0``).
 
     Returns:
       An ``optax.GradientTransformationExtraArgs``.
+
+    Raises:
+      ValueError: an argument out of range or of the wrong type, naming it: those of the schedules,
+        ``base_momentum``/``max_momentum`` outside ``[0, 1)`` (their order is checked when cycling),
+        ``weight_decay`` negative or not finite, ``nesterov``/``cycle_momentum`` not bools. Every
+        argument must be concrete: the helper injects the scheduled values itself, so it is not
+        itself wrapped in ``optax.inject_hyperparams``.
 
     Example:
       >>> import jax.numpy as jnp
@@ -555,10 +612,16 @@ def cyclic_adam(
       base_lr, max_lr, step_size_up, step_size_down, mode, gamma: see :func:`cyclic_schedule`.
       cycle_momentum: cycle ``b1`` inversely to the rate.
       base_momentum, max_momentum: the bounds of ``b1``.
-      b2, eps: Adam's.
+      b2, eps: Adam's (``b2`` in ``[0, 1)``, ``eps > 0``).
 
     Returns:
       An ``optax.GradientTransformationExtraArgs``.
+
+    Raises:
+      ValueError: an argument out of range or of the wrong type, naming it: those of the schedules,
+        ``base_momentum``/``max_momentum`` (``b1``) or ``b2`` outside ``[0, 1)``, ``eps`` not a finite
+        number > 0, ``cycle_momentum`` not a bool. Every argument must be concrete (the helper
+        injects the scheduled values itself).
 
     Example:
       >>> import jax.numpy as jnp
@@ -611,10 +674,17 @@ def one_cycle_sgd(
       cycle_momentum: cycle the momentum inversely to the rate.
       base_momentum, max_momentum: see :func:`one_cycle_momentum_schedule`.
       nesterov: Nesterov momentum.
-      weight_decay: coefficient of ``wd * params`` added to the gradient.
+      weight_decay: coefficient of ``wd * params`` added to the gradient (``>= 0``).
 
     Returns:
       An ``optax.GradientTransformationExtraArgs``.
+
+    Raises:
+      ValueError: an argument out of range or of the wrong type, naming it: those of the schedules,
+        ``base_momentum``/``max_momentum`` outside ``[0, 1)`` (their order is checked when cycling),
+        ``weight_decay`` negative or not finite, ``nesterov``/``cycle_momentum`` not bools. Every
+        argument must be concrete: the helper injects the scheduled values itself, so it is not
+        itself wrapped in ``optax.inject_hyperparams``.
 
     Example:
       >>> import jax.numpy as jnp
@@ -631,12 +701,13 @@ def one_cycle_sgd(
     rate = one_cycle_schedule(
         total_steps, max_lr, div_factor=div_factor, final_div_factor=final_div_factor, **common
     )
-    momentum = (
-        one_cycle_momentum_schedule(
+    momentum = _momentum_schedule(
+        cycle_momentum,
+        base_momentum,
+        max_momentum,
+        lambda: one_cycle_momentum_schedule(
             total_steps, base_momentum=base_momentum, max_momentum=max_momentum, **common
-        )
-        if cycle_momentum
-        else _check_finite("max_momentum", max_momentum)
+        ),
     )
     return _scheduled_sgd(rate, momentum, weight_decay, nesterov)
 
@@ -666,10 +737,16 @@ def one_cycle_adam(
         :func:`one_cycle_schedule`.
       cycle_momentum: cycle ``b1`` inversely to the rate.
       base_momentum, max_momentum: the bounds of ``b1``.
-      b2, eps: Adam's.
+      b2, eps: Adam's (``b2`` in ``[0, 1)``, ``eps > 0``).
 
     Returns:
       An ``optax.GradientTransformationExtraArgs``.
+
+    Raises:
+      ValueError: an argument out of range or of the wrong type, naming it: those of the schedules,
+        ``base_momentum``/``max_momentum`` (``b1``) or ``b2`` outside ``[0, 1)``, ``eps`` not a finite
+        number > 0, ``cycle_momentum`` not a bool. Every argument must be concrete (the helper
+        injects the scheduled values itself).
 
     Example:
       >>> import jax.numpy as jnp
@@ -685,11 +762,12 @@ def one_cycle_adam(
     rate = one_cycle_schedule(
         total_steps, max_lr, div_factor=div_factor, final_div_factor=final_div_factor, **common
     )
-    b1 = (
-        one_cycle_momentum_schedule(
+    b1 = _momentum_schedule(
+        cycle_momentum,
+        base_momentum,
+        max_momentum,
+        lambda: one_cycle_momentum_schedule(
             total_steps, base_momentum=base_momentum, max_momentum=max_momentum, **common
-        )
-        if cycle_momentum
-        else _check_finite("max_momentum", max_momentum)
+        ),
     )
     return _scheduled_adam(rate, b1, b2, eps)

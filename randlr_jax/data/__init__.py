@@ -15,13 +15,21 @@ Example:
   >>> for batch in data.batch_iterator(splits["train"], 128, shuffle=True, seed=0, epoch=0,
   ...                                  drop_remainder=True):
   ...     pass
+
+Needs the ``data`` extra (``pip install 'randlr_jax[data]'``): TensorFlow Datasets, array_record,
+mnist1d and scikit-learn. ``import randlr_jax`` does not load this package; ``randlr_jax.data`` does, on
+first use.
 """
 
-from randlr_jax.data._batching import batch_iterator as batch_iterator
-from randlr_jax.data._batching import epoch_permutation as epoch_permutation
-from randlr_jax.data._batching import lm_batch_iterator as lm_batch_iterator
-from randlr_jax.data._batching import lm_num_batches as lm_num_batches
-from randlr_jax.data._batching import num_batches as num_batches
+try:
+    import tensorflow_datasets as _tfds  # noqa: F401 -- checked first, for a message naming the extra
+except ImportError as _error:
+    raise ImportError(
+        "randlr_jax.data needs TensorFlow Datasets (and array_record, mnist1d, scikit-learn): "
+        "pip install 'randlr_jax[data]' (or 'randlr_jax[all]'). "
+        f"The import failed with: {_error}"
+    ) from _error
+
 from randlr_jax.data._digits import Digits as Digits
 from randlr_jax.data._loading import DatasetNotPreparedError as DatasetNotPreparedError
 from randlr_jax.data._loading import carve_validation as carve_validation
@@ -39,3 +47,8 @@ from randlr_jax.data._specs import get_spec as get_spec
 from randlr_jax.data._text import CharVocabulary as CharVocabulary
 from randlr_jax.data._text import load_tokens as load_tokens
 from randlr_jax.data._text import load_vocabulary as load_vocabulary
+from randlr_jax.training._batching import batch_iterator as batch_iterator
+from randlr_jax.training._batching import epoch_permutation as epoch_permutation
+from randlr_jax.training._batching import lm_batch_iterator as lm_batch_iterator
+from randlr_jax.training._batching import lm_num_batches as lm_num_batches
+from randlr_jax.training._batching import num_batches as num_batches

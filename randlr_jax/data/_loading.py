@@ -13,13 +13,13 @@ import numpy as np
 import tensorflow_datasets as tfds
 from tensorflow_datasets.core import file_adapters
 
-from randlr_jax.data._batching import check_seed, common_length
 from randlr_jax.data._digits import Digits
 from randlr_jax.data._embedded import FILE_FORMAT, prepared_builder
 from randlr_jax.data._mnist1d import Mnist1d
 from randlr_jax.data._shakespeare import ShakespeareChar
 from randlr_jax.data._shakespeare_word import ShakespeareWord
 from randlr_jax.data._specs import DatasetSpec, check_split, parse_name
+from randlr_jax.training._batching import check_seed, common_length
 
 _EMBEDDED_BUILDERS = {
     "mnist1d": Mnist1d,
@@ -108,7 +108,10 @@ def load_arrays(name: str, split: str, *, data_dir: str | None = None) -> dict[s
 
     Numeric features keep their TFDS dtype and shape (``(num_examples, *feature_shape)``); text
     features are object arrays of Python ``str``. The split is read one example at a time from the
-    random-access source.
+    random-access source. A classification dataset's input and label features (TFDS's own names,
+    e.g. ``"image"`` and ``"label"``: ``spec.input_feature``, ``spec.label_feature``) are returned as
+    ``"x"`` and ``"y"``, the names every step and :func:`~randlr_jax.training.fit` read (raw: see
+    :func:`load_supervised` for model-ready arrays); other features keep their names.
 
     Args:
       name: a key of :data:`DATASETS`, optionally with a config (``"mnist1d/large"``).
@@ -116,15 +119,15 @@ def load_arrays(name: str, split: str, *, data_dir: str | None = None) -> dict[s
       data_dir: TFDS data dir (``None``: ``$TFDS_DATA_DIR``, else TFDS's default).
 
     Returns:
-      ``{feature_name: array}``.
+      ``{feature_name: array}``, with ``"x"`` and ``"y"`` for a classification dataset.
 
     Raises:
       ValueError: unknown dataset, config or split.
       DatasetNotPreparedError: a public dataset that is not prepared in ``data_dir``.
 
     Example:
-      >>> load_arrays("mnist1d", "train")["x"].shape
-      (4000, 40)
+      >>> sorted(load_arrays("digits", "test"))
+      ['index', 'x', 'y']
     """
     spec, _ = parse_name(name)
     check_split(spec, split)
@@ -134,13 +137,24 @@ def load_arrays(name: str, split: str, *, data_dir: str | None = None) -> dict[s
     # in place has a broken batched ``__getitems__``.
     examples = [source[i] for i in range(len(source))]
     features = builder.info.features
-    return {key: _stack([ex[key] for ex in examples], features[key]) for key in features.keys()}
+    names = _canonical_names(spec)
+    return {
+        names.get(key, key): _stack([ex[key] for ex in examples], features[key])
+        for key in features.keys()
+    }
+
+
+def _canonical_names(spec: DatasetSpec) -> dict[str, str]:
+    """TFDS feature name -> the library's name: a classification dataset's input ``"x"``, label ``"y"``."""
+    if spec.kind != "classification":
+        return {}
+    return {spec.input_feature: "x", spec.label_feature: "y"}
 
 
 def supervised_from_arrays(
     spec: DatasetSpec, arrays: dict[str, np.ndarray]
 ) -> dict[str, np.ndarray]:
-    """Model-ready ``{"x": float32, "y": int32}`` from the raw features of a classification dataset.
+    """Model-ready ``{"x": float32, "y": int32}`` from the raw ``{"x", "y"}`` of :func:`load_arrays`.
 
     ``x = (raw / spec.scale - spec.mean) / spec.std`` per channel (last axis) for image datasets;
     inputs with ``spec.scale is None`` (``mnist1d``) are only cast to float32.
@@ -150,12 +164,12 @@ def supervised_from_arrays(
             f"dataset {spec.name!r} is a {spec.kind} dataset; supervised arrays exist only for "
             "classification datasets (use load_tokens for language models)."
         )
-    x = np.asarray(arrays[spec.input_feature], dtype=np.float32)
+    x = np.asarray(arrays["x"], dtype=np.float32)
     if spec.scale is not None:
         x = x / np.float32(spec.scale)
     if spec.mean is not None and spec.std is not None:
         x = (x - np.asarray(spec.mean, np.float32)) / np.asarray(spec.std, np.float32)
-    y = np.asarray(arrays[spec.label_feature], dtype=np.int32)
+    y = np.asarray(arrays["y"], dtype=np.int32)
     return {"x": x.astype(np.float32, copy=False), "y": y}
 
 

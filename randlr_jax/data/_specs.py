@@ -30,8 +30,10 @@ class DatasetSpec:
       embedded: True when the builder ships with this package and builds offline on first use.
       configs: builder configs of an embedded dataset (first is the default); ``()`` for public
         datasets.
-      input_feature: TFDS feature holding the input (``"image"``, ``"x"``, ``"text"``).
-      label_feature: TFDS feature holding the label; ``None`` for a language model.
+      input_feature: TFDS feature holding the input (``"image"``, ``"x"``, ``"text"``); a
+        classification dataset's is returned as ``"x"`` by ``load_arrays``.
+      label_feature: TFDS feature holding the label, returned as ``"y"`` by ``load_arrays`` (the
+        library's one name for labels); ``None`` for a language model.
       scale: raw input values are divided by this to land in ``[0, 1]`` (255 for 8-bit images, 16
         for the 4-bit ``digits``); ``None`` to keep inputs as stored (``mnist1d`` is standardised
         already).

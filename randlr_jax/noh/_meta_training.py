@@ -46,6 +46,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from randlr_jax.training._steps import apply_step
+
 MakeOptimizer = Callable[[Any], optax.GradientTransformation]
 """``lstm_params -> optax.GradientTransformation`` (e.g. ``lambda p: noh_adam(p, update_every=10)``)."""
 
@@ -117,8 +119,8 @@ def make_truncation_loss(
             grads = jax.grad(loss_fn)(params, batch)
             if not second_order:
                 grads = jax.lax.stop_gradient(grads)
-            updates, opt_state = tx.update(grads, opt_state, params)
-            params = optax.apply_updates(params, updates)
+            # The training step's optimizer step: pure, differentiated through (w.r.t. lstm_params).
+            params, opt_state = apply_step(tx, params, opt_state, grads)
             return (params, opt_state), loss_fn(params, batch)
 
         if remat:

@@ -1,7 +1,9 @@
 """``train_and_evaluate(config, workdir)``: a whole run from a plain config (Flax-examples style).
 
 Builds the data (``randlr_jax.data``), the model (``randlr_jax.models``) and the optimizer by name, then
-calls :func:`randlr_jax.training.fit`. Re-running with the same ``workdir`` resumes.
+calls :func:`randlr_jax.training.fit`. Re-running with the same ``workdir`` and the same settings resumes;
+with other settings it refuses (the ``workdir/run.json`` record, :func:`record_run`). ``config.json``
+records what ran, the optimizer included when ``tx=`` replaces the config's.
 """
 
 from __future__ import annotations
@@ -9,13 +11,14 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import jax
 import optax
 
 from randlr_jax.runner._optimizers import make_optimizer
+from randlr_jax.training import _run_record as run_record
 from randlr_jax.training._loop import FitResult, LoopConfig, StepCallback, fit
 
 
@@ -115,11 +118,113 @@ def build_alrao(config: TrainConfig, spec: Any, task: str) -> tuple[Any, Any, An
     return model, tx, make_alrao_train_step(model, tx, task=task)
 
 
-def write_config(workdir: str | os.PathLike, config: TrainConfig) -> None:
-    """Record ``config`` as ``workdir/config.json`` (what produced the run's results)."""
+# ``run_info`` keys kept at the top of ``config.json`` (the others describe the optimizer's arguments).
+_TOP_LEVEL_INFO = ("optimizer", "learning_rate", "learning_rates")
+
+
+def describe_config(
+    config: TrainConfig,
+    *,
+    run_info: Mapping[str, Any] | None = None,
+    tx: Any = None,
+) -> dict[str, Any]:
+    """``config`` as a JSON-ready dict that says which optimizer ran.
+
+    Args:
+      config: the run's config.
+      run_info: what ran instead of ``config.optimizer`` (a ``tx=`` override): ``"optimizer"`` (its
+        name, required), ``"learning_rate"``, a population's ``"learning_rates"``, and its other
+        hyperparameters (recorded as ``optimizer_kwargs``).
+      tx: the transformation that replaced the config's optimizer, when ``run_info`` does not describe
+        it: recorded as ``"custom (tx=<its kind>)"`` with its digest (what can be known of it).
+
+    Returns:
+      ``dataclasses.asdict(config)`` with ``optimizer``, ``learning_rate`` and ``optimizer_kwargs``
+      replaced by what ``run_info`` (or ``tx``) says ran.
+    """
+    record = dataclasses.asdict(config)
+    if run_info is not None:
+        run_info = dict(run_info)
+        if not isinstance(run_info.get("optimizer"), str):
+            raise ValueError(
+                f"run_info must name the optimizer that ran (run_info['optimizer']), got {run_info!r}."
+            )
+        record["optimizer"] = run_info["optimizer"]
+        record["learning_rate"] = run_info.get("learning_rate")
+        if "learning_rates" in run_info:
+            record["learning_rates"] = run_info["learning_rates"]
+        record["optimizer_kwargs"] = {k: v for k, v in run_info.items() if k not in _TOP_LEVEL_INFO}
+    elif tx is not None:
+        description = run_record.describe(tx)
+        record["optimizer"] = f"custom (tx={description['kind']})"
+        record["learning_rate"] = None
+        record["optimizer_kwargs"] = {}
+        record["optimizer_digest"] = description["digest"]
+    return run_record.normalize(record)
+
+
+def write_config(
+    workdir: str | os.PathLike,
+    config: TrainConfig,
+    *,
+    run_info: Mapping[str, Any] | None = None,
+    tx: Any = None,
+) -> None:
+    """Record what ran as ``workdir/config.json``: ``config``, its optimizer replaced by what ``run_info``
+    (or a ``tx`` override) says ran (:func:`describe_config`)."""
+    record = describe_config(config, run_info=run_info, tx=tx)
     os.makedirs(workdir, exist_ok=True)
-    with open(os.path.join(workdir, "config.json"), "w") as f:
-        json.dump(dataclasses.asdict(config), f, indent=2, default=repr)
+    if jax.process_index() == 0:
+        with open(os.path.join(workdir, "config.json"), "w") as f:
+            json.dump(record, f, indent=2, default=repr)
+
+
+def record_run(
+    workdir: str | os.PathLike,
+    config: TrainConfig,
+    *,
+    model: Any,
+    tx: Any,
+    splits: Mapping[str, Any],
+    task: str,
+    train_step: Any = None,
+    learning_rates: Sequence[float] | None = None,
+    run_info: Mapping[str, Any] | None = None,
+    overridden: bool = False,
+) -> None:
+    """Check ``workdir`` holds no run of other settings (else ``ValueError``), then write ``config.json``.
+
+    The ``"runner"`` record of ``workdir/run.json``
+    (:func:`randlr_jax.training.check_or_write`) holds the loop settings, the task, the model, the
+    optimizer (``tx``: a transformation, or a population's factory), the training step, the
+    population's rates, a hash of the splits and ``config`` itself as :func:`describe_config` writes
+    it (its optimizer as ``run_info`` says, the data directory left out).
+
+    Args:
+      workdir: the run directory.
+      config: the run's config.
+      model, tx, splits, task, train_step, learning_rates: what is handed to ``fit`` or
+        ``fit_population``.
+      run_info: the optimizer that ran, when not ``config.optimizer`` (:func:`describe_config`).
+      overridden: ``tx`` replaces the config's optimizer (described by ``run_info`` if given).
+
+    Raises:
+      ValueError: ``workdir`` holds a run of other settings (the message names the differing keys).
+    """
+    described = describe_config(config, run_info=run_info, tx=tx if overridden else None)
+    described = {k: v for k, v in described.items() if k not in ("loop", "data_dir")}
+    record = run_record.fingerprint(
+        config.loop,
+        task=task,
+        model=model,
+        splits=splits,
+        optimizer=tx,
+        learning_rates=learning_rates,
+        train_step=train_step,
+        run_info=described,
+    )
+    run_record.check_or_write(workdir, record, section="runner")
+    write_config(workdir, config, run_info=run_info, tx=tx if overridden else None)
 
 
 def train_and_evaluate(
@@ -128,10 +233,31 @@ def train_and_evaluate(
     *,
     tx: optax.GradientTransformation | None = None,
     callbacks: Sequence[StepCallback] = (),
+    run_info: Mapping[str, Any] | None = None,
 ) -> FitResult:
-    """Run ``config`` in ``workdir`` (resuming if it holds a checkpoint); ``tx`` overrides the optimizer."""
+    """Run ``config`` in ``workdir`` (resuming if it holds a checkpoint of the same settings).
+
+    Args:
+      config: the run.
+      workdir: the run directory: ``config.json`` (what ran), ``run.json`` (the record checked on
+        resume) and :func:`~randlr_jax.training.fit`'s files.
+      tx: replaces ``config``'s optimizer; describe it with ``run_info`` (else ``config.json`` records
+        ``"custom (tx=...)"``).
+      callbacks: handed to ``fit``.
+      run_info: the optimizer ``tx`` is: ``{"optimizer": name, "learning_rate": rate, ...}``.
+
+    Raises:
+      ValueError: ``workdir`` holds a run of other settings (another optimizer, rate, model, data or
+        budget; the message names them), or a bad config.
+    """
+    if run_info is not None and tx is None:
+        raise ValueError(
+            "run_info describes a tx= override; without tx the config's optimizer "
+            f"({config.optimizer!r}) runs and config.json records it."
+        )
     splits, spec, task = load_splits(config)
     train_step = place_state = None
+    overridden = tx is not None
     if config.optimizer in ALRAO_OPTIMIZERS and tx is None:
         from randlr_jax import alrao
 
@@ -141,7 +267,17 @@ def train_and_evaluate(
         model = build_model(config, spec)
         if tx is None:
             tx = make_optimizer(config.optimizer, config.learning_rate, **config.optimizer_kwargs)
-    write_config(workdir, config)
+    record_run(
+        workdir,
+        config,
+        model=model,
+        tx=tx,
+        splits=splits,
+        task=task,
+        train_step=train_step,
+        run_info=run_info,
+        overridden=overridden,
+    )
     return fit(
         model,
         tx,

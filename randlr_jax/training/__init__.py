@@ -7,6 +7,7 @@ handed to :func:`fit` (``train_step=``, ``place_state=``).
 from randlr_jax.training import _distributed as distributed  # noqa: F401 -- a namespace
 from randlr_jax.training._checkpoint import Checkpointer as Checkpointer
 from randlr_jax.training._early_stopping import EarlyStopping as EarlyStopping
+from randlr_jax.training._engine import TrainingDiverged as TrainingDiverged
 from randlr_jax.training._loop import FitResult as FitResult
 from randlr_jax.training._loop import LoopConfig as LoopConfig
 from randlr_jax.training._loop import fit as fit
@@ -17,6 +18,8 @@ from randlr_jax.training._population import make_population_eval_step as make_po
 from randlr_jax.training._population import make_population_optimizer as make_population_optimizer
 from randlr_jax.training._population import make_population_train_step as make_population_train_step
 from randlr_jax.training._population import member_history as member_history
+from randlr_jax.training._run_record import check_or_write as check_or_write
+from randlr_jax.training._run_record import fingerprint as fingerprint
 from randlr_jax.training._sharding import make_mesh as make_mesh
 from randlr_jax.training._sharding import put_global as put_global
 from randlr_jax.training._sharding import replicate as replicate
@@ -24,5 +27,6 @@ from randlr_jax.training._sharding import shard_batch as shard_batch
 from randlr_jax.training._sharding import to_host as to_host
 from randlr_jax.training._state import TrainState as TrainState
 from randlr_jax.training._state import create_train_state as create_train_state
+from randlr_jax.training._steps import apply_step as apply_step
 from randlr_jax.training._steps import make_eval_step as make_eval_step
 from randlr_jax.training._steps import make_train_step as make_train_step

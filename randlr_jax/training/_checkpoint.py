@@ -4,12 +4,14 @@ A checkpoint holds everything needed to continue a run bit-for-bit: parameters, 
 our transformations includes sampled learning rates and switch posteriors), model state (BatchNorm statistics,
 recurrent carries), the dropout key, and the loop's position (epoch, batch within the epoch, early-stopping
 record, metric history). Writes are atomic (orbax writes to a temporary directory and renames), so an
-interruption during a save leaves the previous checkpoint intact.
+interruption during a save leaves the previous checkpoint intact; a newest checkpoint damaged otherwise (a
+truncated or deleted file) is skipped on restore, with a warning, for the previous intact one.
 """
 
 from __future__ import annotations
 
 import os
+import warnings
 from typing import Any
 
 import jax
@@ -17,8 +19,13 @@ import numpy as np
 
 
 def _orbax() -> Any:
-    import orbax.checkpoint  # imported on use: ``import randlr_jax`` stays light
-
+    try:
+        import orbax.checkpoint  # imported on use: ``import randlr_jax`` stays light
+    except ImportError as error:
+        raise ImportError(
+            "randlr_jax.training.Checkpointer (used by fit and fit_population) needs orbax-checkpoint: "
+            "pip install 'randlr_jax[checkpointing]' (or 'randlr_jax[all]')."
+        ) from error
     return orbax.checkpoint
 
 
@@ -42,11 +49,14 @@ class Checkpointer:
         )
 
     def latest_step(self) -> int | None:
+        """The newest checkpoint's step (``None``: none). It may be damaged: :meth:`restore` then falls
+        back to the previous intact one."""
         return self._manager.latest_step()
 
     def save(self, step: int, state: Any, meta: dict) -> None:
         """Write checkpoint ``step`` (replacing one of the same step) and wait until it is on disk."""
         ocp = _orbax()
+        self._manager.wait_until_finished()  # a save an interrupt left running
         if int(step) in self._manager.all_steps():
             self._manager.delete(int(step))
         args = ocp.args.Composite(
@@ -56,19 +66,49 @@ class Checkpointer:
         self._manager.wait_until_finished()
 
     def restore(self, target: Any, step: int | None = None) -> tuple[Any, dict]:
-        """Restore checkpoint ``step`` (default: the latest) into the structure and shardings of ``target``."""
+        """Restore checkpoint ``step`` into the structure and shardings of ``target``.
+
+        Default: the newest intact checkpoint. A newer one that cannot be read (a damaged file, a missing
+        part) is skipped with a warning naming its directory.
+
+        Raises:
+          FileNotFoundError: there is no checkpoint.
+          RuntimeError: no checkpoint (or not ``step``) could be restored; the message names the
+            directories and why, in one line.
+        """
         ocp = _orbax()
-        step = self._manager.latest_step() if step is None else step
-        if step is None:
+        steps = [int(step)] if step is not None else sorted(self._manager.all_steps(), reverse=True)
+        if not steps:
             raise FileNotFoundError(f"No checkpoint under {self.directory!r}.")
         abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, _flatten(target))
-        restored = self._manager.restore(
-            step,
-            args=ocp.args.Composite(
-                state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()
-            ),
-        )
-        return _unflatten(target, restored["state"]), dict(restored["meta"])
+        failures = []
+        for candidate in steps:
+            try:
+                restored = self._manager.restore(
+                    candidate,
+                    args=ocp.args.Composite(
+                        state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()
+                    ),
+                )
+                result = _unflatten(target, restored["state"]), dict(restored["meta"])
+            except Exception as error:  # noqa: BLE001 -- orbax and tensorstore raise many kinds
+                failures.append(f"{self._step_dir(candidate)} ({_first_line(error)})")
+                continue
+            for failure in failures:
+                warnings.warn(
+                    f"Skipped the unreadable checkpoint {failure}; restored "
+                    f"{self._step_dir(candidate)} instead.",
+                    stacklevel=2,
+                )
+            return result
+        raise RuntimeError(
+            f"No checkpoint under {self.directory!r} could be restored: {'; '.join(failures)}. Delete "
+            "the directory (or use another workdir) to start afresh; if the model or optimizer "
+            "changed since they were written, that is why."
+        ) from None
+
+    def _step_dir(self, step: int) -> str:
+        return os.path.join(self.directory, str(step))
 
     def close(self) -> None:
         self._manager.close()
@@ -78,6 +118,13 @@ class Checkpointer:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _first_line(error: BaseException, limit: int = 300) -> str:
+    """``"Type: the first line of the message"``, at most ``limit`` characters."""
+    lines = str(error).strip().splitlines()
+    text = f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _flatten(tree: Any) -> dict[str, Any]:

@@ -7,7 +7,9 @@ resumed from, the progress bar, the epochs (fresh recurrent carries at an epoch'
 batches placed on the mesh, optionally prefetched, the step counter, logging and callbacks every
 ``log_every`` steps, checkpoints every ``checkpoint_every_steps``), the epoch record (train loss, validation
 and test evaluation), early stopping and the best-epoch copy, the history, a checkpoint at every epoch's
-end and on ``KeyboardInterrupt`` (then re-raised), and the wall-clock.
+end and on ``KeyboardInterrupt`` (then re-raised), the status lines (the step resumed from, where an
+interrupted run was checkpointed: on stderr, off with ``progress=False``) and the wall-clock; and it
+watches for a dead run (:class:`TrainingDiverged`).
 
 A :class:`Face` says what differs: the placed state and its stopper (one :class:`EarlyStopping` for
 ``fit``, one per member for the population), how a step is called, how evaluation values are summarised
@@ -16,28 +18,44 @@ becomes the best state. Each caller builds its own summary from the :class:`Run`
 
 The position in the data is the step counter (saved in the checkpoint meta under ``Face.step_key``) and
 every epoch's order is a function of ``(seed, epoch)``, so a resumed run ends exactly where an
-uninterrupted one does.
+uninterrupted one does. What the loop carries between steps and epochs is one immutable run point
+(:class:`_Point`: step, state, early stopping, best state, history, the epoch's losses so far), replaced in
+single assignments: wherever a ``KeyboardInterrupt`` lands, the point it saves is one the uninterrupted run
+passes through (``tests/training/test_interrupts.py`` interrupts every line of an epoch's end).
+
+A dead run is seen where the loop already has the metrics on the host, never with a transfer of its own
+inside the steps: at each logging point (``log_every``) and at each epoch's end, a non-finite ``loss`` or
+a true ``"dead"`` metric (:data:`~randlr_jax.training._steps.DEAD_METRIC`, e.g. every Alrao copy dropped)
+marks the run dead (a population: the members, each). ``LoopConfig.on_divergence`` says what follows:
+``"stop"`` (default) warns once (:class:`TrainingDiverged`) and stops, the point checkpointed (at a logging
+point inside an epoch: that point; at the epoch's end: after the epoch's record); ``"warn"`` warns once and
+trains on; ``"continue"`` looks at nothing. A population freezes its dead members at the epoch's end
+(:meth:`Face.mark_dead`) and stops when every member still training is dead (:meth:`Face.all_dead`).
+The epoch's end decides from the point alone (its last step's metrics, or the mask a checkpoint written
+after that step holds), so a resumed run stops where the uninterrupted one does.
 """
 
 from __future__ import annotations
 
 import abc
 import contextlib
+import copy
 import dataclasses
 import functools
 import json
 import os
 import time
+import warnings
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from tqdm.auto import tqdm
 
 from randlr_jax.training._checkpoint import Checkpointer
 from randlr_jax.training._feed import SplitFeed, prefetch
+from randlr_jax.training._progress import progress_bar, write_status
 from randlr_jax.training._records import (
     append_jsonl,
     decode_record,
@@ -47,12 +65,19 @@ from randlr_jax.training._records import (
 )
 from randlr_jax.training._sharding import data_size, make_mesh, shard_batch, to_host
 from randlr_jax.training._state import TrainState
-from randlr_jax.training._steps import TASKS
+from randlr_jax.training._steps import DEAD_METRIC, TASKS
 
 if TYPE_CHECKING:
     from randlr_jax.training._loop import LoopConfig
 
 StepCallback = Callable[[int, dict], None]
+ON_DIVERGENCE = ("stop", "warn", "continue")
+
+
+class TrainingDiverged(UserWarning):
+    """A run (or every member of a population still training) is dead: a non-finite training loss, or
+    a train step reporting ``metrics["dead"]`` (e.g. every Alrao copy dropped). Issued once per run;
+    ``LoopConfig(on_divergence=...)`` says whether the run stops (the default), or trains on."""
 
 
 def prepare(
@@ -84,6 +109,44 @@ def prepare(
     return workdir, mesh
 
 
+def check_labels(data: SplitFeed, model: Any, carry: Any = None) -> None:
+    """Check the splits' labels (tokens) against the model's output width ``K``: every one in
+    ``[0, K)`` (:meth:`SplitFeed.check_labels`). ``K`` comes from a shape-only evaluation of the model
+    on the sample input (``jax.eval_shape``: nothing computed), the same for equal models.
+
+    Raises:
+      ValueError: a label (token) out of range, with its split and index.
+    """
+    sample = data.sample_input()
+    spec = jax.ShapeDtypeStruct(sample.shape, sample.dtype)
+    if carry is None:
+        try:
+            width = _cached_output_width(model, spec)
+        except TypeError:  # an unhashable model
+            width = _output_width(model, spec)
+    else:
+        carry = jax.tree.map(lambda c: jax.ShapeDtypeStruct(np.shape(c), c.dtype), carry)
+        width = _output_width(model, spec, carry)
+    data.check_labels(width)
+
+
+@functools.lru_cache(maxsize=32)
+def _cached_output_width(model: Any, sample: Any) -> int:
+    return _output_width(model, sample)
+
+
+def _output_width(model: Any, sample: Any, carry: Any = None) -> int:
+    """The size of the last axis of ``model``'s output (the logits) on ``sample``, by shapes only."""
+
+    def init(x, carry):
+        rngs = {"params": jax.random.key(0), "dropout": jax.random.key(1)}
+        args = (x,) if carry is None else (x, carry)
+        out, _ = model.init_with_output(rngs, *args, train=False)
+        return out[0] if isinstance(out, tuple) else out  # a language model: (logits, carry)
+
+    return int(jax.eval_shape(init, sample, carry).shape[-1])
+
+
 class Face(abc.ABC):
     """What one kind of run hands the engine.
 
@@ -94,6 +157,7 @@ class Face(abc.ABC):
       stopper: the initial early stopping (a resumed run continues the checkpoint's; the final one is
         :attr:`Run.stopper`): ``update(validation_loss, epoch) -> improved`` (a bool or a
         per-member mask), ``should_stop``, ``best_epoch``, ``to_dict()`` and ``from_dict`` (checkpoint meta).
+        The engine updates a copy (``copy.deepcopy``) and swaps it in with the epoch's record.
       step_key: the key of the step counter in the checkpoint meta.
     """
 
@@ -134,12 +198,25 @@ class Face(abc.ABC):
         """The new best ``{"params", "model_state"}`` after an epoch where ``improved`` (the stopper's
         answer) is true somewhere; the engine copies it."""
 
+    def all_dead(self, dead: np.ndarray) -> bool:
+        """Whether the run is dead, from ``dead`` (:func:`dead_mask` of a step's metrics: a bool, or one
+        per member): by default, when everything is."""
+        return bool(np.all(dead))
+
+    def mark_dead(self, stopper: Any, dead: np.ndarray, epoch: int) -> None:  # noqa: B027 -- a hook
+        """At epoch ``epoch``'s end (from 1), before its commit: record in ``stopper`` (a copy) what
+        ``dead`` (its last step's :func:`dead_mask`) says, e.g. freeze the dead members."""
+
+    def dead_reason(self, loss: np.ndarray, dead: np.ndarray) -> str:
+        """What happened, for the warning: ``loss`` and ``dead`` of the step that showed it."""
+        return _reason(float(loss), bool(dead))
+
 
 @dataclasses.dataclass
 class Run:
     """What :func:`run` returns: the final state, the best ``{"params", "model_state"}``, the history,
     the final stopper, the wall-clock of the loop and the number of steps it ran (not counting resumed
-    ones)."""
+    ones), and whether (and where) it was seen dead."""
 
     state: TrainState
     best: dict
@@ -147,6 +224,9 @@ class Run:
     stopper: Any
     wall_time_s: float
     steps_timed: int
+    diverged: dict | None = None
+    """``None``, or where the run was first seen dead: ``{"step", "epoch" (from 1), "reason",
+    "stopped", "dead"}`` (``dead``: the mask, one bool per member for a population)."""
 
     @property
     def steps_per_second(self) -> float | None:
@@ -155,10 +235,63 @@ class Run:
         return None
 
 
+class _Point(NamedTuple):
+    """One consistent point of a run: what a checkpoint holds.
+
+    The loop never changes a point, it replaces it: every change is one assignment of a new point, so
+    whatever line a ``KeyboardInterrupt`` hits, the point is the one before the change or the one after,
+    and the interrupt saves it. A step is one line (``_replace(..., out=face.train_step(...))``): no Python
+    line of the library runs between the step, which donates the old state's buffers, and the new point.
+
+    Attributes:
+      step: the steps done.
+      out: ``(state, metrics)``: the state after ``step`` steps and the metrics of the step that made it
+        (``None`` before the epoch's first step, after a restore and once :meth:`settled`).
+      stopper: the early stopping after the epochs of ``history``.
+      best: the best ``{"params", "model_state"}`` of those epochs (a copy: not donated).
+      history: one record per finished epoch.
+      losses: the current epoch's step losses not counted in ``out`` (device arrays; host values restored
+        from a checkpoint first).
+      fields: :meth:`Face.epoch_fields` of the epoch's last step, as restored from a checkpoint written
+        after it (``None``: none restored).
+      dead: :func:`dead_mask` of the epoch's last step, restored like ``fields`` (``None``: none).
+    """
+
+    step: int
+    out: tuple[TrainState, dict | None]
+    stopper: Any
+    best: dict
+    history: tuple[dict, ...]
+    losses: tuple = ()
+    fields: dict | None = None
+    dead: Any = None
+
+    @property
+    def state(self) -> TrainState:
+        return self.out[0]
+
+    @property
+    def metrics(self) -> dict | None:
+        return self.out[1]
+
+    @property
+    def epoch_losses(self) -> tuple:
+        """All the current epoch's step losses so far, in order."""
+        return self.losses if self.metrics is None else self.losses + (self.metrics["loss"],)
+
+    def settled(self) -> _Point:
+        """The same point with the last step's loss moved to :attr:`losses` (before the next step)."""
+        return self._replace(out=(self.state, None), losses=self.epoch_losses)
+
+
 def run(
     face: Face, config: LoopConfig, workdir: str, *, callbacks: Sequence[StepCallback] = ()
 ) -> Run:
     """Train ``face`` for ``config.epochs`` epochs (or until it stops early), resuming from ``workdir``.
+
+    Every checkpoint written (at an epoch's end, every ``checkpoint_every_steps``, on ``KeyboardInterrupt``)
+    holds one consistent point of the run (:class:`_Point`), so resuming from any of them ends exactly
+    where the uninterrupted run ends, the history (train losses included) the same.
 
     Args:
       face: what differs between the kinds of run.
@@ -166,107 +299,206 @@ def run(
       workdir: the run directory (from :func:`prepare`): ``checkpoints/`` and ``metrics.jsonl``.
       callbacks: ``callback(step, metrics)`` with host-side metrics every ``log_every`` steps and at each
         epoch's end; raising ``KeyboardInterrupt`` from one checkpoints and stops (as Ctrl-C).
+
+    Warns:
+      TrainingDiverged: once, when the run is seen dead (unless ``on_divergence="continue"``).
     """
     data, mesh = face.data, face.mesh
+    watch = config.on_divergence != "continue"
+    diverged: dict | None = None  # where the run was first seen dead (the warning is issued once)
     main_process = jax.process_index() == 0
     ahead = config.prefetch
     if ahead is None:
         ahead = 0 if jax.default_backend() == "cpu" else 2
     place = functools.partial(shard_batch, mesh=mesh)
+    steps_per_epoch = data.steps_per_epoch
+    status = functools.partial(_status, config, main_process)
 
-    state, stopper = face.state, face.stopper
-    history: list[dict] = []
-    step = 0
-    best = _copy_best(_best_part(state))
     checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"))
+    point = _Point(0, (face.state, None), face.stopper, _copy_best(_best_part(face.state)), ())
+    saved = None  # the point of the newest checkpoint (``None``: none of this run)
     if checkpointer.latest_step() is not None:
-        (state, best), meta = checkpointer.restore((state, best))
-        history = [decode_record(h) for h in meta["history"]]
-        stopper = type(stopper).from_dict(meta["early_stopping"])
-        step = int(meta[face.step_key])
+        try:
+            point = saved = _restore(checkpointer, face, point)
+        except BaseException:  # e.g. no intact checkpoint: the manager's threads go too
+            checkpointer.close()
+            raise
+        status(f"resuming at {_where(point, steps_per_epoch)} from {checkpointer.directory}.")
     metrics_path = os.path.join(workdir, "metrics.jsonl")
     if main_process:
-        write_jsonl(metrics_path, history)  # what is on disk matches the checkpoint we resume from
+        # What is on disk matches the checkpoint we resume from.
+        write_jsonl(metrics_path, point.history)
+    progress = _progress_bar(config, steps_per_epoch * config.epochs, point.step, main_process)
 
-    steps_per_epoch = data.steps_per_epoch
-    progress = _progress_bar(config, steps_per_epoch * config.epochs, step, main_process)
-
-    def save() -> None:
-        meta = {
-            "history": [encode_record(h) for h in history],
-            "early_stopping": stopper.to_dict(),
-            face.step_key: step,
+    def report(p: _Point, loss: Any, dead: np.ndarray, stop: bool) -> dict:
+        """The divergence seen at ``p`` (``loss``, ``dead``: its step's), warned about (once)."""
+        where = _where(p, steps_per_epoch)
+        loss = np.nan if loss is None else loss
+        reason = face.dead_reason(np.asarray(loss, np.float64), np.asarray(dead, bool))
+        seen = {
+            "step": p.step,
+            "epoch": len(p.history) + (p.step > steps_per_epoch * len(p.history)),
+            "reason": reason,
+            "stopped": stop,
+            "dead": _listed(dead),
         }
-        checkpointer.save(step, (state, best), meta)
+        if stop:
+            then = f"stopped; checkpointed {where} in {checkpointer.directory}"
+        else:
+            then = "training on (on_divergence='warn')"
+        message = (
+            f"{config.description}: training diverged at step {p.step}: {reason}; {then}. "
+            "LoopConfig(on_divergence='continue') trains on without looking."
+        )
+        warnings.warn(message, TrainingDiverged, stacklevel=4)  # at the call of fit(_population)
+        return seen
+
+    def save(p: _Point) -> None:
+        meta = {
+            "history": [encode_record(h) for h in p.history],
+            "early_stopping": p.stopper.to_dict(),
+            face.step_key: p.step,
+        }
+        if p.step > steps_per_epoch * len(p.history):  # inside an epoch: what its record needs
+            fields = p.fields if p.metrics is None else face.epoch_fields(p.metrics)
+            losses = _host_losses(p.epoch_losses).tolist()
+            dead = p.dead if p.metrics is None else dead_mask(host_metrics(to_host(p.metrics)))
+            meta["epoch"] = encode_record(
+                {"train_losses": losses, "fields": fields, "dead": _listed(dead)}
+            )
+        checkpointer.save(p.step, (p.state, p.best), meta)
 
     t_start = time.perf_counter()
     steps_timed = 0
     try:
-        while len(history) < config.epochs and not stopper.should_stop:
-            epoch = len(history)
+        while len(point.history) < config.epochs and not point.stopper.should_stop:
+            epoch = len(point.history)
             epoch_end = steps_per_epoch * (epoch + 1)
-            start_batch = step - steps_per_epoch * epoch
+            start_batch = point.step - steps_per_epoch * epoch
             t_epoch = time.perf_counter()
-            face.begin_epoch(stopper)
+            face.begin_epoch(point.stopper)
             if start_batch == 0:  # each epoch restarts the streams (a resumed one has its carry)
                 carry = face.fresh_carry()
                 if carry is not None:
-                    state = state.replace(carry=carry)
-            batches = data.train_batches(epoch, start_batch=start_batch)
+                    point = point._replace(out=(point.state.replace(carry=carry), None))
+            if start_batch < steps_per_epoch:
+                batches = data.train_batches(epoch, start_batch=start_batch)
+            else:  # resumed after the epoch's last step: only its record is left
+                batches = iter(())
             if ahead:  # the next batches are gathered and placed while the current step runs
                 batches = prefetch(batches, size=ahead, transform=place)
             else:
                 batches = (place(batch) for batch in batches)
-            losses = []
-            metrics = None
+            step_fn = face.train_step
             with contextlib.closing(batches):  # stop the loader thread on interrupt
                 for batch in batches:
-                    # One statement: a Ctrl-C cannot fall between the new state and its count.
-                    (state, metrics), step = face.train_step(state, batch), step + 1
-                    losses.append(metrics["loss"])
+                    point = point.settled()
+                    # One line: nothing runs between the step (it donates the old state) and its point.
+                    point = point._replace(step=point.step + 1, out=step_fn(point.state, batch))
                     steps_timed += 1
+                    step = point.step
                     if (
                         config.checkpoint_every_steps
                         and step % config.checkpoint_every_steps == 0
                         and step != epoch_end
-                    ):  # the epoch end saves anyway, with its metrics
-                        save()
+                    ):  # the epoch end saves anyway, with its record
+                        save(point)
+                        saved = point
+                    dead = None
                     if step % config.log_every == 0 or step == epoch_end:
-                        host = host_metrics(to_host(metrics))
+                        host = host_metrics(to_host(point.metrics))
                         rate = steps_timed / max(time.perf_counter() - t_start, 1e-9)
                         progress.set_postfix(**face.postfix(epoch, host, rate * config.batch_size))
                         for callback in callbacks:
                             callback(step, host)
+                        if watch and step != epoch_end:  # the epoch's end looks at its last step
+                            dead = dead_mask(host)
                     progress.update(1)
+                    if dead is not None and diverged is None and face.all_dead(dead):
+                        stop = config.on_divergence == "stop"
+                        if stop and point is not saved:
+                            save(point)
+                            saved = point
+                        diverged = report(point, host["loss"], dead, stop)
+                        if stop:
+                            break
+            if diverged is not None and diverged["stopped"]:
+                break
+            # The epoch's end is computed aside and committed in one assignment (the stopper's update
+            # included): an interrupt before it saves the point after the last step, one after it the
+            # finished epoch, never a mix.
             record: dict[str, Any] = {
                 "epoch": epoch + 1,
-                "step": step,
+                "step": point.step,
                 "epoch_time_s": time.perf_counter() - t_epoch,
             }
-            record.update(face.epoch_fields(metrics if losses else None))
-            if losses:  # the mean over the epoch's steps (per member: over the first axis)
-                train_losses = np.asarray(to_host(jnp.stack(losses)), np.float64)
-                record["train_loss"] = train_losses.mean(axis=0).tolist()
+            if point.metrics is not None:
+                record.update(face.epoch_fields(point.metrics))
+            elif point.fields is not None:
+                record.update(point.fields)
+            else:
+                record.update(face.epoch_fields(None))
+            last_loss = None
+            if point.epoch_losses:  # the mean over the epoch's steps (per member: over axis 0)
+                losses = _host_losses(point.epoch_losses)
+                record["train_loss"] = losses.mean(axis=0).tolist()
+                last_loss = losses[-1]
+            dead = None
+            if watch:  # from the point alone: its last step's metrics, or as restored
+                dead = point.dead
+                if point.metrics is not None:
+                    dead = dead_mask(host_metrics(to_host(point.metrics)))
             for split in ("validation", "test"):
                 if split in data.splits:
-                    for name, value in face.evaluate(split, state).items():
+                    for name, value in face.evaluate(split, point.state).items():
                         record[f"{split}_{name}"] = value
+            stopper = copy.deepcopy(point.stopper)
             improved = stopper.update(record.get("validation_loss", -float(epoch)), epoch + 1)
+            if dead is not None:
+                face.mark_dead(stopper, np.asarray(dead, bool), epoch + 1)
+            best = point.best
             if np.any(improved):  # a copy: the state's own buffers are donated to the next step
-                best = _copy_best(face.merge_best(improved, _best_part(state), best))
+                best = _copy_best(face.merge_best(improved, _best_part(point.state), best))
             record["best_epoch"] = stopper.best_epoch
-            history.append(record)
+            point = _Point(point.step, (point.state, None), stopper, best, (*point.history, record))
             if main_process:
                 append_jsonl(metrics_path, record)
-            save()
+            save(point)
+            saved = point
+            if dead is not None and diverged is None and face.all_dead(np.asarray(dead, bool)):
+                diverged = report(point, last_loss, dead, config.on_divergence == "stop")
+                if diverged["stopped"]:
+                    break
     except KeyboardInterrupt:
-        save()
+        why = ""
+        if point is not saved:
+            saved, why = _save_on_interrupt(save, point)
+        if saved is not None:
+            if main_process:  # the records of the checkpoint (an append may have been cut short)
+                write_jsonl(metrics_path, saved.history)
+            status(
+                f"interrupted: checkpointed {_where(saved, steps_per_epoch)} in "
+                f"{checkpointer.directory}; run the same command to resume."
+            )
+        else:
+            newest = checkpointer.latest_step()
+            status(
+                f"interrupted at step {point.step}, not checkpointed ({why}); "
+                + (
+                    f"{checkpointer.directory} holds step {newest}: run the same command to resume."
+                    if newest is not None
+                    else "no checkpoint yet: the same command starts afresh."
+                )
+            )
         raise
     finally:
-        progress.close()
-        checkpointer.close()
+        try:
+            progress.close()
+        finally:  # the checkpointer's threads stop even if an interrupt hits the bar's close
+            checkpointer.close()
     wall = time.perf_counter() - t_start
-    return Run(state, best, history, stopper, wall, steps_timed)
+    history = list(point.history)
+    return Run(point.state, point.best, history, point.stopper, wall, steps_timed, diverged)
 
 
 def write_results(workdir: str, results: dict) -> None:
@@ -274,6 +506,117 @@ def write_results(workdir: str, results: dict) -> None:
     if jax.process_index() == 0:
         with open(os.path.join(workdir, "results.json"), "w") as f:
             json.dump(results, f, indent=2)
+
+
+def compiled(
+    make: Callable[..., Callable], /, *args: Any, donate_argnums=(), **kwargs: Any
+) -> Callable:
+    """``jax.jit(make(*args, **kwargs), donate_argnums=donate_argnums)``, the same jitted function for
+    equal arguments (see :func:`shared`): a run repeated or resumed in the same process, with the same
+    model and optimizer, reuses the compiled program instead of compiling it again."""
+    return shared(_jit, make, *args, donate_argnums=donate_argnums, **kwargs)
+
+
+def shared(fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
+    """``fn(*args, **kwargs)``, the same object again for equal (hashable) arguments.
+
+    For pure constructors only (a step from a model and an optimizer, an optimizer from its factory);
+    the newest few results are kept. Unhashable arguments: a new call every time.
+    """
+    key = (fn, args, tuple(sorted(kwargs.items())))
+    try:
+        hash(key)
+    except TypeError:
+        return fn(*args, **kwargs)
+    return _shared(key)
+
+
+@functools.lru_cache(maxsize=16)
+def _shared(key: tuple) -> Any:
+    fn, args, kwargs = key
+    return fn(*args, **dict(kwargs))
+
+
+def _jit(
+    make: Callable[..., Callable], /, *args: Any, donate_argnums=(), **kwargs: Any
+) -> Callable:
+    return jax.jit(make(*args, **kwargs), donate_argnums=donate_argnums)
+
+
+def dead_mask(metrics: dict) -> np.ndarray:
+    """Whether a step's (host) metrics say the run is dead: its ``loss`` is non-finite or its
+    ``"dead"`` metric (:data:`~randlr_jax.training._steps.DEAD_METRIC`) is true. A bool array of the
+    loss's shape (one per member for a population)."""
+    dead = ~np.isfinite(np.asarray(metrics["loss"], np.float64))
+    if DEAD_METRIC in metrics:
+        dead = dead | (np.asarray(metrics[DEAD_METRIC]) != 0)
+    return dead
+
+
+def _reason(loss: float, dead: bool) -> str:
+    """What a dead step shows: its non-finite loss, or the step's own flag."""
+    if not np.isfinite(loss):
+        return f"the training loss is {loss}"
+    return f"the train step reports it dead (metrics[{DEAD_METRIC!r}] is true; loss {loss:.6g})"
+
+
+def _listed(dead: Any) -> Any:
+    """A dead mask as JSON (a bool, or a list of them); ``None`` stays."""
+    return None if dead is None else np.asarray(dead, bool).tolist()
+
+
+def _restore(checkpointer: Checkpointer, face: Face, initial: _Point) -> _Point:
+    """The point of the newest intact checkpoint (the structure and placement of ``initial``)."""
+    (state, best), meta = checkpointer.restore((initial.state, initial.best))
+    epoch = decode_record(meta.get("epoch") or {})  # a checkpoint inside an epoch
+    losses = tuple(np.asarray(loss, np.float64) for loss in epoch.get("train_losses", ()))
+    return _Point(
+        step=int(meta[face.step_key]),
+        out=(state, None),
+        stopper=type(initial.stopper).from_dict(meta["early_stopping"]),
+        best=best,
+        history=tuple(decode_record(h) for h in meta["history"]),
+        losses=losses,
+        fields=epoch.get("fields"),
+        dead=None if epoch.get("dead") is None else np.asarray(epoch["dead"], bool),
+    )
+
+
+def _host_losses(losses: tuple) -> np.ndarray:
+    """``(steps,)`` (per member ``(steps, K)``) float64: the step losses on the host, in order (the
+    restored host values come first; the device ones come back in one transfer)."""
+    host = [np.asarray(loss, np.float64) for loss in losses if not isinstance(loss, jax.Array)]
+    device = [loss for loss in losses if isinstance(loss, jax.Array)]
+    if device:
+        host.extend(np.asarray(to_host(jnp.stack(device)), np.float64))
+    return np.stack(host) if host else np.zeros((0,))
+
+
+def _save_on_interrupt(save: Callable[[_Point], None], point: _Point) -> tuple[_Point | None, str]:
+    """Save ``point``; returns ``(point, "")``, or ``(None, why not)`` (the newest checkpoint stands)."""
+    if any(isinstance(x, jax.Array) and x.is_deleted() for x in jax.tree.leaves(point.state)):
+        # Interrupted inside a step, after it took the state's buffers: the point is gone.
+        return None, "interrupted inside a step"
+    try:
+        save(point)
+    except Exception as error:  # noqa: BLE001 -- e.g. a save the interrupt broke: the last one stands
+        return None, f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+    return point, ""
+
+
+def _where(point: _Point, steps_per_epoch: int) -> str:
+    """``"step 8 (epoch 2, 2 of 6 steps done)"``, ``"step 12 (after epoch 2)"``."""
+    epochs = len(point.history)
+    done = point.step - steps_per_epoch * epochs
+    if done == 0:
+        return f"step {point.step} (after epoch {epochs})"
+    return f"step {point.step} (epoch {epochs + 1}, {done} of {steps_per_epoch} steps done)"
+
+
+def _status(config: LoopConfig, main_process: bool, message: str) -> None:
+    """A line of the loop's status (on stderr, above the progress bar); off with ``progress=False``."""
+    if config.progress and main_process:
+        write_status(f"{config.description}: {message}")
 
 
 def _best_part(state: TrainState) -> dict:
@@ -285,8 +628,9 @@ def _copy_best(tree: dict) -> dict:
 
 
 def _progress_bar(config: LoopConfig, total: int, initial: int, main_process: bool) -> Any:
-    """The run's only output besides its files; ``config.progress=False`` turns it off."""
-    return tqdm(
+    """The progress bar (with :func:`_status`, the run's only output besides its files); off with
+    ``config.progress=False``."""
+    return progress_bar(
         total=total,
         initial=initial,
         unit="step",

@@ -4,6 +4,11 @@ vmapped learning-rate population (:mod:`randlr_jax.training`).
 Classification splits are ``{"x", "y"}`` arrays, read in a per-epoch order that depends only on
 ``(seed, epoch)`` (so a run resumes mid-epoch exactly); language-model splits are 1-D token arrays cut into
 ``batch_size`` contiguous streams read in windows of ``seq_len`` (truncated backprop through time).
+
+The splits are checked once, on the host, before any training (:func:`check_splits`,
+:meth:`SplitFeed.check_labels`): labels are integer class ids ``(N,)`` in ``[0, K)``, tokens in
+``[0, vocab)``, inputs finite; a bad value fails here with its split and index instead of deep inside a
+jitted step (or, worse, silently: JAX clamps out-of-range indices and NaN inputs poison the weights).
 """
 
 from __future__ import annotations
@@ -16,9 +21,126 @@ from typing import Any
 import jax
 import numpy as np
 
+from randlr_jax.training import _batching as batching
 from randlr_jax.training._sharding import data_size, pad_batch, shard_batch, to_host
 
 Batch = dict[str, np.ndarray]
+EVAL_SPLITS = ("validation", "test")
+_CHUNK_ELEMENTS = 1 << 22  # the finiteness check reads the inputs in blocks of about this many values
+
+
+def check_splits(splits: dict, task: str) -> None:
+    """Check the structure, dtypes and values of ``splits`` that need no model (host-side numpy).
+
+    Classification: each split a dict with inputs ``"x"`` and labels ``"y"`` (the one name of the labels
+    in this library), ``y`` an integer array of shape ``(N,)``, ``N = len(x)``, ``x`` finite. Language
+    model: each split a 1-D integer token array.
+
+    Raises:
+      ValueError: naming the split, the offending value or index, and what is allowed.
+    """
+    for split in ("train", *EVAL_SPLITS):
+        if split not in splits:
+            continue
+        if task == "classification":
+            _check_supervised(split, splits[split])
+        else:
+            _check_tokens(split, splits[split])
+
+
+def _check_supervised(split: str, arrays: Any) -> None:
+    if not isinstance(arrays, dict):
+        raise ValueError(
+            f"split {split!r} must be a dict {{'x': inputs, 'y': labels}} of arrays, got "
+            f"{type(arrays).__name__}."
+        )
+    missing = [key for key in ("x", "y") if key not in arrays]
+    if missing:
+        hint = ""
+        if "y" in missing and "label" in arrays:
+            hint = " Rename 'label' to 'y' (the library's one name for labels)."
+        if "x" in missing and "image" in arrays:
+            hint += " Rename 'image' to 'x'."
+        raise ValueError(
+            f"split {split!r} must have inputs 'x' and labels 'y', got keys {sorted(arrays)}: "
+            f"{' and '.join(map(repr, missing))} missing.{hint}"
+        )
+    x, y = np.asarray(arrays["x"]), np.asarray(arrays["y"])
+    if x.ndim < 1:
+        raise ValueError(f"split {split!r}: inputs 'x' must have a leading example axis, got a scalar.")
+    if not np.issubdtype(y.dtype, np.integer):
+        raise ValueError(
+            f"split {split!r}: labels 'y' must be integer class ids, got dtype {y.dtype}"
+            + (" (cast them with y.astype(np.int32))." if np.issubdtype(y.dtype, np.number) else ".")
+        )
+    if y.ndim == 2 and y.shape[1] == 1:
+        raise ValueError(
+            f"split {split!r}: labels 'y' must have shape (N,), got {y.shape}: squeeze the extra axis "
+            "(y[:, 0] or np.squeeze(y, axis=1))."
+        )
+    if y.ndim != 1:
+        raise ValueError(f"split {split!r}: labels 'y' must have shape (N,), got {y.shape}.")
+    if len(y) != len(x):
+        raise ValueError(
+            f"split {split!r}: {len(x)} inputs 'x' but {len(y)} labels 'y'; they must match."
+        )
+    _check_finite(split, x)
+
+
+def _check_tokens(split: str, tokens: Any) -> None:
+    tokens = np.asarray(tokens)
+    if tokens.ndim != 1 or not np.issubdtype(tokens.dtype, np.integer):
+        raise ValueError(
+            f"split {split!r}: a language model's split must be a 1-D integer token array, got "
+            f"shape {tokens.shape} and dtype {tokens.dtype}."
+        )
+
+
+def _check_finite(split: str, x: np.ndarray) -> None:
+    """Raise if the floating inputs ``x`` hold a NaN or an infinity (read in blocks of examples)."""
+    if not jax.numpy.issubdtype(x.dtype, jax.numpy.inexact) or x.size == 0:
+        return
+    flat = x.reshape(len(x), -1)
+    rows = max(1, _CHUNK_ELEMENTS // max(1, flat.shape[1]))
+    for start in range(0, len(flat), rows):
+        if np.isfinite(flat[start : start + rows]).all():
+            continue
+        bad = ~np.isfinite(flat[start:])
+        first = np.unravel_index(int(np.argmax(bad)), x[start:].shape)
+        first = (first[0] + start, *first[1:])
+        count = int(bad.sum())
+        raise ValueError(
+            f"split {split!r}: the inputs 'x' hold {count} non-finite value(s) (NaN or inf), the "
+            f"first x[{', '.join(map(str, first))}] = {x[first]} (example {first[0]}); inputs must "
+            "be finite: fix or drop those examples before training."
+        )
+
+
+def check_label_range(splits: dict, task: str, num_classes: int) -> None:
+    """Check that the labels (tokens) of ``splits`` lie in ``[0, num_classes)`` (a vocabulary size).
+
+    Raises:
+      ValueError: naming the split, the first offending label, its index and the count.
+    """
+    for split in ("train", *EVAL_SPLITS):
+        if split not in splits:
+            continue
+        if task == "classification":
+            labels, name, what = np.asarray(splits[split]["y"]), "labels 'y'", "class"
+        else:
+            labels, name, what = np.asarray(splits[split]), "tokens", "vocabulary"
+        if labels.size == 0:
+            continue
+        low, high = labels.min(), labels.max()
+        if 0 <= low and high < num_classes:
+            continue
+        bad = (labels < 0) | (labels >= num_classes)
+        first = int(np.argmax(bad))
+        raise ValueError(
+            f"split {split!r}: {name} must lie in [0, {num_classes}) (the model has {num_classes} "
+            f"outputs: one per {what} id), got {labels[first]} at index {first} "
+            f"({int(bad.sum())} out of range)."
+        )
 
 
 class SplitFeed:
@@ -31,13 +153,12 @@ class SplitFeed:
       task: ``"classification"`` or ``"language_model"``.
 
     Raises:
-      ValueError: a batch larger than the training split, or a text too short for one window.
+      ValueError: bad splits (:func:`check_splits`), a batch larger than the training split, or a text
+        too short for one window.
     """
 
     def __init__(self, splits: dict, config: Any, task: str):
-        from randlr_jax import data as rdata  # the data layer is heavy (TFDS); import it on use
-
-        self._rdata = rdata
+        check_splits(splits, task)
         self.splits = splits
         self.config = config
         self.task = task
@@ -47,9 +168,9 @@ class SplitFeed:
                 raise ValueError(
                     f"batch_size {config.batch_size} is larger than the training split ({n} examples)."
                 )
-            self.steps_per_epoch = rdata.num_batches(n, config.batch_size, config.drop_remainder)
+            self.steps_per_epoch = batching.num_batches(n, config.batch_size, config.drop_remainder)
         else:
-            self.steps_per_epoch = rdata.lm_num_batches(
+            self.steps_per_epoch = batching.lm_num_batches(
                 len(splits["train"]), config.batch_size, config.seq_len
             )
             if self.steps_per_epoch < 1:
@@ -57,6 +178,11 @@ class SplitFeed:
                     f"the training text ({len(splits['train'])} tokens) is too short for batch_size "
                     f"{config.batch_size} streams of seq_len {config.seq_len}."
                 )
+
+    def check_labels(self, num_classes: int) -> None:
+        """Check that every split's labels (a language model's tokens) lie in ``[0, num_classes)``
+        (:func:`check_label_range`), e.g. the model's output width."""
+        check_label_range(self.splits, self.task, num_classes)
 
     def sample_input(self) -> np.ndarray:
         """One input, for ``model.init``."""
@@ -67,7 +193,7 @@ class SplitFeed:
     def train_batches(self, epoch: int, start_batch: int = 0) -> Iterator[Batch]:
         """Epoch ``epoch``'s training batches from batch ``start_batch`` on."""
         if self.task == "classification":
-            return self._rdata.batch_iterator(
+            return batching.batch_iterator(
                 self.splits["train"],
                 self.config.batch_size,
                 shuffle=True,
@@ -76,7 +202,7 @@ class SplitFeed:
                 drop_remainder=self.config.drop_remainder,
                 start_batch=start_batch,
             )
-        return self._rdata.lm_batch_iterator(
+        return batching.lm_batch_iterator(
             self.splits["train"],
             self.config.batch_size,
             self.config.seq_len,
@@ -88,7 +214,7 @@ class SplitFeed:
         or, for a language model, ``streams`` streams read in ``seq_len`` windows."""
         if self.task == "classification":
             arrays = self.splits[split]
-            return self._rdata.batch_iterator(
+            return batching.batch_iterator(
                 arrays,
                 min(self.config.eval_batch_size, len(arrays["y"])),
                 shuffle=False,
@@ -96,7 +222,7 @@ class SplitFeed:
                 epoch=0,
                 drop_remainder=False,
             )
-        return self._rdata.lm_batch_iterator(self.splits[split], streams, self.config.seq_len)
+        return batching.lm_batch_iterator(self.splits[split], streams, self.config.seq_len)
 
     def evaluation_sums(
         self,

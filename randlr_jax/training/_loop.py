@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -56,6 +57,13 @@ class LoopConfig:
       log_every: refresh the progress bar every this many steps (each refresh waits for the device).
       progress: show a progress bar.
       description: label of the progress bar.
+      on_divergence: what a dead run does, seen at the logging points (``log_every``) and the epochs'
+        ends (a non-finite training loss, or the step's ``"dead"`` metric, e.g. every Alrao copy
+        dropped): ``"stop"`` (default) warns once (:class:`~randlr_jax.training.TrainingDiverged`) and
+        stops, the point checkpointed and ``summary["diverged"]`` set; ``"warn"`` warns once and trains
+        on; ``"continue"`` trains on without looking. A population (``fit_population``) freezes each
+        dead member at the epoch's end (except with ``"continue"``) and stops when every member still
+        training is dead.
     """
 
     epochs: int = 10
@@ -73,6 +81,7 @@ class LoopConfig:
     log_every: int = 20
     progress: bool = True
     description: str = "train"
+    on_divergence: str = "stop"
 
     def __post_init__(self):
         for name in (
@@ -97,6 +106,10 @@ class LoopConfig:
             or self.prefetch < 0
         ):
             raise ValueError(f"prefetch must be an integer >= 0 or None, got {self.prefetch!r}.")
+        if self.on_divergence not in engine.ON_DIVERGENCE:
+            raise ValueError(
+                f"on_divergence must be one of {engine.ON_DIVERGENCE}, got {self.on_divergence!r}."
+            )
 
 
 @dataclasses.dataclass
@@ -143,7 +156,16 @@ def fit(
         from one checkpoints and stops (as Ctrl-C).
 
     Returns:
-      A :class:`FitResult`.
+      A :class:`FitResult`; ``summary["diverged"]`` says where a dead run was seen (see
+      ``LoopConfig.on_divergence``), absent for a healthy one.
+
+    Raises:
+      ValueError: bad splits (checked once, on the host, before training): classification labels that
+        are not integers of shape ``(N,)`` in ``[0, K)`` (``K``: the model's outputs), language-model
+        tokens outside ``[0, vocab)``, non-finite inputs; or bad settings.
+
+    Warns:
+      TrainingDiverged: once, when the run is seen dead (``LoopConfig.on_divergence``).
     """
     workdir, mesh = engine.prepare(splits, config, workdir, task, copies=config.copy_shards)
     data = SplitFeed(splits, config, task)
@@ -151,12 +173,17 @@ def fit(
     if task == "language_model":
         # Kept on the host: every epoch start puts fresh buffers on the devices (the step donates them).
         carry = jax.tree.map(np.asarray, model.initial_carry(config.batch_size))
+    engine.check_labels(data, model, carry)
     state = create_train_state(
         model, tx, jax.random.key(config.seed), data.sample_input(), carry=carry
     )
     state = (place_state or replicate_state)(state, mesh)
-    step_fn = jax.jit(train_step or make_train_step(model, tx, task=task), donate_argnums=0)
-    eval_fn = jax.jit(make_eval_step(model, task=task))
+    # The same model and optimizer (or train_step) in the same process: compiled once.
+    if train_step is None:
+        step_fn = engine.compiled(make_train_step, model, tx, task=task, donate_argnums=0)
+    else:
+        step_fn = jax.jit(train_step, donate_argnums=0)
+    eval_fn = engine.compiled(make_eval_step, model, task=task)
     stopper = EarlyStopping(patience=config.patience)
     face = _Single(data, mesh, state, stopper, step_fn=step_fn, eval_fn=eval_fn, carry=carry)
 
@@ -169,10 +196,15 @@ def fit(
         device_kind=jax.devices()[0].device_kind,
     )
     summary.update(copy_shards=config.copy_shards, num_processes=jax.process_count())
+    if run.diverged is not None:
+        summary["diverged"] = run.diverged
     engine.write_results(workdir, summary)
     if jax.process_index() == 0:
         path = os.path.join(workdir, "learning_curves.png")
-        plotting.learning_curves(run.history, path, task=task)
+        try:
+            plotting.learning_curves(run.history, path, task=task)
+        except ImportError as error:  # matplotlib is the optional ``plotting`` extra
+            warnings.warn(f"{path} not drawn: {error}", stacklevel=2)
     best = run.best
     return FitResult(run.state, best["params"], best["model_state"], run.history, summary)
 

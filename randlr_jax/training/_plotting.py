@@ -3,6 +3,19 @@
 from __future__ import annotations
 
 import os
+from typing import Any
+
+
+def _figure_class() -> Any:
+    """``matplotlib.figure.Figure``, imported on use (``import randlr_jax`` stays light)."""
+    try:
+        from matplotlib.figure import Figure
+    except ImportError as error:
+        raise ImportError(
+            "randlr_jax's figures need matplotlib: pip install 'randlr_jax[plotting]' "
+            "(or 'randlr_jax[all]')."
+        ) from error
+    return Figure
 
 
 def learning_curves(
@@ -14,9 +27,7 @@ def learning_curves(
 ) -> str:
     """Loss (train / validation / test) and accuracy or bits per character against the epoch."""
     epochs = [r["epoch"] for r in history]
-    from matplotlib.figure import Figure  # imported on use: ``import randlr_jax`` stays light
-
-    fig = Figure(figsize=(10, 4))
+    fig = _figure_class()(figsize=(10, 4))
     axes = fig.subplots(1, 2)
     for key, label in (
         ("train_loss", "train"),

@@ -18,7 +18,9 @@ the rates are compared on equal terms). Early stopping is per member: a member w
 not improved for ``patience`` epochs is *frozen* (its state no longer changes, ``jnp.where`` on an
 ``active`` mask) while the others go on; the loop ends when every member has stopped or the epochs are
 done. Each member keeps its best-validation parameters, which are tested at the end (the paper's
-protocol, Blier et al. 2019, Section 3).
+protocol, Blier et al. 2019, Section 3). A member found dead at an epoch's end (a non-finite training
+loss at the epoch's last step: it diverged) is frozen the same way and marked (``diverged_epoch`` in its
+summary); the run stops when every member still training is dead (``LoopConfig.on_divergence``).
 
 :func:`fit_population` is the resumable epoch loop (the epoch engine of :func:`~randlr_jax.training.fit`,
 :mod:`randlr_jax.training._engine`, with orbax checkpoints through :class:`randlr_jax.training.Checkpointer`,
@@ -43,7 +45,7 @@ import numpy as np
 import optax
 
 from randlr_jax.training import _engine as engine
-from randlr_jax.training._early_stopping import MemberEarlyStopping
+from randlr_jax.training._early_stopping import EarlyStopping, MemberEarlyStopping
 from randlr_jax.training._feed import SplitFeed
 from randlr_jax.training._loop import LoopConfig
 from randlr_jax.training._records import encode_record
@@ -206,9 +208,12 @@ class PopulationResult:
       best_model_state: the same for the model state.
       learning_rates: ``(K,)`` the members' rates.
       history: one record per epoch, per-member values as lists of length ``K``.
-      members: one :func:`~randlr_jax.training.fit`-style summary per member.
+      members: one :func:`~randlr_jax.training.fit`-style summary per member, with
+        ``diverged_epoch``: the epoch (from 1) at whose end the member was found dead and frozen, or
+        ``None``.
       summary: ``{"best_member", "best_learning_rate", "wall_time_s", ...}``; the best member is chosen on
-        best validation loss (lowest), among members with a finite one.
+        best validation loss (lowest), among members with a finite one; ``"diverged"`` where the whole
+        population was seen dead (as ``fit``'s), absent otherwise.
     """
 
     state: TrainState
@@ -277,7 +282,9 @@ def fit_population(
     num_members = len(rates)
     workdir, mesh = engine.prepare(splits, config, workdir, task)
     data = _PopulationData(splits, config, task, mesh)
-    tx = make_population_optimizer(optimizer, **(optimizer_kwargs or {}))
+    engine.check_labels(data, model, None if task != "language_model" else _one_carry(model, config))
+    # The same model and optimizer in the same process: one optimizer object, steps compiled once.
+    tx = engine.shared(make_population_optimizer, optimizer, **(optimizer_kwargs or {}))
 
     carry = None
     if task == "language_model":
@@ -292,9 +299,9 @@ def fit_population(
         data,
         mesh,
         state,
-        MemberEarlyStopping.create(num_members, patience=config.patience),
-        step_fn=jax.jit(make_population_train_step(model, tx, task=task), donate_argnums=0),
-        eval_fn=jax.jit(make_population_eval_step(model, task=task)),
+        _MemberStopping.create(num_members, patience=config.patience),
+        step_fn=engine.compiled(make_population_train_step, model, tx, task=task, donate_argnums=0),
+        eval_fn=engine.compiled(make_population_eval_step, model, task=task),
         carry=initial_carry,
         rates=rates,
     )
@@ -302,11 +309,17 @@ def fit_population(
     run = engine.run(face, config, workdir)
     stoppers = run.stopper.members
     history = run.history
+    diverged_epochs = list(run.stopper.diverged)
+    if run.diverged is not None and run.diverged["stopped"]:  # stopped inside an epoch: its dead too
+        for k, dead in enumerate(run.diverged["dead"]):
+            if dead and diverged_epochs[k] is None and face.active[k]:
+                diverged_epochs[k] = run.diverged["epoch"]
     members = [
         {
             "learning_rate": float(rates[k]),
             "epochs_run": sum(1 for r in history if r["trained"][k]),
             "best_epoch": stoppers[k].best_epoch,
+            "diverged_epoch": diverged_epochs[k],
         }
         for k in range(num_members)
     ]
@@ -337,10 +350,56 @@ def fit_population(
         summary.update(best_member=best_member, best_learning_rate=float(rates[best_member]))
     else:
         summary.update(best_member=None, best_learning_rate=None)
+    if run.diverged is not None:
+        summary["diverged"] = run.diverged
     engine.write_results(workdir, encode_record({"summary": summary, "members": members}))
     return PopulationResult(
         run.state, run.best["params"], run.best["model_state"], rates, history, members, summary
     )
+
+
+def _one_carry(model: Any, config: LoopConfig) -> Any:
+    """One member's initial carry (shapes only), for :func:`engine.check_labels`."""
+    return jax.eval_shape(lambda: model.initial_carry(config.batch_size))
+
+
+@dataclasses.dataclass
+class _MemberStopping(MemberEarlyStopping):
+    """:class:`MemberEarlyStopping` that also freezes the members found dead (diverged).
+
+    Attributes:
+      diverged: per member, the epoch at whose end it was found dead (then it is no longer active), or
+        ``None``.
+    """
+
+    diverged: list = dataclasses.field(default_factory=list)
+
+    def __post_init__(self):
+        if not self.diverged:
+            self.diverged = [None] * len(self.members)
+
+    @classmethod
+    def create(cls, num_members: int, patience: int | None = None) -> _MemberStopping:
+        return cls([EarlyStopping(patience=patience) for _ in range(num_members)])
+
+    @property
+    def active(self) -> np.ndarray:
+        return super().active & np.array([d is None for d in self.diverged], bool)
+
+    def mark_diverged(self, dead: np.ndarray, epoch: int) -> None:
+        """Freeze the active members that ``dead`` (``(K,)`` bool) says are dead, at ``epoch``'s end."""
+        active = self.active
+        for k in np.flatnonzero(np.asarray(dead, bool) & active):
+            self.diverged[int(k)] = epoch
+
+    def to_dict(self) -> dict:
+        return {"members": super().to_dict(), "diverged": list(self.diverged)}
+
+    @classmethod
+    def from_dict(cls, d: dict | list) -> _MemberStopping:
+        if isinstance(d, list):  # a checkpoint of before the dead were frozen
+            return cls(MemberEarlyStopping.from_dict(d).members)
+        return cls(MemberEarlyStopping.from_dict(d["members"]).members, list(d["diverged"]))
 
 
 class _Population(engine.Face):
@@ -384,6 +443,18 @@ class _Population(engine.Face):
 
     def merge_best(self, improved, current, best):
         return _where_active(replicate(improved, self.mesh), current, best)
+
+    def all_dead(self, dead):
+        # The population is dead when every member still training is (the others are frozen).
+        return bool(self.active.any() and np.all(np.asarray(dead, bool)[self.active]))
+
+    def mark_dead(self, stopper, dead, epoch):
+        stopper.mark_diverged(dead, epoch)
+
+    def dead_reason(self, loss, dead):
+        members = [int(k) for k in np.flatnonzero(np.asarray(dead, bool) & self.active)]
+        reasons = sorted({engine._reason(float(loss[k]), True) for k in members})
+        return f"every member still training ({members}) is dead: {'; '.join(reasons)}"
 
 
 def _min_loss(metrics: dict) -> str:

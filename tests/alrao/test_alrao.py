@@ -47,10 +47,10 @@ def _set_posterior(state, logits):
 
 
 def test_copy_learning_rates_are_log_spaced():
-    lrs = cc.copy_learning_rates(5, 1e-4, 1.0)
+    lrs = cc.copy_learning_rates(1e-4, 1.0, 5)
     np.testing.assert_allclose(lrs, [1e-4, 1e-3, 1e-2, 1e-1, 1.0], rtol=1e-5)
-    np.testing.assert_allclose(cc.copy_learning_rates(1, 0.3, 7.0), [0.3], rtol=1e-7)
-    ratios = np.diff(np.log(cc.copy_learning_rates(7, 2e-5, 3.0)))
+    np.testing.assert_allclose(cc.copy_learning_rates(0.3, 7.0, 1), [0.3], rtol=1e-7)
+    ratios = np.diff(np.log(cc.copy_learning_rates(2e-5, 3.0, 7)))
     np.testing.assert_allclose(ratios, ratios[0], rtol=1e-4)
 
 
@@ -284,7 +284,7 @@ def test_regression_training_step_learns():
 
 
 def test_suggest_lr_is_posterior_weighted_geometric_mean():
-    lrs = cc.copy_learning_rates(3, 1e-4, 1e-2)
+    lrs = cc.copy_learning_rates(1e-4, 1e-2, 3)
     np.testing.assert_allclose(cc.suggest_lr(lrs, jnp.array([0.0, 1.0, 0.0])), 1e-3, rtol=1e-5)
     np.testing.assert_allclose(cc.suggest_lr(lrs, jnp.array([0.5, 0.0, 0.5])), 1e-3, rtol=1e-5)
     np.testing.assert_allclose(cc.suggest_lr(lrs, jnp.array([0.25, 0.5, 0.25])), 1e-3, rtol=1e-5)
@@ -393,3 +393,79 @@ def test_output_stays_finite_when_every_copy_is_dropped():
     variables = {"params": {**state.params, "head": head}, **state.model_state}
     out = model.apply(variables, _data(8)["x"])
     chex.assert_trees_all_close(out, jnp.full((8, K), -math.log(K)), rtol=1e-6)
+
+
+def test_step_passes_the_mixture_loss_and_extra_args_to_the_optimizer():
+    # The optimizer's ``value`` is the mixture's loss (what is reported), not the objective
+    # differentiated (mixture plus the copies' own losses).
+    def recording_tx():
+        def init(params):
+            return {"value": jnp.zeros(()), "scale": jnp.zeros(())}
+
+        def update(updates, state, params=None, *, value, scale):
+            return jax.tree.map(jnp.zeros_like, updates), {"value": value, "scale": scale}
+
+        return optax.GradientTransformationExtraArgs(init, update)
+
+    model = _model()
+    tx = recording_tx()
+    state = _state(model, tx)
+    batch = _data(16, seed=4)
+    step = alrao_step.make_alrao_train_step(
+        model, tx, extra_args_fn=lambda s, b, loss: {"scale": 2.0 * loss}
+    )
+    new_state, metrics = jax.jit(step)(state, batch)
+    # Independent reference: the model's output is the log of the posterior-weighted mixture.
+    log_mixture = model.apply({"params": state.params, **state.model_state}, batch["x"])
+    expected = -jnp.mean(jnp.take_along_axis(log_mixture, batch["y"][:, None], -1))
+    np.testing.assert_allclose(metrics["loss"], expected, rtol=1e-5)
+    np.testing.assert_allclose(new_state.opt_state["value"], expected, rtol=1e-5)
+    np.testing.assert_allclose(new_state.opt_state["scale"], 2.0 * expected, rtol=1e-5)
+
+
+def test_copy_with_overflowing_outputs_is_frozen_and_its_momentum_stays_finite():
+    model = _model()
+    tx = alrao.alrao_sgd(jax.random.key(0), 1e-2, 1.0, N, momentum=0.9)
+    state = _state(model, tx)
+    step = jax.jit(alrao_step.make_alrao_train_step(model, tx))
+    for s in range(2):  # the momentum of every copy is now non-zero
+        state, _ = step(state, _data(16, seed=s))
+    # Copy 2's parameters stay finite but its outputs overflow: the step drops it.
+    kernel = state.params["head"]["copies"]["kernel"].at[2].set(3e38)
+    head = {"copies": {**state.params["head"]["copies"], "kernel": kernel}}
+    state = state.replace(params={**state.params, "head": head})
+    frozen = jax.tree.map(lambda p: np.asarray(p[2]).copy(), state.params["head"])
+    state, metrics = step(state, _data(16, seed=5))
+    assert int(metrics["num_dropped"]) == 1 and float(metrics["posterior"][2]) == 0.0
+    # No update reaches it although its momentum is not zero; the optimizer's state stays finite.
+    after = jax.tree.map(lambda p: np.asarray(p[2]), state.params["head"])
+    jax.tree.map(np.testing.assert_array_equal, after, frozen)
+    for leaf in jax.tree.leaves(state.opt_state):
+        if jnp.issubdtype(leaf.dtype, jnp.floating):
+            assert np.isfinite(np.asarray(leaf)).all()
+    chex.assert_tree_all_finite(state.params["body"])
+
+
+def test_catch_up_resets_copies_below_the_threshold_after_the_posterior_update():
+    model = _model()
+    tx = alrao.alrao_sgd(jax.random.key(0), 1e-3, 1.0, N)
+    state = _set_posterior(_state(model, tx), jnp.array([2.0, 0.0, 1.0, -3.0]))
+    batch = _data(16, seed=6)
+    plain, m_plain = jax.jit(alrao_step.make_alrao_train_step(model, tx))(state, batch)
+    log_post = np.log(np.asarray(m_plain["posterior"], np.float64))
+    order = np.sort(log_post)
+    threshold = float(0.5 * (order[1] + order[2]))  # the two least likely copies are reset
+    step = alrao_step.make_alrao_train_step(model, tx, catch_up=True, catch_up_threshold=threshold)
+    caught, m_caught = jax.jit(step)(state, batch)
+    np.testing.assert_allclose(m_caught["posterior"], m_plain["posterior"], rtol=1e-6)
+    a = np.exp(log_post)
+    reset = log_post < threshold
+    assert reset.sum() == 2
+    for got, updated in zip(
+        jax.tree.leaves(caught.params["head"]), jax.tree.leaves(plain.params["head"]), strict=True
+    ):
+        updated = np.asarray(updated, np.float64)
+        average = np.tensordot(a, updated, axes=1) / a.sum()
+        expected = np.where(reset.reshape((-1,) + (1,) * (updated.ndim - 1)), average, updated)
+        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-7)
+    chex.assert_trees_all_equal(caught.params["body"], plain.params["body"])

@@ -19,14 +19,13 @@ from randlr_jax.alrao._features import (
     FeatureLRState,
     FeatureRule,
     UnrecognisedParameterWarning,
-    alrao_adam_body,
     alrao_base,
-    alrao_sgd_body,
     default_feature_rules,
     sample_feature_lrs,
     scale_by_feature_lrs,
     scale_by_lr_tree,
 )
+from randlr_jax.alrao._optimizers import alrao_adam, alrao_sgd
 
 LR_MIN, LR_MAX = 1e-5, 10.0
 KEYS = [0, 1, 7]
@@ -299,7 +298,7 @@ def test_nnx_state_and_optimizer():
     np.testing.assert_array_equal(lrs["conv"]["kernel"][...][0, 0, 0], lrs["conv"]["bias"][...])
 
     optimizer = nnx.Optimizer(
-        model, alrao_sgd_body(jax.random.key(0), LR_MIN, LR_MAX), wrt=nnx.Param
+        model, alrao_base(optax.identity(), jax.random.key(0), LR_MIN, LR_MAX), wrt=nnx.Param
     )
     before = jax.tree.map(np.asarray, nnx.state(model, nnx.Param))
     x = jnp.ones((2, 4, 4, 2))
@@ -327,7 +326,7 @@ def test_masked_nodes_inside_optax_masked_and_partition():
     labels = jax.tree.map(lambda m: "body" if m else "head", mask)
     precomputed = sample_feature_lrs(key, params, LR_MIN, LR_MAX)
     for body in (
-        alrao_sgd_body(key, LR_MIN, LR_MAX),
+        alrao_base(optax.identity(), key, LR_MIN, LR_MAX),
         alrao_base(scale_by_lr_tree(precomputed), key, 1.0, 1.0),
     ):
         tx = optax.partition({"body": body, "head": optax.sgd(0.5)}, labels)
@@ -381,7 +380,7 @@ class TransformationTest(chex.TestCase):
 
     def test_no_retrace_and_identical_rates_after_rebuild(self):
         params = _convnet_params()
-        tx = alrao_sgd_body(jax.random.key(0), LR_MIN, LR_MAX, momentum=0.9)
+        tx = alrao_base(optax.trace(0.9), jax.random.key(0), LR_MIN, LR_MAX)
         state = tx.init(params)
         chex.clear_trace_counter()
 
@@ -395,7 +394,7 @@ class TransformationTest(chex.TestCase):
         updates, state = step(grads, state)
 
         saved = flax.serialization.to_bytes(state)
-        rebuilt_tx = alrao_sgd_body(jax.random.key(99), LR_MIN, LR_MAX, momentum=0.9)
+        rebuilt_tx = alrao_base(optax.trace(0.9), jax.random.key(99), LR_MIN, LR_MAX)
         fresh = rebuilt_tx.init(params)
         assert not np.array_equal(
             fresh[1].lrs["params"]["Dense_0"]["bias"], state[1].lrs["params"]["Dense_0"]["bias"]
@@ -429,12 +428,13 @@ def _train(tx, params, grad_fn, steps=4):
     return params
 
 
-@pytest.mark.parametrize("momentum", [None, 0.9])
-def test_equal_bounds_sgd_equals_optax_sgd(momentum):
+@pytest.mark.parametrize(("momentum", "nesterov"), [(None, False), (0.9, False), (0.9, True)])
+def test_equal_bounds_sgd_equals_optax_sgd(momentum, nesterov):
     params, grad_fn = _mlp()
     eta = 0.3
-    ours = _train(alrao_sgd_body(jax.random.key(0), eta, eta, momentum=momentum), params, grad_fn)
-    theirs = _train(optax.sgd(eta, momentum=momentum), params, grad_fn)
+    base = optax.identity() if momentum is None else optax.trace(momentum, nesterov=nesterov)
+    ours = _train(alrao_base(base, jax.random.key(0), eta, eta), params, grad_fn)
+    theirs = _train(optax.sgd(eta, momentum=momentum, nesterov=nesterov), params, grad_fn)
     chex.assert_trees_all_close(ours, theirs, rtol=1e-6, atol=1e-7)
     assert not np.allclose(
         ours["params"]["layers_0"]["kernel"], params["params"]["layers_0"]["kernel"]
@@ -443,16 +443,17 @@ def test_equal_bounds_sgd_equals_optax_sgd(momentum):
 
 def test_equal_bounds_adam_equals_optax_adam():
     params, grad_fn = _mlp()
-    ours = _train(alrao_adam_body(jax.random.key(0), 1e-2, 1e-2), params, grad_fn)
-    theirs = _train(optax.adam(1e-2), params, grad_fn)
+    base = optax.scale_by_adam(b1=0.8, b2=0.99, eps=1e-6)
+    ours = _train(alrao_base(base, jax.random.key(0), 1e-2, 1e-2), params, grad_fn)
+    theirs = _train(optax.adam(1e-2, b1=0.8, b2=0.99, eps=1e-6), params, grad_fn)
     chex.assert_trees_all_close(ours, theirs, rtol=1e-6, atol=1e-7)
 
 
-def test_adam_body_is_rate_times_adam_direction():
+def test_adam_direction_is_rate_times_adam_direction():
     params = {"Dense_0": {"kernel": jnp.zeros((2, 3)), "bias": jnp.zeros(3)}}
     key = jax.random.key(3)
     grads = {"Dense_0": {"kernel": jnp.arange(6.0).reshape(2, 3) - 2, "bias": jnp.ones(3)}}
-    tx = alrao_adam_body(key, LR_MIN, LR_MAX, b1=0.8, b2=0.99, eps=1e-6)
+    tx = alrao_base(optax.scale_by_adam(0.8, 0.99, 1e-6), key, LR_MIN, LR_MAX)
     updates, _ = tx.update(grads, tx.init(params))
     direction, _ = optax.scale_by_adam(0.8, 0.99, 1e-6).update(
         grads, optax.scale_by_adam(0.8, 0.99, 1e-6).init(params)
@@ -507,13 +508,73 @@ def test_schedule_divides_every_rate_by_the_time_factor():
         ),
         (lambda: sample_feature_lrs(jax.random.key(0), {}, 1e-3, 1e-4), "lr_min"),
         (lambda: sample_feature_lrs(jax.random.key(0), {}, 1e-3, 1.0, per="x"), "per"),
-        (lambda: alrao_sgd_body(jax.random.key(0), 1e-3, 1.0, momentum=1.5), "momentum"),
-        (lambda: alrao_sgd_body(jax.random.key(0), 1e-3, 1.0, nesterov=True), "nesterov"),
-        (lambda: alrao_adam_body(jax.random.key(0), 1e-3, 1.0, b2=1.0), "b2"),
-        (lambda: alrao_adam_body(jax.random.key(0), 1e-3, 1.0, eps=-1.0), "eps"),
+        (lambda: alrao_sgd(jax.random.key(0), 1e-3, 1.0, 2, momentum=1.5), "momentum"),
+        (lambda: alrao_sgd(jax.random.key(0), 1e-3, 1.0, 2, momentum=np.float32(1.0)), "momentum"),
+        (lambda: alrao_sgd(jax.random.key(0), 1e-3, 1.0, 2, nesterov=True), "nesterov"),
+        (lambda: alrao_adam(jax.random.key(0), 1e-3, 1.0, 2, b1=-0.1), "b1"),
+        (lambda: alrao_adam(jax.random.key(0), 1e-3, 1.0, 2, b2=1.0), "b2"),
+        (lambda: alrao_adam(jax.random.key(0), 1e-3, 1.0, 2, eps=-1.0), "eps"),
         (lambda: default_feature_rules("per-gate"), "lstm_gates"),
     ],
 )
 def test_bad_arguments_raise_naming_the_argument(build, argument):
     with pytest.raises(ValueError, match=argument):
         build()
+
+
+@pytest.mark.parametrize(
+    ("lr_min", "lr_max"),
+    [(0.0, 1.0), (-1e-3, 1.0), (1.0, 0.1), (1e-3, float("inf")), (float("nan"), 1.0), ("a", 1.0)],
+)
+def test_every_entry_point_checks_the_interval_with_one_check(lr_min, lr_max):
+    key = jax.random.key(0)
+    builds = [
+        lambda: alrao_base(optax.identity(), key, lr_min, lr_max),
+        lambda: scale_by_feature_lrs(key, lr_min, lr_max),
+        lambda: sample_feature_lrs(key, {}, lr_min, lr_max),
+        lambda: alrao_sgd(key, lr_min, lr_max, 2, momentum=0.9),
+        lambda: alrao_adam(key, lr_min, lr_max, 2),
+    ]
+    messages = set()
+    for build in builds:
+        with pytest.raises(ValueError) as error:
+            build()
+        messages.add(str(error.value))
+    assert len(messages) == 1, messages
+
+
+def test_traced_interval_is_refused_naming_static_args():
+    factory = optax.inject_hyperparams(
+        lambda lr_min: alrao_base(optax.identity(), jax.random.key(0), lr_min, 1.0)
+    )(lr_min=1e-3)
+    params = {"Dense_0": {"kernel": jnp.ones((3, 4)), "bias": jnp.zeros(4)}}
+    state = factory.init(params)
+    with pytest.raises(ValueError, match="lr_min must be a concrete number.*static_args"):
+        jax.jit(factory.update)(params, state, params)
+
+
+def test_without_copies_alrao_sgd_is_alrao_base_also_with_an_injected_momentum():
+    """``alrao_sgd`` on parameters without a head and ``alrao_base(optax.trace(mu))`` are one
+    optimizer: the same updates, and both take a traced (injected) momentum."""
+    params = {"Dense_0": {"kernel": jnp.ones((3, 4)), "bias": jnp.zeros(4)}}
+    grads = jax.tree.map(lambda p: jnp.arange(p.size, dtype=p.dtype).reshape(p.shape), params)
+    key = jax.random.key(3)
+
+    def updates(tx, steps=3):
+        state = tx.init(params)
+        for _ in range(steps):
+            out, state = jax.jit(tx.update)(grads, state, params)
+        return out
+
+    chex.assert_trees_all_equal(
+        updates(alrao_sgd(key, 1e-3, 1.0, 1, momentum=0.9, nesterov=True)),
+        updates(alrao_base(optax.trace(0.9, nesterov=True), key, 1e-3, 1.0)),
+    )
+    static = ("key", "lr_min", "lr_max", "num_copies")
+    injected_sgd = optax.inject_hyperparams(alrao_sgd, static_args=static)(
+        key=key, lr_min=1e-3, lr_max=1.0, num_copies=1, momentum=0.9
+    )
+    injected_base = optax.inject_hyperparams(
+        lambda momentum: alrao_base(optax.trace(momentum), key, 1e-3, 1.0)
+    )(momentum=0.9)
+    chex.assert_trees_all_close(updates(injected_sgd), updates(injected_base), rtol=1e-6)

@@ -51,3 +51,36 @@ def test_only_rejects_unknown_names():
     with pytest.raises(SystemExit, match="--only must be a comma-separated list"):
         run_all.parse_only("alrao_step,nope")
     assert run_all.parse_only("noh,alrao_step") == ["alrao_step", "noh"]
+
+
+def test_benchmark_modules_import_each_other_without_a_cycle():
+    """``common`` is the bottom (it imports no benchmark module), ``report`` imports only ``common``, and
+    no chain of imports, at module level or inside functions, comes back to where it started."""
+    import ast
+    import pathlib
+
+    folder = pathlib.Path(report.__file__).parent
+    names = {path.stem for path in folder.glob("*.py")}
+    graph = {}
+    for path in folder.glob("*.py"):
+        imported = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module == "benchmarks":
+                imported |= {alias.name for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("benchmarks."):
+                imported.add(node.module.split(".")[1])
+            elif isinstance(node, ast.Import):
+                imported |= {
+                    a.name.split(".")[1] for a in node.names if a.name.startswith("benchmarks.")
+                }
+        graph[path.stem] = imported & names
+    assert graph["common"] == set()
+    assert graph["report"] == {"common"}
+
+    def visit(name, stack):
+        assert name not in stack, f"import cycle: {' -> '.join([*stack, name])}"
+        for other in sorted(graph[name]):
+            visit(other, [*stack, name])
+
+    for name in sorted(graph):
+        visit(name, [])

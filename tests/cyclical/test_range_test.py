@@ -92,6 +92,39 @@ def test_injected_learning_rate_is_driven_by_the_test():
     assert injected.stop_reason == "diverged"
 
 
+def test_step_is_the_optimizer_step_at_the_given_rate_with_the_loss_as_value():
+    # Momentum SGD on 0.5 |w - xi|^2 (gradient w - xi), by hand; an extra-args optimizer gets value=loss.
+    def loss_fn(params, xi):
+        return 0.5 * jnp.sum((params["w"] - xi) ** 2)
+
+    def optimizer(lr):
+        sgd = optax.sgd(lr, momentum=0.9)
+
+        def init(params):
+            return sgd.init(params), jnp.zeros(())
+
+        def update(grads, state, params=None, *, value):
+            updates, sgd_state = sgd.update(grads, state[0], params)
+            return updates, (sgd_state, value)
+
+        return optax.GradientTransformationExtraArgs(init, update)
+
+    step = jax.jit(rt.make_range_test_step(loss_fn, optimizer))
+    xis = [np.array([1.0, -2.0], np.float32), np.array([0.5, 0.0], np.float32)]
+    rates = [0.1, 0.3]
+    params = {"w": jnp.array([2.0, 1.0])}
+    opt_state = optimizer(jnp.float32(rates[0])).init(params)
+    w, m = np.array([2.0, 1.0]), np.zeros(2)
+    for xi, lr in zip(xis, rates, strict=True):
+        params, opt_state, loss = step(params, opt_state, np.float32(lr), xi)
+        expected_loss = 0.5 * np.sum((w - xi) ** 2)
+        m = 0.9 * m + (w - xi)
+        w = w - lr * m
+        np.testing.assert_allclose(loss, expected_loss, rtol=1e-6)
+        np.testing.assert_allclose(opt_state[1], expected_loss, rtol=1e-6)
+        np.testing.assert_allclose(params["w"], w, rtol=1e-6)
+
+
 def test_smoothing_and_stopping_rule():
     loss_fn, batches = noisy_quadratic(10.0, 3, 300)
     beta = 0.9
@@ -186,3 +219,98 @@ def test_classification_model_result_round_trip_and_plot(tmp_path):
     assert restored.suggestions() == result.suggestions()
     path = result.plot(tmp_path / "range_test.png", title="MLP")
     assert (tmp_path / "range_test.png").stat().st_size > 1000 and path.endswith(".png")
+
+
+# ----------------------------------------------------------------------------------------------
+# A curve that suggests nothing: no finite loss, or flat
+
+
+SUGGESTIONS = ("min_index", "lr_min_loss", "lr_min_div_10", "lr_steepest", "cyclic_range",
+               "alrao_range")  # fmt: skip
+
+
+def _curve(smoothed, stop_reason="num_iter"):
+    smoothed = np.asarray(smoothed, np.float64)
+    rates = rt.range_test_learning_rates(1e-4, 1.0, max(len(smoothed), 2))[: len(smoothed)]
+    return rt.RangeTestResult(rates, smoothed.copy(), smoothed, stop_reason, len(smoothed))
+
+
+def _assert_no_suggestion(result, match):
+    assert not result.valid and match in result.invalid_reason
+    for name in SUGGESTIONS:
+        with pytest.raises(ValueError, match=f"suggests no rate: .*{match}"):
+            getattr(result, name)
+    with pytest.raises(ValueError, match=match):
+        result.suggestions()
+
+
+@pytest.mark.parametrize(
+    "smoothed, stop_reason, match",
+    [
+        ([np.nan], "diverged", "no finite loss"),
+        ([np.inf], "diverged", "no finite loss"),
+        ([2.3, np.nan], "diverged", "only one finite loss"),
+        ([2.3], "data_exhausted", "only one finite loss"),
+        ([2.0] * 50, "num_iter", "flat"),
+        (2.0 + 0.9e-3 * np.sin(np.arange(50)), "num_iter", "flat"),  # spread 1.8e-3 < 2e-3
+        ([-1.0, -1.0005, -1.0], "num_iter", "flat"),  # a negative loss: |mean|
+        ([0.0, 0.0, 0.0], "num_iter", "flat"),
+        ([2.0, 2.0, 2.0, np.inf], "diverged", "flat"),  # flat, then diverged
+    ],
+)
+def test_hand_made_curves_that_suggest_nothing_raise(smoothed, stop_reason, match):
+    _assert_no_suggestion(_curve(smoothed, stop_reason), match)
+
+
+def test_a_curve_just_above_the_flat_tolerance_suggests_as_before():
+    smoothed = np.array([2.0, 1.999, 1.997, 1.9975, 2.5])  # spread 0.503, the minimum at index 2
+    result = _curve(smoothed, "diverged")
+    assert result.valid and result.invalid_reason is None
+    assert result.min_index == 2 and result.lr_min_loss == result.learning_rates[2]
+    assert result.best_loss == 1.997
+    barely = _curve([2.0, 2.0025, 2.0], "num_iter")  # spread 2.5e-3 > 1e-3 x 2.0017
+    assert barely.valid and barely.lr_min_loss == barely.learning_rates[0]
+
+
+def test_a_constant_loss_is_flat_end_to_end(tmp_path):
+    def loss_fn(params, batch):
+        return 0.0 * jnp.sum(params["w"] * batch) + 2.0  # no gradient: nothing moves
+
+    result = rt.lr_range_test(
+        loss_fn, {"w": jnp.ones(3)}, [jnp.ones(3)], optax.sgd, start=1e-3, end=10.0, num_iter=20
+    )
+    assert result.stop_reason == "num_iter" and result.best_loss == pytest.approx(2.0)
+    _assert_no_suggestion(result, "flat")
+    assert "widen the range" in result.invalid_reason
+    record = result.to_dict()
+    assert record["valid"] is False and record["lr_min_div_10"] is None
+    assert record["cyclic_range"] is None and "flat" in record["invalid_reason"]
+    restored = rt.RangeTestResult.from_dict(record)
+    assert not restored.valid
+    assert result.plot(tmp_path / "flat.png").endswith("flat.png")  # drawn, without suggestions
+
+
+def test_an_all_nan_loss_suggests_nothing(tmp_path):
+    def loss_fn(params, batch):
+        return jnp.nan * jnp.sum(params["w"] * batch)
+
+    result = rt.lr_range_test(
+        loss_fn, {"w": jnp.ones(3)}, [jnp.ones(3)], optax.sgd, start=1e-3, end=10.0, num_iter=20
+    )
+    assert result.stop_reason == "diverged" and len(result.losses) == 1
+    _assert_no_suggestion(result, "no finite loss")
+    assert "check the data" in result.invalid_reason
+    record = result.to_dict()
+    assert record["best_loss"] is None and record["alrao_range"] is None
+    assert record["smoothed_losses"] == [None]
+    result.plot(tmp_path / "nan.png")
+
+
+def test_a_valid_curve_records_that_it_is():
+    loss_fn, batches = noisy_quadratic(10.0, 0, 300)
+    result = rt.lr_range_test(
+        loss_fn, {"w": jnp.ones(3)}, batches, optax.sgd, start=1e-4, end=10.0, num_iter=300
+    )
+    record = result.to_dict()
+    assert record["valid"] is True and record["invalid_reason"] is None
+    assert record["lr_min_div_10"] == result.lr_min_div_10

@@ -153,6 +153,24 @@ class TestCyclic:
         np.testing.assert_allclose((rate - 0.01) / 0.09, (0.95 - momentum) / 0.15, atol=1e-6)
         assert np.all(np.sign(np.diff(rate)) == -np.sign(np.diff(momentum)))
 
+    @pytest.mark.parametrize("mode", schedules.CYCLIC_MODES)
+    def test_no_end_the_values_stay_in_their_bounds_for_ever(self, mode):
+        # A cyclic schedule has no end to hold: it keeps cycling between its bounds. T = 8 (4 up,
+        # 4 down), base 0.1, max 1: by hand, step 79 = 10T - 1 is 1/8 of a cycle before a
+        # boundary, 0.1 + 0.9 * (1/8) / (1/2) = 0.325 (triangular), 80 = 10T is the base 0.1.
+        gamma = 0.999
+        rate = schedules.cyclic_schedule(0.1, 1.0, 4, mode=mode, gamma=gamma)
+        momentum = schedules.cyclic_momentum_schedule(0.8, 0.9, 4, mode=mode, gamma=gamma)
+        steps = [7, 8, 9, 79, 80, 81, 10**6 + 3, 10**7]
+        got_rate, got_momentum = values(rate, steps), values(momentum, steps)
+        assert np.all((0.1 - 1e-7 <= got_rate) & (got_rate <= 1.0 + 1e-7))
+        assert np.all((0.8 - 1e-7 <= got_momentum) & (got_momentum <= 0.9 + 1e-7))
+        np.testing.assert_allclose(got_rate[[1, 4, 7]], [0.1] * 3, rtol=1e-6)  # boundaries
+        if mode == "triangular":
+            np.testing.assert_allclose(got_rate[[3, 5]], [0.325, 0.325], rtol=1e-6)
+        expected = [torch_cyclic(i, 0.1, 1.0, 4, mode=mode, gamma=gamma) for i in steps[:6]]
+        np.testing.assert_allclose(got_rate[:6], expected, rtol=1e-6)
+
     def test_bad_arguments(self):
         with pytest.raises(ValueError, match="mode"):
             schedules.cyclic_schedule(0.1, 1.0, 4, mode="triangle")
@@ -212,9 +230,9 @@ class TestOneCycle:
         momentum = schedules.one_cycle_momentum_schedule(
             total, base_momentum=0.8, max_momentum=0.97, **kwargs
         )
-        steps = np.unique(
-            np.concatenate([np.arange(0, total + 1, 3), [total - 2, total - 1, total]])
-        )
+        # PyTorch's range: steps 0 .. total - 1 (at ``total`` it evaluates the last phase at pct > 1;
+        # the schedule holds its final value there instead, see ``test_holds_the_final_value...``).
+        steps = np.unique(np.concatenate([np.arange(0, total, 3), [total - 2, total - 1]]))
         expected = np.array(
             [
                 torch_one_cycle(
@@ -238,6 +256,48 @@ class TestOneCycle:
         last = values(schedule, [50])[0]
         np.testing.assert_allclose(values(schedule, [51, 1000]), [last, last])
         assert np.isfinite(last)
+
+    @pytest.mark.parametrize("strategy", schedules.ANNEAL_STRATEGIES)
+    @pytest.mark.parametrize("three_phase", [False, True])
+    def test_holds_the_final_value_exactly_past_total_steps(self, strategy, three_phase):
+        # T = 10, max 0.1: initial 0.1 / 25 = 0.004, min 0.004 / 1e4 = 4e-7 (by hand); the momentum
+        # ends at max_momentum 0.95. PyTorch's formula at its last step T - 1 gives exactly these
+        # (pct = 1: cos(pi) = -1, or the linear end point); from there on the values are held
+        # exactly, for the rate and the momentum alike, whatever the strategy. Before the fix, step
+        # T gave pct = 8/7: cos rose back to 4e-7 + 0.1 sin^2(pi/14) = 0.00495, linear gave
+        # 4e-7 - 0.1/7 = -0.01428 (a negative rate), the momentum 0.85 + 0.1 * 8/7 = 0.964 > 0.95.
+        total = 10
+        kwargs = dict(anneal_strategy=strategy, three_phase=three_phase)
+        rate = schedules.one_cycle_schedule(total, 0.1, **kwargs)
+        momentum = schedules.one_cycle_momentum_schedule(total, **kwargs)
+        steps = [total - 1, total, total + 1, 10 * total]
+        lr_end, m_end = torch_one_cycle(
+            total - 1, total, 0.1, strategy=strategy, three_phase=three_phase
+        )
+        assert lr_end == pytest.approx(4e-7, rel=1e-12) and m_end == pytest.approx(0.95)
+        got_rate = np.asarray(jax.vmap(rate)(jnp.asarray(steps)))
+        got_momentum = np.asarray(jax.vmap(momentum)(jnp.asarray(steps)))
+        np.testing.assert_array_equal(got_rate, np.full(4, 4e-7, got_rate.dtype))
+        np.testing.assert_array_equal(got_momentum, np.full(4, 0.95, got_momentum.dtype))
+        # The step before the end still anneals (the held value is the end, not a clamp earlier).
+        assert float(rate(total - 2)) > float(rate(total - 1))
+
+    @pytest.mark.parametrize("strategy", schedules.ANNEAL_STRATEGIES)
+    def test_one_cycle_sgd_past_total_steps_keeps_descending_at_the_final_rate(self, strategy):
+        # The user's report: one_cycle_sgd(10, 0.05, anneal_strategy="linear"), gradient +1, made
+        # updates of +0.00714 (rate 2e-7 - 0.05 / 7 < 0) forever after step 10. Now every update
+        # past the end uses min = 0.05 / 25 / 1e4 = 2e-7 and momentum 0.95: a descent step.
+        total = 10
+        tx = schedules.one_cycle_sgd(total, 0.05, anneal_strategy=strategy)
+        params = {"w": jnp.zeros(3)}
+        state = tx.init(params)
+        grads = {"w": jnp.ones(3)}
+        for n in range(1, 3 * total + 1):
+            updates, state = tx.update(grads, state, params)
+            if n > total:  # update n uses the values at step n - 1 >= total
+                assert float(state.hyperparams["learning_rate"]) == np.float32(2e-7)
+                assert float(state.hyperparams["momentum"]) == np.float32(0.95)
+                assert np.all(np.asarray(updates["w"]) < 0)
 
     def test_bad_arguments(self):
         with pytest.raises(ValueError, match="total_steps"):

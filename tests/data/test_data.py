@@ -50,8 +50,9 @@ def test_mnist1d_default_is_the_packages_dataset(tfds_data_dir):
     test = data.load_arrays("mnist1d", "test", data_dir=tfds_data_dir)
     chex.assert_shape(train["x"], (4000, 40))
     chex.assert_shape(test["x"], (1000, 40))
-    assert train["x"].dtype == np.float32 and train["label"].shape == (4000,)
-    assert set(np.unique(train["label"])) == set(range(10))
+    assert sorted(train) == sorted(test) == ["x", "y"]  # the names every step and fit read
+    assert train["x"].dtype == np.float32 and train["y"].shape == (4000,)
+    assert set(np.unique(train["y"])) == set(range(10))
 
     from mnist1d.data import get_dataset_args, make_dataset
 
@@ -62,9 +63,9 @@ def test_mnist1d_default_is_the_packages_dataset(tfds_data_dir):
     np.random.set_state(before[0])
     random.setstate(before[1])
     np.testing.assert_array_equal(train["x"], reference["x"].astype(np.float32))
-    np.testing.assert_array_equal(train["label"], reference["y"])
+    np.testing.assert_array_equal(train["y"], reference["y"])
     np.testing.assert_array_equal(test["x"], reference["x_test"].astype(np.float32))
-    np.testing.assert_array_equal(test["label"], reference["y_test"])
+    np.testing.assert_array_equal(test["y"], reference["y_test"])
 
 
 def test_builders_are_deterministic_and_leave_global_rngs_alone(tfds_data_dir, tmp_path):
@@ -94,7 +95,7 @@ def test_second_use_reuses_the_built_files(tfds_data_dir, monkeypatch):
         raise AssertionError("rebuilt")
 
     monkeypatch.setattr(data.Digits, "_split_generators", fail)
-    assert len(data.load_arrays("digits", "test", data_dir=tfds_data_dir)["label"]) == 360
+    assert len(data.load_arrays("digits", "test", data_dir=tfds_data_dir)["y"]) == 360
     assert os.stat(info_file).st_mtime_ns == stamp
 
 
@@ -117,11 +118,12 @@ def test_digits_split_and_standardisation(tfds_data_dir):
     assert len(np.intersect1d(indices["train"], indices["test"])) == 0
     for split, size in (("train", 1437), ("test", 360)):
         arrays = data.load_arrays("digits", split, data_dir=tfds_data_dir)
-        chex.assert_shape(arrays["image"], (size, 8, 8, 1))
-        assert arrays["image"].dtype == np.uint8
+        assert sorted(arrays) == ["index", "x", "y"]  # TFDS's "image" and "label" renamed
+        chex.assert_shape(arrays["x"], (size, 8, 8, 1))
+        assert arrays["x"].dtype == np.uint8
         np.testing.assert_array_equal(arrays["index"], indices[split])
-        np.testing.assert_array_equal(arrays["image"][..., 0], digits.images[indices[split]])
-        np.testing.assert_array_equal(arrays["label"], digits.target[indices[split]])
+        np.testing.assert_array_equal(arrays["x"][..., 0], digits.images[indices[split]])
+        np.testing.assert_array_equal(arrays["y"], digits.target[indices[split]])
     train = data.load_supervised("digits", "train", data_dir=tfds_data_dir)
     assert train["x"].dtype == np.float32 and train["y"].dtype == np.int32
     # The documented channel statistics are the training split's.
@@ -233,9 +235,10 @@ def test_public_datasets_through_mocked_tfds(tmp_path, monkeypatch, name, shape)
     chex.assert_shape(supervised["x"], (6, *shape))
     chex.assert_shape(supervised["y"], (6,))
     assert supervised["x"].dtype == np.float32 and supervised["y"].dtype == np.int32
-    expected = (raw["image"] / np.float32(255) - np.float32(spec.mean)) / np.float32(spec.std)
+    assert {"x", "y"} <= set(raw) and "image" not in raw and "label" not in raw
+    expected = (raw["x"] / np.float32(255) - np.float32(spec.mean)) / np.float32(spec.std)
     np.testing.assert_allclose(supervised["x"], expected, rtol=1e-6, atol=1e-6)
-    np.testing.assert_array_equal(supervised["y"], raw["label"])
+    np.testing.assert_array_equal(supervised["y"], raw["y"])
     assert [len(splits[s]["y"]) for s in ("train", "validation", "test")] == [4, 2, 6]
 
 

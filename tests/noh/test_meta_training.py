@@ -9,6 +9,7 @@ import flax.serialization
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 from randlr_jax.noh import _lstm_optimizer as lo
@@ -78,6 +79,39 @@ def test_first_and_second_order_agree_on_one_step_and_differ_on_several():
             for a, b in zip(jax.tree.leaves(first), jax.tree.leaves(second), strict=True)
         )
         assert same == equal, unroll
+
+
+@pytest.mark.parametrize("second_order", [False, True])
+def test_truncation_loss_and_meta_gradient_of_unrolled_sgd_by_hand(second_order):
+    # The optimizee l(w; B) = 0.5 mean_{b in B} (w - b)^2 (gradient w - c, c = mean B), trained by SGD
+    # at the meta-parameter lr: w_{t+1} = w_t - lr (w_t - c_t), L = sum_t l(w_{t+1}; B_t).
+    def loss_fn(params, batch):
+        return 0.5 * jnp.mean((params["w"] - batch["b"]) ** 2)
+
+    data = {"b": jnp.array([1.0, -2.0, 0.5, 3.0])}
+    indices = jnp.array([[0, 1], [2, 3], [1, 2]], jnp.int32)
+    lr, w0 = 0.3, 2.0
+    loss = mt.make_truncation_loss(
+        lambda phi: optax.sgd(phi["lr"]), loss_fn, second_order=second_order
+    )
+    optimizee = mt.OptimizeeState({"w": jnp.array(w0)}, optax.sgd(lr).init({"w": jnp.array(w0)}))
+    (meta_loss, (after, losses)), grads = jax.value_and_grad(loss, has_aux=True)(
+        {"lr": jnp.array(lr)}, optimizee, data, indices
+    )
+    b = np.asarray(data["b"], np.float64)
+    w, dw, total, dtotal = w0, 0.0, 0.0, 0.0
+    for idx in np.asarray(indices):
+        batch, c = b[idx], b[idx].mean()
+        g = w - c
+        # d w_{t+1} / d lr: the gradient's dependence on w_t is kept (second order) or dropped.
+        dw = (1.0 - lr) * dw - g if second_order else dw - g
+        w = w - lr * g
+        total += 0.5 * np.mean((w - batch) ** 2)
+        dtotal += (w - c) * dw
+    np.testing.assert_allclose(meta_loss, total, rtol=1e-6)
+    np.testing.assert_allclose(jnp.sum(losses), total, rtol=1e-6)
+    np.testing.assert_allclose(after.params["w"], w, rtol=1e-6)
+    np.testing.assert_allclose(grads["lr"], dtotal, rtol=1e-5)
 
 
 def test_remat_gives_the_same_meta_gradient():
