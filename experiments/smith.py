@@ -22,7 +22,8 @@ Writes under ``--workdir``: ``<model>/range_test_*.{json,png}``, one run directo
 ``results.md`` (the table), ``range_tests.png``, ``schedules.png`` and ``test_accuracy.png``. Running the
 same command again resumes (finished range tests and runs are read back). ``--quick`` (the smoke test)
 runs the MLP only: 1 epoch, 10-step range tests, one constant rate, Alrao on the range test's interval
-only.
+only; ``--epochs N`` sets the training budget. A workdir holding results of other settings is refused
+(``run.json``), not read back.
 
 Expected (measured on 2 shared CPU cores, about 6 minutes): final test accuracy MLP about 0.6-0.68, CNN
 0.83-0.95 for the SGD + momentum runs, 1cycle the highest on both; Alrao-SGD on the range test's interval
@@ -248,7 +249,7 @@ def main(argv=None) -> dict:
         for run_name, run in schedule_runs(with_momentum, total_steps, s).items():
             config = dataclasses.replace(loop, description=f"{model_name} {run_name}")
             run_dir = os.path.join(model_dir, _slug(run_name))
-            record = fingerprint(
+            run_record = fingerprint(
                 config,
                 task="classification",
                 model=model,
@@ -256,7 +257,7 @@ def main(argv=None) -> dict:
                 optimizer=run["tx"],
                 run_info={"optimizer": run["kind"], "rates": run["rates"]},
             )
-            check_or_write(run_dir, record, section="experiment")
+            check_or_write(run_dir, run_record, section="experiment")
             result = fit(model, run["tx"], splits, config, run_dir)
             rows[run_name] = {
                 "rates": run["rates"],

@@ -10,7 +10,9 @@ Number checks accept Python numbers, numpy scalars and 0-d arrays, and concrete 
 arrays; a ``jax.core.Tracer`` (a hyperparameter driven by ``optax.inject_hyperparams`` inside ``jit``)
 cannot be tested in Python and passes unchecked, unless the check is told the value must be concrete
 (``static=True``: it fixes a shape or is used in Python arithmetic), in which case the message says to
-name it in ``static_args``. Integer checks always need a concrete Python or numpy integer.
+name it in ``static_args``. Integer checks (sizes, counts, periods) always need a Python or numpy
+integer: a JAX array, which is what ``optax.inject_hyperparams`` makes of an int it injects, is refused
+with the same ``static_args`` hint.
 
 Each number check returns the value as a Python ``float`` (``None`` for a traced one), for callers that
 compute with it in Python; callers that hand the value on to Optax keep their own (so a float32
@@ -29,11 +31,13 @@ import numpy as np
 __all__ = [
     "boolean",
     "concrete",
+    "fail",
     "finite",
     "greater_than",
     "in_range",
     "in_unit_interval",
     "interval",
+    "is_traced",
     "name_string",
     "nonnegative",
     "nonnegative_int",
@@ -55,6 +59,13 @@ def fail(name: str, what: str, value: Any) -> None:
 
 def is_traced(value: Any) -> bool:
     return isinstance(value, jax.core.Tracer)
+
+
+def _float(value: Any) -> float:
+    try:
+        return float(value)
+    except OverflowError:  # an int beyond float64: as far as a bound goes, infinite
+        return math.inf if value > 0 else -math.inf
 
 
 def concrete(name: str, value: Any, what: str = "a concrete value") -> None:
@@ -81,12 +92,12 @@ def number(name: str, value: Any, what: str = "a number", *, static: bool = Fals
     if _is_bool(value):
         fail(name, what, value)
     if isinstance(value, (int, float, np.integer, np.floating)):
-        return float(value)
+        return _float(value)
     if isinstance(value, (np.ndarray, jax.Array)):
         if value.ndim == 0 and (
             np.issubdtype(value.dtype, np.integer) or np.issubdtype(value.dtype, np.floating)
         ):
-            return float(value)
+            return _float(value)
     fail(name, what, value)
     raise AssertionError  # unreachable
 
@@ -167,7 +178,8 @@ def in_unit_interval(
 
 
 def _integer(name: str, value: Any, what: str) -> int:
-    if is_traced(value):
+    # A JAX array (traced or not) is what optax.inject_hyperparams makes of an int it injects.
+    if isinstance(value, jax.Array):
         fail(name, f"{what} {_STATIC_HINT}", value)
     if _is_bool(value) or not isinstance(value, (int, np.integer)):
         fail(name, what, value)
@@ -236,6 +248,6 @@ def interval(lo_name: str, lo: Any, hi_name: str, hi: Any, *, strict: bool = Fal
     """
     if lo is None or hi is None or is_traced(lo) or is_traced(hi):
         return
-    low, high = float(lo), float(hi)
+    low, high = _float(lo), _float(hi)
     if (low >= high) if strict else (low > high):
         fail(lo_name, f"{'<' if strict else '<='} {hi_name}={hi!r}", lo)

@@ -100,34 +100,43 @@ BUILDERS: dict[str, Callable[..., Any]] = {
     ),
     "alrao.default_feature_rules": lambda **kw: alrao.default_feature_rules(**kw),
     "alrao.head_label_fn": lambda **kw: alrao.head_label_fn(**kw),
-    # A Flax module checks its fields when it is set up (``init``).
-    "alrao.AlraoHead": lambda **kw: alrao.AlraoHead(
-        **_with({"num_outputs": 2, "num_copies": N}, kw)
-    ).init(KEY, jnp.zeros((1, 4))),
+    # A Flax module checks its fields when it is set up (``init``); ``eval_shape``: the same Python,
+    # nothing computed. So for the functions of arrays below.
+    "alrao.AlraoHead": lambda **kw: jax.eval_shape(
+        alrao.AlraoHead(**_with({"num_outputs": 2, "num_copies": N}, kw)).init,
+        KEY,
+        jnp.zeros((1, 4)),
+    ),
     "alrao.switch_init": lambda **kw: alrao.switch_init(**_with({"num_models": N}, kw)),
     "alrao.bayes_init": lambda **kw: alrao.bayes_init(**_with({"num_models": N}, kw)),
     "alrao.uniform_init": lambda **kw: alrao.uniform_init(**_with({"num_models": N}, kw)),
     "alrao.make_averager": lambda **kw: alrao.make_averager(
         **_with({"kind": "switch", "num_models": N}, kw)
     ),
-    "alrao.catch_up": lambda **kw: alrao.catch_up(
-        **_with({"head_params": HEAD, "log_posterior": jnp.full(N, -math.log(N))}, kw)
+    "alrao.catch_up": lambda **kw: jax.eval_shape(
+        lambda: alrao.catch_up(
+            **_with({"head_params": HEAD, "log_posterior": jnp.full(N, -math.log(N))}, kw)
+        )
     ),
-    "alrao.alrao_loss": lambda **kw: alrao.alrao_loss(
-        *_copy_outputs(), jnp.full(N, -math.log(N)), jnp.ones(N, bool), **kw
+    "alrao.alrao_loss": lambda **kw: jax.eval_shape(
+        lambda: alrao.alrao_loss(
+            *_copy_outputs(), jnp.full(N, -math.log(N)), jnp.ones(N, bool), **kw
+        )
     ),
-    "alrao.alrao_loss_chunked": lambda **kw: alrao.alrao_loss_chunked(
-        **_with(
-            {
-                "apply_copies": alrao.apply_copies,
-                "head_params": HEAD,
-                "features": jnp.zeros((5, 4)),
-                "targets": jnp.zeros(5, jnp.int32),
-                "log_posterior": jnp.full(N, -math.log(N)),
-                "params_finite": jnp.ones(N, bool),
-                "chunk_size": 2,
-            },
-            kw,
+    "alrao.alrao_loss_chunked": lambda **kw: jax.eval_shape(
+        lambda: alrao.alrao_loss_chunked(
+            **_with(
+                {
+                    "apply_copies": alrao.apply_copies,
+                    "head_params": HEAD,
+                    "features": jnp.zeros((5, 4)),
+                    "targets": jnp.zeros(5, jnp.int32),
+                    "log_posterior": jnp.full(N, -math.log(N)),
+                    "params_finite": jnp.ones(N, bool),
+                    "chunk_size": 2,
+                },
+                kw,
+            )
         )
     ),
     # autodrop
@@ -506,6 +515,9 @@ COMBINATIONS: list[tuple[str, dict[str, Any], str]] = [
     ("cyclical.lr_range_test", {"start": 1.0, "end": 1.0}, "start"),
     ("cyclical.lr_range_test", {"start": 1.0, "end": 0.1}, "end"),
     ("alrao.alrao_sgd", {"momentum": None, "nesterov": True}, "nesterov"),
+    # Three phases whose second one would end after the cycle (2 * 0.8 * 100 - 2 > 99).
+    ("cyclical.one_cycle_schedule", {"three_phase": True, "pct_start": 0.8}, "pct_start"),
+    ("cyclical.one_cycle_momentum_schedule", {"three_phase": True, "pct_start": 0.6}, "pct_start"),
 ]
 
 
@@ -576,7 +588,10 @@ def test_a_bad_combination_raises_naming_the_argument(name, overrides, argument)
 
 
 _SETTINGS = settings(
-    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.filter_too_much]
+    max_examples=30,
+    deadline=None,
+    database=None,  # no example database written into the checkout
+    suppress_health_check=[HealthCheck.filter_too_much],
 )
 
 
@@ -595,3 +610,325 @@ for _spec in PAIRS_BY_KIND:
     _test = _hypothesis_test(_spec)
     globals()[_test.__name__] = _test
 del _test, _spec, _name, _arguments, _argument
+
+
+# -------------------------------------------------------------------------------------------------
+# What init checks: classifier copies under head_key
+# -------------------------------------------------------------------------------------------------
+
+COPY_OPTIMIZERS = ("alrao.alrao", "alrao.alrao_sgd", "alrao.alrao_adam")
+
+
+def _copy_warnings(caught) -> list[warnings.WarningMessage]:
+    return [w for w in caught if issubclass(w.category, alrao.NoClassifierCopiesWarning)]
+
+
+@pytest.mark.parametrize("name", COPY_OPTIMIZERS)
+def test_no_classifier_copies_warns_once_per_init_pointing_to_alrao_base(name):
+    tx = BUILDERS[name]()
+    for _ in range(2):  # once per init
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            state = tx.init(BODY)
+        (warning,) = _copy_warnings(caught)
+        message = str(warning.message)
+        assert "head_key='head'" in message and "alrao_base" in message, message
+    # It still trains (per-feature rates only), as the warning says.
+    updates, _ = tx.update(jax.tree.map(jnp.ones_like, BODY), state, BODY)
+    chex.assert_tree_all_finite(updates)
+    assert issubclass(alrao.NoClassifierCopiesWarning, UserWarning)
+
+
+@pytest.mark.parametrize("name", COPY_OPTIMIZERS)
+def test_copies_present_no_warning(name):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", alrao.NoClassifierCopiesWarning)
+        BUILDERS[name]().init(ALRAO_PARAMS)
+        BUILDERS[name](head_key="classifier").init({"body": BODY, "classifier": HEAD})
+        # Copies masked out (another optimizer trains them) are still copies.
+        optax.masked(BUILDERS[name](), {"body": True, "head": False}).init(ALRAO_PARAMS)
+
+
+@pytest.mark.parametrize("name", COPY_OPTIMIZERS)
+def test_a_body_module_called_head_without_a_copy_axis_raises_naming_its_path(name):
+    # The body holds a module named "head" (e.g. an attention head): its leaves have no leading
+    # axis of size num_copies, so routing them to the copies would be wrong.
+    params = {"body": {"head": {"kernel": jnp.ones((2, 4)), "bias": jnp.zeros(4)}}, "head": HEAD}
+    with pytest.raises(ValueError, match=r"'body/head/(kernel|bias)'.*num_copies=3") as error:
+        BUILDERS[name]().init(params)
+    assert "head_key='head'" in str(error.value)
+    scalar = {"body": BODY, "head": {"scale": jnp.ones(())}}
+    with pytest.raises(ValueError, match=r"'head/scale'.*shape \(\).*num_copies=3"):
+        BUILDERS[name]().init(scalar)
+
+
+def test_scale_by_copy_lrs_names_the_path_of_a_leaf_without_the_copy_axis():
+    tx = alrao.scale_by_copy_lrs([0.1, 1.0])
+    with pytest.raises(ValueError, match=r"copy axis first, of size 2.*'b/w'"):
+        tx.init({"a": jnp.ones((2, 3)), "b": {"w": jnp.ones((3, 3))}})
+
+
+# -------------------------------------------------------------------------------------------------
+# The valid side: documented defaults and typical values are accepted and run
+# -------------------------------------------------------------------------------------------------
+
+VALID: list[tuple[str, dict[str, Any]]] = [
+    ("alrao.alrao", {}),
+    ("alrao.alrao", {"learning_rate_scale": lambda count: 1.0 / (1.0 + count)}),
+    ("alrao.alrao", {"learning_rate_scale": jnp.asarray(0.5), "per": "weight"}),
+    ("alrao.alrao", {"key": jax.random.PRNGKey(1), "lstm_gates": "separate"}),
+    ("alrao.alrao_sgd", {}),
+    ("alrao.alrao_sgd", {"momentum": None}),
+    ("alrao.alrao_sgd", {"momentum": 0.0, "nesterov": True}),
+    ("alrao.alrao_sgd", {"momentum": np.float32(0.5), "num_copies": np.int64(N)}),
+    ("alrao.alrao_sgd", {"lr_min": 0.1, "lr_max": 0.1, "num_copies": N}),
+    ("alrao.alrao_adam", {}),
+    ("alrao.alrao_adam", {"b1": 0.0, "b2": 0.0, "eps": 0.0}),
+    ("alrao.alrao_base", {}),
+    ("alrao.alrao_base", {"base": optax.scale_by_adam(), "per": "weight"}),
+    ("alrao.scale_by_feature_lrs", {"lr_min": np.float64(1e-5), "lr_max": jnp.asarray(10.0)}),
+    ("alrao.sample_feature_lrs", {"dtype": jnp.bfloat16}),
+    ("alrao.copy_learning_rates", {"num_copies": 1}),
+    ("alrao.scale_by_copy_lrs", {"copy_lrs": np.array([1e-5, 10.0])}),
+    ("alrao.FeatureRule", {"feature_axes": None, "ndim": 1}),
+    ("alrao.default_feature_rules", {}),
+    ("alrao.head_label_fn", {"head_key": "classifier"}),
+    ("alrao.AlraoHead", {}),
+    ("alrao.AlraoHead", {"task": "regression", "sigma": 0.5, "averaging": "bayes"}),
+    ("alrao.AlraoHead", {"theta": 0.999, "copy_chunk_size": 2, "averaging": "uniform"}),
+    ("alrao.switch_init", {}),
+    ("alrao.switch_init", {"theta": np.float32(0.9)}),
+    ("alrao.bayes_init", {"num_models": 1}),
+    ("alrao.uniform_init", {}),
+    ("alrao.make_averager", {"kind": "uniform", "theta": 0.5}),
+    ("alrao.catch_up", {}),
+    ("alrao.catch_up", {"threshold": -math.inf}),
+    ("alrao.catch_up", {"threshold": 0.0}),
+    ("alrao.alrao_loss", {}),
+    ("alrao.alrao_loss", {"sigma": 2.0}),
+    ("alrao.alrao_loss_chunked", {"chunk_size": 1}),
+    ("alrao.alrao_loss_chunked", {"chunk_size": N, "sigma": 0.5}),
+    ("autodrop.autodrop", {}),
+    ("autodrop.autodrop", {"steps_per_period": None, "drop_delay": 0, "window": 20}),
+    ("autodrop.autodrop", {"min_learning_rate": 0.0, "threshold": 0.0, "max_threshold": 0.0}),
+    ("autodrop.autodrop", {"learning_rate": jnp.asarray(0.1), "drop_factor": np.float32(0.5)}),
+    ("autodrop.autodrop", {"criterion": "derivative", "min_learning_rate": 0.1}),
+    ("noh.noh_adam", {}),
+    ("noh.noh_adam", {"update_every": 1, "b1": 0.0, "b2": 0.5, "eps": 0.0}),
+    ("noh.adam_hd", {}),
+    ("noh.adam_hd", {"learning_rate": 1e-2, "hypergradient_lr": 0.0, "b1": np.float32(0.8)}),
+    ("noh.sgd_hd", {}),
+    ("noh.sgd_hd", {"learning_rate": jnp.asarray(0.01), "hypergradient_lr": 1e-4}),
+    ("noh.hypergradient_descent", {"base": optax.scale_by_adam()}),
+    ("noh.lstm_optimizer", {}),
+    ("noh.LSTMRateProposer", {}),
+    ("noh.LSTMRateProposer", {"min_learning_rate": 1e-3, "max_learning_rate": 1e-3}),
+    ("noh.LSTMUpdateProposer", {}),
+    ("noh.LSTMUpdateProposer", {"preprocess_c": 80.0, "num_layers": np.int32(1)}),
+    ("noh.preprocess_gradients", {}),
+    ("noh.preprocess_gradients", {"c": 1}),
+    ("cyclical.cyclic_schedule", {}),
+    ("cyclical.cyclic_schedule", {"base_lr": 0.0, "step_size_down": 0, "mode": "triangular2"}),
+    ("cyclical.cyclic_schedule", {"base_lr": 0.1, "mode": "exp_range", "gamma": 0.99}),
+    ("cyclical.cyclic_schedule", {"step_size_up": 2.5, "step_size_down": 1.5, "gamma": 1}),
+    ("cyclical.cyclic_momentum_schedule", {}),
+    ("cyclical.cyclic_momentum_schedule", {"base_momentum": 0.9, "max_momentum": 0.9}),
+    ("cyclical.one_cycle_schedule", {}),
+    ("cyclical.one_cycle_schedule", {"anneal_strategy": "linear", "three_phase": True}),
+    ("cyclical.one_cycle_schedule", {"total_steps": np.int64(1000), "pct_start": 0.0}),
+    ("cyclical.one_cycle_schedule", {"div_factor": 1, "final_div_factor": 0.5}),
+    ("cyclical.one_cycle_momentum_schedule", {}),
+    ("cyclical.one_cycle_momentum_schedule", {"pct_start": 0.5, "three_phase": True}),
+    ("cyclical.cyclic_sgd", {}),
+    ("cyclical.cyclic_sgd", {"cycle_momentum": False, "max_momentum": 0.5, "nesterov": True}),
+    ("cyclical.cyclic_sgd", {"weight_decay": 5e-4, "max_momentum": 0.0, "base_momentum": 0.0}),
+    ("cyclical.cyclic_adam", {}),
+    ("cyclical.cyclic_adam", {"b2": 0.99, "eps": 1e-6, "cycle_momentum": np.bool_(False)}),
+    ("cyclical.one_cycle_sgd", {}),
+    ("cyclical.one_cycle_sgd", {"three_phase": True, "weight_decay": 5e-4, "nesterov": True}),
+    ("cyclical.one_cycle_adam", {}),
+    ("cyclical.one_cycle_adam", {"cycle_momentum": False, "max_momentum": 0.8}),
+    ("cyclical.lr_range_test", {"mode": "linear", "smoothing": 0.0, "diverge_threshold": 1.5}),
+]
+
+
+def _use(name: str, result: Any) -> list[Any]:
+    """Run what was built: ``init`` and one ``update`` (eager), a schedule's values, a module's
+    ``apply``; returns the numbers it gave."""
+    if isinstance(result, optax.GradientTransformation):
+        if name in COPY_OPTIMIZERS:
+            params = ALRAO_PARAMS
+        elif name in ("alrao.alrao_base", "alrao.scale_by_feature_lrs"):
+            params = BODY
+        elif name == "alrao.scale_by_copy_lrs":
+            params = {"w": jnp.ones((2, 3))}
+        else:
+            params = {"w": jnp.array([1.0, -2.0, 0.5])}
+        state = result.init(params)
+        extra = {"end_of_period": True} if name == "autodrop.autodrop" else {}
+        updates, _ = result.update(jax.tree.map(jnp.ones_like, params), state, params, **extra)
+        return jax.tree.leaves(updates)
+    if isinstance(result, (noh.LSTMRateProposer, noh.LSTMUpdateProposer)):
+        lstm_params = jax.eval_shape(lambda: noh.init_proposer_params(result, KEY))
+        out, _ = jax.eval_shape(
+            result.apply, {"params": lstm_params}, jnp.ones(3), result.initial_carry(3)
+        )
+        assert out.shape == (3,)
+        return []
+    if name.startswith("cyclical.") and callable(result):
+        return [result(step) for step in (0, 1, 3, 50, 99, 100, 1000)]
+    if isinstance(result, cyclical.RangeTestResult):
+        return [result.losses]
+    if isinstance(result, alrao.Averager):
+        return jax.tree.leaves(result.update(result.init(), jnp.zeros(N)))
+    if name.startswith("alrao.") and name.endswith(("_loss", "_chunked", "catch_up", "Head")):
+        assert jax.tree.leaves(result)  # shapes only (built with eval_shape)
+        return []
+    if name == "alrao.default_feature_rules":
+        return [len(result)]
+    if name == "alrao.head_label_fn":
+        return [float(result(ALRAO_PARAMS)["head"]["copies"]["kernel"] == "head")]
+    return [leaf for leaf in jax.tree.leaves(result) if jnp.issubdtype(leaf.dtype, jnp.floating)]
+
+
+@pytest.mark.parametrize(
+    ("name", "overrides"), VALID, ids=[f"{name}-{_short(kw)}" for name, kw in VALID]
+)
+def test_defaults_and_typical_values_are_accepted_and_run(name, overrides):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no warning either, for these documented uses
+        result = BUILDERS[name](**overrides)
+        for value in _use(name, result):
+            assert np.all(np.isfinite(np.asarray(value, np.float64))), (name, overrides, value)
+
+
+def test_every_entry_point_has_a_valid_case():
+    assert {name for name, _ in VALID} == set(BUILDERS)
+
+
+# -------------------------------------------------------------------------------------------------
+# Traced hyperparameters under optax.inject_hyperparams, as documented
+# -------------------------------------------------------------------------------------------------
+
+
+def _run(tx, params, steps=3):
+    """``steps`` jitted updates from ``init``; the updates of each step."""
+    state = tx.init(params)
+    update = jax.jit(tx.update)
+    grads = jax.tree.map(
+        lambda p: jnp.cos(jnp.arange(p.size, dtype=p.dtype)).reshape(p.shape), params
+    )
+    out = []
+    for _ in range(steps):
+        updates, state = update(grads, state, params)
+        out.append(updates)
+    return out, state
+
+
+def _same(injected, plain, params, rtol=1e-6):
+    got, _ = _run(injected, params)
+    want, _ = _run(plain, params)
+    chex.assert_trees_all_close(got, want, rtol=rtol, atol=1e-12)
+
+
+ALRAO_STATIC = ("key", "lr_min", "lr_max", "num_copies")
+TEN_COPIES = {
+    "body": BODY,
+    "head": {"copies": {"kernel": jnp.ones((10, 4, 2)), "bias": jnp.zeros((10, 2))}},
+}
+
+
+def test_injected_alrao_sgd_momentum_as_documented():
+    injected = optax.inject_hyperparams(alrao.alrao_sgd, static_args=ALRAO_STATIC)(
+        KEY, 1e-5, 10.0, 10, momentum=0.9
+    )
+    state = injected.init(TEN_COPIES)
+    assert set(state.hyperparams) == {"momentum", "learning_rate_scale"}
+    _same(injected, alrao.alrao_sgd(KEY, 1e-5, 10.0, 10, momentum=0.9), TEN_COPIES)
+
+
+def test_injected_alrao_adam_and_alrao_hyperparameters():
+    injected = optax.inject_hyperparams(alrao.alrao_adam, static_args=ALRAO_STATIC)(
+        KEY, 1e-4, 1e-1, 10, b1=0.8, b2=0.99, eps=1e-6, learning_rate_scale=0.5
+    )
+    assert set(injected.init(TEN_COPIES).hyperparams) == {"b1", "b2", "eps", "learning_rate_scale"}
+    plain = alrao.alrao_adam(
+        KEY, 1e-4, 1e-1, 10, b1=0.8, b2=0.99, eps=1e-6, learning_rate_scale=0.5
+    )
+    _same(injected, plain, TEN_COPIES, rtol=1e-5)
+    generic = optax.inject_hyperparams(alrao.alrao, static_args=ALRAO_STATIC)(
+        optax.identity(), KEY, 1e-3, 1.0, 10, learning_rate_scale=0.25
+    )
+    _same(generic, alrao.alrao(optax.identity(), KEY, 1e-3, 1.0, 10, learning_rate_scale=0.25),
+          TEN_COPIES)  # fmt: skip
+
+
+def test_a_static_argument_left_to_injection_is_refused_naming_static_args():
+    # num_copies (an int) would be injected as a JAX array: a shape cannot be traced.
+    injected = optax.inject_hyperparams(alrao.alrao_sgd, static_args=("key", "lr_min", "lr_max"))(
+        KEY, 1e-3, 1.0, 10
+    )
+    with pytest.raises(ValueError, match="num_copies must be a positive integer.*static_args"):
+        injected.init(TEN_COPIES)
+    injected = optax.inject_hyperparams(autodrop.autodrop, static_args=("steps_per_period",))(
+        0.1, steps_per_period=5
+    )
+    with pytest.raises(ValueError, match="drop_delay must be an integer >= 0.*static_args"):
+        injected.init({"w": jnp.ones(3)})
+
+
+def test_injected_autodrop_hyperparameters_as_documented():
+    static = ("steps_per_period", "drop_delay", "window")
+    kwargs = dict(
+        learning_rate=0.1, drop_factor=0.5, steps_per_period=1, min_learning_rate=1e-3,
+        threshold=0.01, max_threshold=1.0, drop_delay=1, window=1,
+    )  # fmt: skip
+    injected = optax.chain(
+        optax.sgd(0.1), optax.inject_hyperparams(autodrop.autodrop, static_args=static)(**kwargs)
+    )
+    plain = optax.chain(optax.sgd(0.1), autodrop.autodrop(**kwargs))
+    params = {"w": jnp.array([1.0, -2.0, 0.5])}
+    got, state = _run(injected, params, steps=6)
+    want, _ = _run(plain, params, steps=6)
+    chex.assert_trees_all_close(got, want, rtol=1e-6)
+    assert autodrop.get_autodrop_state(state).period == 6
+
+
+@pytest.mark.parametrize(
+    ("factory", "kwargs"),
+    [
+        (noh.adam_hd, dict(learning_rate=1e-2, hypergradient_lr=1e-4, b1=0.8, b2=0.99, eps=1e-6)),
+        (noh.sgd_hd, dict(learning_rate=1e-2, hypergradient_lr=1e-4)),
+    ],
+)
+def test_injected_hypergradient_hyperparameters_as_documented(factory, kwargs):
+    injected = optax.inject_hyperparams(factory)(**kwargs)
+    assert set(injected.init({"w": jnp.ones(3)}).hyperparams) == set(kwargs)
+    _same(injected, factory(**kwargs), {"w": jnp.array([1.0, -2.0, 0.5])}, rtol=1e-5)
+    base = optax.inject_hyperparams(
+        lambda learning_rate, hypergradient_lr: noh.hypergradient_descent(
+            optax.identity(), learning_rate, hypergradient_lr
+        )
+    )(learning_rate=1e-2, hypergradient_lr=1e-4)
+    _same(base, noh.sgd_hd(1e-2, 1e-4), {"w": jnp.array([1.0, -2.0, 0.5])})
+
+
+def test_injected_noh_adam_constants_as_documented():
+    kwargs = dict(proposer=SMALL_RATE_PROPOSER, update_every=2, b1=0.8, b2=0.99, eps=1e-6)
+    injected = optax.inject_hyperparams(
+        noh.noh_adam, static_args=("lstm_params", "proposer", "update_every")
+    )(RATE_PARAMS, **kwargs)
+    assert set(injected.init({"w": jnp.ones(3)}).hyperparams) == {"b1", "b2", "eps"}
+    _same(injected, noh.noh_adam(RATE_PARAMS, **kwargs), {"w": jnp.array([1.0, -2.0, 0.5])})
+
+
+def test_traced_values_where_the_docs_allow_them():
+    # The switch's theta, catch_up's threshold and the loss's sigma may be traced (unchecked).
+    state = jax.jit(lambda theta: alrao.switch_init(N, theta))(0.9)
+    np.testing.assert_allclose(float(state.log_theta), math.log(0.9), rtol=1e-6)
+    reset = jax.jit(lambda t: alrao.catch_up(HEAD, jnp.log(jnp.array([0.5, 0.5, 1e-12])), t))
+    chex.assert_tree_all_finite(reset(-20.0))
+    loss = jax.jit(lambda sigma: alrao.alrao_loss(
+        *_copy_outputs(), jnp.full(N, -math.log(N)), jnp.ones(N, bool), sigma=sigma
+    )[0])(1.0)  # fmt: skip
+    assert np.isfinite(float(loss))

@@ -4,7 +4,8 @@ Everything of the paper lives here: the per-feature log-uniform rates of the bod
 ``sample_feature_lrs``, :class:`FeatureRule`), the classifier copies with log-spaced rates
 (:class:`AlraoHead`, ``copy_learning_rates``), the switch, Bayesian and uniform model averaging of the
 copies (``switch_*``, ``bayes_*``, ``uniform_*``, :class:`Averager`), the optimizers (``alrao_sgd``,
-``alrao_adam``, the generic ``alrao``), the loss (``alrao_loss``, ``alrao_loss_chunked``), the compiled
+``alrao_adam``, the generic ``alrao``; their ``init`` warns with :class:`NoClassifierCopiesWarning` on
+parameters without copies), the loss (``alrao_loss``, ``alrao_loss_chunked``), the compiled
 train step (``make_alrao_train_step``, handed to :func:`randlr_jax.training.fit` as ``train_step=``) and the
 copy sharding over a ``"copies"`` mesh axis (``shard_state``, handed to ``fit`` as ``place_state=``).
 
@@ -40,6 +41,7 @@ from randlr_jax.alrao._features import default_feature_rules as default_feature_
 from randlr_jax.alrao._features import sample_feature_lrs as sample_feature_lrs
 from randlr_jax.alrao._features import scale_by_feature_lrs as scale_by_feature_lrs
 from randlr_jax.alrao._features import scale_by_lr_tree as scale_by_lr_tree
+from randlr_jax.alrao._optimizers import NoClassifierCopiesWarning as NoClassifierCopiesWarning
 from randlr_jax.alrao._optimizers import alrao as alrao
 from randlr_jax.alrao._optimizers import alrao_adam as alrao_adam
 from randlr_jax.alrao._optimizers import alrao_loss as alrao_loss

@@ -42,6 +42,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from randlr_jax import _checks as checks
 from randlr_jax.alrao import _switch as switch_lib
 from randlr_jax.alrao._features import check_lr_interval
 
@@ -50,46 +51,37 @@ TASKS = ("classification", "regression")
 AVERAGING = ("switch", "bayes", "uniform")
 
 
-def _check_positive_finite(name: str, value: Any) -> float:
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a positive finite number, got {value!r}.") from None
-    if not math.isfinite(value) or value <= 0:
-        raise ValueError(f"{name} must be a positive finite number, got {value!r}.")
-    return value
-
-
 def check_num_copies(num_copies: Any) -> int:
-    if (
-        isinstance(num_copies, bool)
-        or not isinstance(num_copies, (int, np.integer))
-        or num_copies < 1
-    ):
-        raise ValueError(f"num_copies must be an integer >= 1, got {num_copies!r}.")
-    return int(num_copies)
+    """``N``: a concrete positive integer (under ``optax.inject_hyperparams``, a ``static_args``)."""
+    return checks.positive_int("num_copies", num_copies)
 
 
-def check_copy_chunk_size(copy_chunk_size: Any, num_copies: int) -> int | None:
+def check_copy_chunk_size(
+    copy_chunk_size: Any, num_copies: int, name: str = "copy_chunk_size"
+) -> int | None:
     """Validate a chunk size of the copy axis: ``None`` (no chunking) or an integer in ``[1, N]``."""
     if copy_chunk_size is None:
         return None
+    what = f"None or an integer in [1, num_copies={num_copies}]"
     if (
-        isinstance(copy_chunk_size, bool)
+        checks.is_traced(copy_chunk_size)
+        or isinstance(copy_chunk_size, (bool, np.bool_))
         or not isinstance(copy_chunk_size, (int, np.integer))
         or not 1 <= copy_chunk_size <= num_copies
     ):
-        raise ValueError(
-            f"copy_chunk_size must be None or an integer in [1, num_copies={num_copies}], "
-            f"got {copy_chunk_size!r}."
-        )
+        checks.fail(name, what, copy_chunk_size)
     return int(copy_chunk_size)
 
 
 def copy_learning_rates(lr_min: float, lr_max: float, num_copies: int) -> np.ndarray:
     """The copies' learning rates, log-spaced from ``lr_min`` to ``lr_max`` (``(N,)`` float32).
 
-    The arguments in the order of :func:`randlr_jax.alrao.alrao_sgd` (interval, then ``N``).
+    The arguments in the order of :func:`randlr_jax.alrao.alrao_sgd` (interval, then ``N``), all
+    concrete.
+
+    Raises:
+      ValueError: a bad interval (:func:`randlr_jax.alrao._features.check_lr_interval`) or
+        ``num_copies`` not a positive integer, naming the argument.
 
     Example:
       >>> copy_learning_rates(1e-3, 1e-1, 3).round(6).tolist()
@@ -179,6 +171,11 @@ class AlraoHead(nn.Module):
         the Alrao step loop over chunks of ``c`` copies and never hold the ``(N, ..., K)`` outputs, only
         one chunk's ``(c, ..., K)`` (forward and backward pass). Same results up to float rounding.
 
+    The fields are checked when the module is set up (``init`` / ``apply``): ``ValueError`` naming the
+    field for ``num_outputs`` / ``num_copies`` not positive integers, an unknown ``task`` or
+    ``averaging``, ``sigma`` not a finite number > 0, ``theta`` outside ``(0, 1)``, a ``copy_chunk_size``
+    outside ``[1, N]``.
+
     Example:
       >>> head = AlraoHead(num_outputs=10, num_copies=6)
       >>> model = randlr_jax.models.make_model("mlp", num_classes=10, head=head)  # doctest: +SKIP
@@ -197,17 +194,11 @@ class AlraoHead(nn.Module):
     def _validate(self) -> None:
         check_num_copies(self.num_copies)
         check_copy_chunk_size(self.copy_chunk_size, self.num_copies)
-        if (
-            isinstance(self.num_outputs, bool)
-            or not isinstance(self.num_outputs, (int, np.integer))
-            or self.num_outputs < 1
-        ):
-            raise ValueError(f"num_outputs must be an integer >= 1, got {self.num_outputs!r}.")
-        if self.task not in TASKS:
-            raise ValueError(f"task must be one of {TASKS}, got {self.task!r}.")
-        if self.averaging not in AVERAGING:
-            raise ValueError(f"averaging must be one of {AVERAGING}, got {self.averaging!r}.")
-        _check_positive_finite("sigma", self.sigma)
+        checks.positive_int("num_outputs", self.num_outputs)
+        checks.one_of("task", self.task, TASKS)
+        checks.one_of("averaging", self.averaging, AVERAGING)
+        checks.positive("sigma", self.sigma)
+        checks.in_unit_interval("theta", self.theta, closed_left=False)
 
     def averager(self) -> switch_lib.Averager:
         return switch_lib.make_averager(self.averaging, self.num_copies, theta=self.theta)
@@ -417,9 +408,9 @@ def chunked_mixture_output(
       ``(..., K)``: mixture log-probabilities (classification) or the weighted mean (regression).
     """
     num_copies = log_posterior.shape[0]
-    chunk_size = check_copy_chunk_size(chunk_size, num_copies)
+    chunk_size = check_copy_chunk_size(chunk_size, num_copies, "chunk_size")
     if chunk_size is None:
-        raise ValueError("chunk_size must be an integer in [1, N], got None.")
+        checks.fail("chunk_size", f"an integer in [1, N={num_copies}]", None)
     params_finite = copies_finite(head_params)
 
     def chunk(params, features, log_post, finite_params):

@@ -33,9 +33,9 @@ Learning-rate schedules compose by chaining: ``optax.chain(alrao_base(optax.iden
 optax.scale_by_schedule(lambda t: 1 / (1 + t / T)))`` divides every rate by ``1 + t / T``, the
 extension suggested in Section 4 of the paper.
 
-The checks shared by every Alrao entry point live here: :func:`check_lr_interval` (the interval, which
-must be concrete) and :func:`check_decay` / :func:`check_nonnegative` (numeric hyperparameters, checked
-when concrete and skipped when traced under ``optax.inject_hyperparams``).
+The interval check shared by every Alrao entry point lives here: :func:`check_lr_interval` (the
+bounds must be concrete); the numeric hyperparameters go through :mod:`randlr_jax._checks` (checked
+when concrete and skipped when traced under ``optax.inject_hyperparams``), as everywhere in the package.
 
 References:
   Blier, Wolinski and Ollivier, `Learning with Random Learning Rates
@@ -56,6 +56,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+
+from randlr_jax import _checks as checks
 
 __all__ = [
     "FeatureLRState",
@@ -192,7 +194,7 @@ def sample_feature_lrs(
     paper) gives every scalar parameter its own rate.
 
     Args:
-      key: PRNG key.
+      key: PRNG key (``jax.random.key(seed)``; may be traced).
       params: parameter pytree (arrays or ``jax.ShapeDtypeStruct``); ``optax.MaskedNode`` leaves are
         kept as they are.
       lr_min: smallest rate, ``0 < lr_min <= lr_max``.
@@ -202,6 +204,11 @@ def sample_feature_lrs(
       lstm_gates: ``"shared"`` (paper) or ``"separate"`` (reference code), see
         :func:`default_feature_rules`.
       dtype: floating dtype of the rates.
+
+    Raises:
+      ValueError: naming the argument: a bad interval (:func:`check_lr_interval`; the bounds must be
+        concrete), ``key`` not a PRNG key, an unknown ``per`` / ``lstm_gates``, malformed ``rules``,
+        ``dtype`` not a floating dtype.
 
     Returns:
       A pytree with the structure of ``params``; each leaf has the rank of its parameter, the
@@ -214,10 +221,15 @@ def sample_feature_lrs(
       ((1, 4), (4,))
     """
     lr_min, lr_max = check_lr_interval(lr_min, lr_max)
+    checks.prng_key("key", key)
     _check_choice("per", per, _PER_CHOICES)
     all_rules = tuple(_check_rules(rules)) + default_feature_rules(lstm_gates)
-    if not jnp.issubdtype(dtype, jnp.floating):
-        raise ValueError(f"dtype must be a floating dtype, got dtype={dtype!r}.")
+    try:
+        floating = jnp.issubdtype(dtype, jnp.floating)
+    except TypeError:  # not a dtype at all
+        floating = False
+    if not floating:
+        checks.fail("dtype", "a floating dtype (e.g. jnp.float32)", dtype)
 
     flat, _ = jax.tree_util.tree_flatten_with_path(params)
     paths = {keypath: _path_str(keypath) for keypath, _ in flat}
@@ -311,8 +323,14 @@ def scale_by_feature_lrs(
       rules: extra :class:`FeatureRule` s for user layers, tried before the built-in ones.
       lstm_gates: ``"shared"`` (paper) or ``"separate"`` (reference code).
 
+    Every argument is checked when the transformation is built; all of them must be concrete (under
+    ``optax.inject_hyperparams``: ``static_args``), the rates being drawn from them once in ``init``.
+
     Returns:
       An ``optax.GradientTransformation``.
+
+    Raises:
+      ValueError: as :func:`sample_feature_lrs`, naming the argument.
 
     Example:
       >>> tx = optax.chain(scale_by_feature_lrs(jax.random.key(0), 1e-5, 10.0), optax.scale(-1.0))
@@ -321,6 +339,7 @@ def scale_by_feature_lrs(
       Blier et al, `Learning with Random Learning Rates <https://arxiv.org/abs/1810.01322>`_, 2019.
     """
     lr_min, lr_max = check_lr_interval(lr_min, lr_max)
+    checks.prng_key("key", key)
     _check_choice("per", per, _PER_CHOICES)
     _check_choice("lstm_gates", lstm_gates, _LSTM_GATES_CHOICES)
     rules = _check_rules(rules)
@@ -384,7 +403,8 @@ def alrao_base(
 
     Numeric hyperparameters of ``base`` may be driven by ``optax.inject_hyperparams`` (build ``base``
     inside the injected factory); the interval is checked by :func:`check_lr_interval`, as in
-    :func:`randlr_jax.alrao.alrao`.
+    :func:`randlr_jax.alrao.alrao`: ``key``, ``lr_min`` and ``lr_max`` must then be concrete (in
+    ``static_args`` when they are arguments of the injected factory).
 
     Args:
       base: the direction, e.g. ``optax.identity()``, ``optax.trace(0.9)``,
@@ -399,10 +419,14 @@ def alrao_base(
     Returns:
       ``optax.chain(base, scale_by_feature_lrs(...), optax.scale(-1.0))``.
 
+    Raises:
+      ValueError: ``base`` not a GradientTransformation, or as :func:`scale_by_feature_lrs`.
+
     Example:
       >>> tx = alrao_base(optax.trace(0.9), jax.random.key(0), 1e-5, 10.0)  # momentum SGD
       >>> tx = alrao_base(optax.scale_by_adam(), jax.random.key(0), 1e-6, 1e-2)  # Adam
     """
+    checks.transformation("base", base)
     return optax.chain(
         base,
         scale_by_feature_lrs(key, lr_min, lr_max, per=per, rules=rules, lstm_gates=lstm_gates),
@@ -545,106 +569,68 @@ def check_lr_interval(lr_min: Any, lr_max: Any) -> tuple[float, float]:
     Raises:
       ValueError: naming the bound that is traced, not a number, not finite, ``<= 0``, or out of order.
     """
-    values = []
+    bounds = []
     for name, value in (("lr_min", lr_min), ("lr_max", lr_max)):
-        if isinstance(value, jax.core.Tracer):
-            raise ValueError(
-                f"{name} must be a concrete number, got a traced {name}={value!r} (under "
-                "optax.inject_hyperparams, pass it in static_args)."
-            )
-        try:
-            number = float(value)
-        except (TypeError, ValueError) as error:
-            raise ValueError(
-                f"{name} must be a positive finite number, got {name}={value!r}."
-            ) from error
-        if not math.isfinite(number):
-            raise ValueError(f"{name} must be finite, got {name}={value!r}.")
-        if number <= 0:
-            raise ValueError(f"{name} must be > 0 (rates are log-uniform), got {name}={value!r}.")
-        values.append(number)
-    if values[0] > values[1]:
-        raise ValueError(f"lr_min must be <= lr_max, got lr_min={lr_min!r} > lr_max={lr_max!r}.")
-    return values[0], values[1]
-
-
-def _concrete_scalar(name: str, value: Any, requirement: str) -> float | None:
-    """``float(value)`` for a concrete scalar, ``None`` for a traced one; ValueError otherwise."""
-    if isinstance(value, jax.core.Tracer):
-        return None
-    try:
-        if np.ndim(value) == 0:
-            return float(value)
-    except (TypeError, ValueError):
-        pass
-    raise ValueError(f"{name} must be {requirement}, got {name}={value!r}.")
+        checks.concrete(name, value, "a concrete number")
+        bounds.append(checks.positive(name, value))
+    checks.interval("lr_min", lr_min, "lr_max", lr_max)
+    return bounds[0], bounds[1]
 
 
 def check_decay(name: str, value: Any) -> None:
     """Validate a decay (momentum, Adam's ``b1`` / ``b2``) in ``[0, 1)``, when it is concrete.
 
-    The one check of these hyperparameters in the Alrao optimizers. A traced value (the hyperparameter
-    driven by ``optax.inject_hyperparams``) cannot be tested in Python and passes unchecked.
+    A traced value (the hyperparameter driven by ``optax.inject_hyperparams``) cannot be tested in
+    Python and passes unchecked.
     """
-    number = _concrete_scalar(name, value, "a number in [0, 1)")
-    if number is not None and not 0.0 <= number < 1.0:
-        raise ValueError(f"{name} must be a number in [0, 1), got {name}={value!r}.")
+    checks.in_unit_interval(name, value)
 
 
 def check_nonnegative(name: str, value: Any) -> None:
     """Validate a finite number ``>= 0`` (Adam's ``eps``), when concrete; a traced value passes."""
-    requirement = "a finite number >= 0"
-    number = _concrete_scalar(name, value, requirement)
-    if number is not None and not (math.isfinite(number) and number >= 0.0):
-        raise ValueError(f"{name} must be {requirement}, got {name}={value!r}.")
+    checks.nonnegative(name, value)
 
 
 def _check_choice(name: str, value: Hashable, allowed: tuple[str, ...]) -> None:
-    if value not in allowed:
-        raise ValueError(f"{name} must be one of {allowed}, got {name}={value!r}.")
+    checks.one_of(name, value, allowed)
 
 
 def _check_rules(rules: Sequence[FeatureRule] | None) -> tuple[FeatureRule, ...]:
     if rules is None:
         return ()
     if isinstance(rules, FeatureRule) or not isinstance(rules, Sequence):
-        raise ValueError(f"rules must be a sequence of FeatureRule, got rules={rules!r}.")
+        checks.fail("rules", "a sequence of FeatureRule (or None)", rules)
     for rule in rules:
         if not isinstance(rule, FeatureRule):
-            raise ValueError(f"rules must contain FeatureRule instances, got {rule!r} in rules.")
+            checks.fail("rules", "a sequence of FeatureRule instances", rules)
+        where = f"(in rules, the rule of pattern {rule.pattern!r})"
         try:
             re.compile(rule.pattern)
         except (re.error, TypeError) as error:
             raise ValueError(
-                f"rules: pattern {rule.pattern!r} is not a regular expression ({error})."
+                f"pattern must be a regular expression {where}, got {rule.pattern!r} ({error})."
             ) from error
         axes = rule.feature_axes
         if axes is not None and (
             not isinstance(axes, tuple)
             or not axes
-            or not all(isinstance(axis, int) for axis in axes)
+            or not all(isinstance(axis, int) and not isinstance(axis, bool) for axis in axes)
         ):
-            raise ValueError(
-                f"rules: feature_axes must be None or a non-empty tuple of ints, got "
-                f"feature_axes={axes!r} for pattern {rule.pattern!r}."
-            )
+            checks.fail("feature_axes", f"None or a non-empty tuple of ints {where}", axes)
         for field in ("group", "units_from"):
             template = getattr(rule, field)
             if template is None:
                 continue
             if not isinstance(template, str):
-                raise ValueError(
-                    f"rules: {field} must be None or a str, got {field}={template!r} for pattern "
-                    f"{rule.pattern!r}."
-                )
+                checks.fail(field, f"None or a str {where}", template)
             try:
                 # An empty match of `pattern|` has all of pattern's groups: expanding checks them.
                 re.compile(rule.pattern + "|").fullmatch("").expand(template)  # type: ignore[union-attr]
             except (re.error, IndexError) as error:
                 raise ValueError(
-                    f"rules: {field}={template!r} is not a valid template for pattern "
-                    f"{rule.pattern!r} ({error})."
+                    f"{field} must be a valid template for the pattern {where}, got {template!r} "
+                    f"({error})."
                 ) from error
-        if rule.ndim is not None and (not isinstance(rule.ndim, int) or rule.ndim < 0):
-            raise ValueError(f"rules: ndim must be None or an int >= 0, got ndim={rule.ndim!r}.")
+        if rule.ndim is not None:
+            checks.nonnegative_int("ndim", rule.ndim)
     return tuple(rules)

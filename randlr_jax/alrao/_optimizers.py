@@ -30,18 +30,27 @@ References:
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import chex
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
+from randlr_jax import _checks as checks
 from randlr_jax.alrao import _copies as cc
 from randlr_jax.alrao import _features as features_lib
 
 HEAD = "head"
+
+
+class NoClassifierCopiesWarning(UserWarning):
+    """An Alrao optimizer with classifier copies (:func:`alrao`, ``alrao_sgd``, ``alrao_adam``) was
+    initialised on parameters without any under ``head_key``: it trains them with per-feature rates
+    only and ``num_copies`` is unused. Use :func:`randlr_jax.alrao.alrao_base` for copy-free models."""
 
 
 class ScaleByCopyLRsState(NamedTuple):
@@ -57,19 +66,35 @@ def scale_by_copy_lrs(copy_lrs: Any) -> optax.GradientTransformation:
 
     Args:
       copy_lrs: ``(N,)`` positive rates, e.g. :func:`randlr_jax.alrao.copy_learning_rates`.
+
+    Raises:
+      ValueError: ``copy_lrs`` (when concrete) not a non-empty 1-D array of finite rates > 0; in
+        ``init``, a parameter without the copy axis of size ``N`` first, naming its path.
     """
+    if not checks.is_traced(copy_lrs):
+        try:
+            rates = np.asarray(copy_lrs, np.float64)
+        except (TypeError, ValueError):
+            rates = None
+        if (
+            rates is None
+            or rates.ndim != 1
+            or rates.size == 0
+            or not np.all(np.isfinite(rates) & (rates > 0))
+        ):
+            checks.fail("copy_lrs", "a non-empty 1-D array of finite rates > 0", copy_lrs)
     copy_lrs = jnp.asarray(copy_lrs, jnp.float32)
     if copy_lrs.ndim != 1:
         raise ValueError(f"copy_lrs must be a 1-D array of rates, got shape {copy_lrs.shape}.")
 
     def init_fn(params):
-        for leaf in jax.tree.leaves(params):
-            if not isinstance(leaf, optax.MaskedNode) and (
-                leaf.ndim == 0 or leaf.shape[0] != len(copy_lrs)
-            ):
+        is_masked = lambda x: isinstance(x, optax.MaskedNode)  # noqa: E731
+        for path, leaf in jax.tree_util.tree_leaves_with_path(params, is_leaf=is_masked):
+            if not is_masked(leaf) and (leaf.ndim == 0 or leaf.shape[0] != len(copy_lrs)):
                 raise ValueError(
                     f"every classifier-copy parameter must have the copy axis first, of size "
-                    f"{len(copy_lrs)}; got a leaf of shape {leaf.shape}."
+                    f"{len(copy_lrs)}; got a leaf of shape {leaf.shape} at "
+                    f"{features_lib._path_str(path)!r}."
                 )
         # A fresh buffer: a training loop may donate the state it gets from ``init``.
         return ScaleByCopyLRsState(copy_lrs=jnp.array(copy_lrs, copy=True))
@@ -88,6 +113,7 @@ def scale_by_copy_lrs(copy_lrs: Any) -> optax.GradientTransformation:
 
 def head_label_fn(head_key: str = HEAD) -> Callable[[Any], Any]:
     """Label every parameter ``"head"`` if its path contains the key ``head_key``, else ``"body"``."""
+    checks.name_string("head_key", head_key)
 
     def label(params):
         def one(path, _):
@@ -107,20 +133,54 @@ def _validate(lr_min, lr_max, num_copies):
 
 def _sgd_direction(momentum: Any, nesterov: bool) -> optax.GradientTransformation:
     """SGD's rate-free direction: the gradient, or (Nesterov) momentum; ``momentum`` may be traced."""
+    checks.boolean("nesterov", nesterov)
     if momentum is None:
         if nesterov:
-            raise ValueError("nesterov=True requires a momentum, got momentum=None.")
+            checks.fail("nesterov", "False when momentum is None (Nesterov needs a momentum)", True)
         return optax.identity()
-    features_lib.check_decay("momentum", momentum)
+    checks.in_unit_interval("momentum", momentum)
     return optax.trace(decay=momentum, nesterov=nesterov)
 
 
 def _adam_direction(b1: Any, b2: Any, eps: Any) -> optax.GradientTransformation:
     """Adam's rate-free direction ``m_hat / (sqrt(v_hat) + eps)``; the constants may be traced."""
-    features_lib.check_decay("b1", b1)
-    features_lib.check_decay("b2", b2)
-    features_lib.check_nonnegative("eps", eps)
+    checks.in_unit_interval("b1", b1)
+    checks.in_unit_interval("b2", b2)
+    checks.nonnegative("eps", eps)
     return optax.scale_by_adam(b1=b1, b2=b2, eps=eps)
+
+
+def _check_copies(params: Any, head_key: str, num_copies: int) -> None:
+    """At ``init``: the parameters under ``head_key`` are classifier copies (copy axis first, of size
+    ``num_copies``); warn once when there are none."""
+    is_masked = lambda x: isinstance(x, optax.MaskedNode)  # noqa: E731
+    found = False
+    for path, leaf in jax.tree_util.tree_leaves_with_path(params, is_leaf=is_masked):
+        keys = [getattr(k, "key", getattr(k, "name", None)) for k in path]
+        if head_key not in keys:
+            continue
+        found = True  # a copy masked out (optax.masked / partition) is still a copy
+        if is_masked(leaf):
+            continue
+        shape = tuple(np.shape(leaf))
+        if not shape or shape[0] != num_copies:
+            raise ValueError(
+                f"the parameter {features_lib._path_str(path)!r} is under head_key={head_key!r}, so "
+                f"it is trained as a classifier copy, but its shape {shape} has no leading copy axis "
+                f"of size num_copies={num_copies} (expected shape ({num_copies}, ...), as an "
+                f"AlraoHead's 'copies/kernel' (N, D, K)). If it belongs to the body, rename the "
+                f"module or pass the copies' key as head_key."
+            )
+    if not found:
+        warnings.warn(
+            f"alrao: no parameter path contains head_key={head_key!r}, so there are no classifier "
+            f"copies: every parameter gets per-feature rates and num_copies={num_copies} is unused. "
+            "For a model without copies use randlr_jax.alrao.alrao_base (e.g. "
+            "alrao_base(optax.identity(), key, lr_min, lr_max)); if the copies live under another "
+            "key, pass it as head_key.",
+            NoClassifierCopiesWarning,
+            stacklevel=3,
+        )
 
 
 def alrao(
@@ -149,19 +209,38 @@ def alrao(
       key: PRNG key for the per-feature rates.
       lr_min, lr_max: the interval, ``0 < lr_min <= lr_max``.
       num_copies: classifier copies ``N >= 1``.
-      learning_rate_scale: multiplier of all rates (number or schedule of the step).
+      learning_rate_scale: multiplier of all rates: a finite number > 0, or a schedule of the step
+        (a callable, not checked).
       per: ``"feature"`` (default) or ``"weight"`` (Appendix E).
       rules: extra feature rules (see :mod:`randlr_jax.alrao`).
       lstm_gates: ``"shared"`` (paper) or ``"separate"`` (reference code).
-      head_key: the parameter-path key of the classifier copies.
+      head_key: the parameter-path key of the classifier copies (a non-empty str).
+
+    Every argument is checked when the optimizer is built. Under ``optax.inject_hyperparams`` only
+    ``learning_rate_scale`` may be injected (traced, it is not checked); ``key``, ``lr_min``,
+    ``lr_max`` and ``num_copies`` must be ``static_args`` (the rates are drawn from them, ``N`` is a
+    shape; a traced bound is refused), the strings and ``rules`` pass through as they are.
+
+    ``init`` checks the parameters: every leaf under ``head_key`` must have the copy axis of size
+    ``num_copies`` first (``ValueError`` naming its path otherwise, e.g. a body module that happens
+    to be called ``head``); without any leaf under ``head_key`` it emits one
+    :class:`NoClassifierCopiesWarning` (use :func:`randlr_jax.alrao.alrao_base` for such models).
 
     Returns:
       An ``optax.GradientTransformation`` over ``{"body": ..., "head": ...}``-style parameter trees.
 
+    Raises:
+      ValueError: an argument out of range or of the wrong type, naming it.
+
     Example:
       >>> tx = alrao(optax.identity(), jax.random.key(0), 1e-5, 10.0, num_copies=10)
     """
+    checks.transformation("base", base)
+    checks.prng_key("key", key)
     _validate(lr_min, lr_max, num_copies)
+    checks.name_string("head_key", head_key)
+    if not callable(learning_rate_scale):
+        checks.positive("learning_rate_scale", learning_rate_scale)
     body = optax.chain(
         base,
         features_lib.scale_by_feature_lrs(
@@ -171,8 +250,15 @@ def alrao(
     head = optax.chain(base, scale_by_copy_lrs(cc.copy_learning_rates(lr_min, lr_max, num_copies)))
     tx = optax.partition({"body": body, "head": head}, head_label_fn(head_key))
     if callable(learning_rate_scale):
-        return optax.chain(tx, optax.scale_by_schedule(learning_rate_scale), optax.scale(-1.0))
-    return optax.chain(tx, optax.scale(-learning_rate_scale))
+        tx = optax.chain(tx, optax.scale_by_schedule(learning_rate_scale), optax.scale(-1.0))
+    else:
+        tx = optax.chain(tx, optax.scale(-learning_rate_scale))
+
+    def init_fn(params):
+        _check_copies(params, head_key, num_copies)
+        return tx.init(params)
+
+    return tx._replace(init=init_fn)
 
 
 def alrao_sgd(
@@ -196,8 +282,15 @@ def alrao_sgd(
     ``head_key`` are as in :func:`alrao`. The numeric hyperparameters (``momentum``,
     ``learning_rate_scale``) can be driven by ``optax.inject_hyperparams`` with
     ``static_args=("key", "lr_min", "lr_max", "num_copies")``: a concrete ``momentum`` is checked
-    (``[0, 1)``), a traced one is not. Without copies: :func:`randlr_jax.alrao.alrao_base` with
-    ``optax.identity()`` or ``optax.trace(momentum, nesterov=nesterov)``.
+    (``None`` or ``[0, 1)``), a traced one is not (nor a traced ``learning_rate_scale``); ``nesterov``
+    must be a bool (inject_hyperparams passes bools through). Without copies:
+    :func:`randlr_jax.alrao.alrao_base` with ``optax.identity()`` or
+    ``optax.trace(momentum, nesterov=nesterov)`` (on parameters without copies ``init`` warns,
+    :class:`NoClassifierCopiesWarning`).
+
+    Raises:
+      ValueError: as :func:`alrao`, and ``momentum`` outside ``[0, 1)``, ``nesterov`` not a bool or
+        ``True`` without a momentum.
 
     Example:
       >>> tx = alrao_sgd(jax.random.key(0), lr_min=1e-5, lr_max=10.0, num_copies=10)
@@ -234,9 +327,15 @@ def alrao_adam(
 ) -> optax.GradientTransformation:
     """Alrao-Adam: ``eta ⊙ m_hat / (sqrt(v_hat) + eps)``, per-feature (and per-copy) ``eta`` (Appendix C).
 
-    ``b1``, ``b2`` (in ``[0, 1)``) and ``eps`` (``>= 0``) are checked when concrete and may be driven by
-    ``optax.inject_hyperparams`` (traced, unchecked). Other arguments as :func:`alrao_sgd`. Without
-    copies: :func:`randlr_jax.alrao.alrao_base` with ``optax.scale_by_adam(b1, b2, eps)``.
+    ``b1``, ``b2`` (in ``[0, 1)``) and ``eps`` (finite, ``>= 0``) are checked when concrete and may be
+    driven by ``optax.inject_hyperparams`` (traced, unchecked), with
+    ``static_args=("key", "lr_min", "lr_max", "num_copies")`` as :func:`alrao_sgd`. Other arguments as
+    :func:`alrao_sgd`. Without copies: :func:`randlr_jax.alrao.alrao_base` with
+    ``optax.scale_by_adam(b1, b2, eps)``.
+
+    Raises:
+      ValueError: as :func:`alrao`, and ``b1``/``b2`` outside ``[0, 1)`` or ``eps`` negative or not
+        finite.
     """
     return alrao(
         _adam_direction(b1, b2, eps),
@@ -271,6 +370,12 @@ def alrao_loss(
       targets: int labels ``(B, ...)`` (classification) or float targets ``(B, ..., K)`` (regression).
       log_posterior: ``(N,)`` averaging log-weights.
       params_finite: ``(N,)`` bool, whether each copy's parameters are finite.
+      task: ``"classification"`` or ``"regression"``.
+      sigma: the Gaussian likelihood's standard deviation (regression), a finite number > 0 (may be
+        traced, then unchecked).
+
+    Raises:
+      ValueError: an unknown ``task`` or a bad ``sigma``.
 
     Returns:
       ``(loss, aux)``; ``aux`` has ``mixture_loss`` (the loss of the model's prediction: with every copy
@@ -279,6 +384,8 @@ def alrao_loss(
       (batch means; ``-inf`` for dropped copies: the switch observation), ``finite`` ``(N,)`` and
       ``mixture_log_probs`` (classification) or ``prediction`` (regression).
     """
+    checks.one_of("task", task, cc.TASKS)
+    checks.positive("sigma", sigma)
     n = copy_outputs_own.shape[0]
     out_finite = jnp.all(jnp.isfinite(copy_outputs_own.reshape(n, -1)), axis=1)
     finite = params_finite & out_finite
@@ -333,10 +440,10 @@ def alrao_loss_chunked(
       ``(loss, aux)`` as :func:`alrao_loss`.
     """
     n = log_posterior.shape[0]
-    if cc.check_copy_chunk_size(chunk_size, n) is None:
-        raise ValueError(f"chunk_size must be an integer in [1, N={n}], got None.")
-    if task not in cc.TASKS:
-        raise ValueError(f"task must be one of {cc.TASKS}, got {task!r}.")
+    if cc.check_copy_chunk_size(chunk_size, n, "chunk_size") is None:
+        checks.fail("chunk_size", f"an integer in [1, N={n}]", None)
+    checks.one_of("task", task, cc.TASKS)
+    checks.positive("sigma", sigma)
 
     def chunk(params, features, log_post, finite_params):
         def log_likelihoods(params, features):

@@ -38,6 +38,8 @@ import numpy as np
 import optax
 from jax import lax
 
+from randlr_jax import _checks as checks
+
 __all__ = [
     "Averager",
     "BayesState",
@@ -117,34 +119,14 @@ class Averager(NamedTuple):
 
 
 def _check_num_models(num_models: Any) -> int:
-    if isinstance(num_models, bool) or not isinstance(num_models, int | np.integer):
-        raise ValueError(
-            f"num_models must be an integer >= 1, got {num_models!r} "
-            f"of type {type(num_models).__name__}."
-        )
-    if num_models < 1:
-        raise ValueError(f"num_models must be an integer >= 1, got {num_models}.")
-    return int(num_models)
-
-
-def _concrete_float(value: Any) -> float | None:
-    """``float(value)`` when ``value`` is a concrete scalar, ``None`` when it is traced."""
-    if isinstance(value, jax.core.Tracer):
-        return None
-    return float(np.asarray(value))
+    return checks.positive_int("num_models", num_models)
 
 
 def _check_theta(theta: Any) -> float | None:
-    if np.ndim(theta) != 0:
-        raise ValueError(
-            f"theta must be a scalar in the open interval (0, 1), got shape {np.shape(theta)}."
-        )
-    value = _concrete_float(theta)
-    if value is not None and not (math.isfinite(value) and 0.0 < value < 1.0):
-        raise ValueError(
-            f"theta must be a finite number in the open interval (0, 1), got {value!r}."
-        )
-    return value
+    """``theta`` as a float when concrete, ``None`` when traced (a scalar either way)."""
+    if checks.is_traced(theta) and np.ndim(theta) != 0:
+        checks.fail("theta", "a scalar in (0, 1)", theta)
+    return checks.in_unit_interval("theta", theta, closed_left=False)
 
 
 def _check_log_likelihoods(log_likelihoods: chex.Array, num_models: int, name: str) -> None:
@@ -195,10 +177,14 @@ def switch_init(num_models: int, theta: chex.Numeric = DEFAULT_THETA) -> SwitchS
     so that the ``2N`` weights sum to one and the posterior ``a_j = w_{a,j} + w_{b,j} = 1/N``.
 
     Args:
-      num_models: number of heads ``N >= 1``.
+      num_models: number of heads ``N >= 1``, a concrete integer.
       theta: prior probability, at each switch, of switching again later, in ``(0, 1)``. The
         reference code uses ``0.9999`` (the Alrao paper text says ``0.999``). May be a traced
         scalar (then it is not validated and its logarithms are computed in float32).
+
+    Raises:
+      ValueError: ``num_models`` not a positive integer, ``theta`` (concrete) outside ``(0, 1)`` or
+        not a scalar number.
 
     Returns:
       A :class:`SwitchState`.
@@ -445,13 +431,15 @@ def make_averager(kind: str, num_models: int, theta: chex.Numeric = DEFAULT_THET
     Returns:
       An :class:`Averager` whose ``init`` takes no argument.
 
+    Raises:
+      ValueError: an unknown ``kind``, or as :func:`switch_init`.
+
     Example:
       >>> averager = make_averager("switch", num_models=4)
       >>> state = averager.update(averager.init(), jnp.zeros(4))
       >>> weights = averager.posterior(state)
     """
-    if kind not in _KINDS:
-        raise ValueError(f"kind must be one of {_KINDS}, got {kind!r}.")
+    checks.one_of("kind", kind, _KINDS)
     num_models = _check_num_models(num_models)
     _check_theta(theta)
     if kind == "switch":
@@ -499,7 +487,12 @@ def catch_up(
     Args:
       head_params: pytree whose every leaf has the head axis first, shape ``(N, ...)``.
       log_posterior: ``(N,)`` log-weights, e.g. :func:`switch_log_posterior`; normalised here.
-      threshold: log-weight below which a head is reset (reference: ``-20``).
+      threshold: log-weight below which a head is reset (reference: ``-20``), a scalar in
+        ``[-inf, 0]`` (``-inf`` resets nothing; above 0 every head would be reset, log-weights being
+        ``<= 0``). May be traced (then unchecked).
+
+    Raises:
+      ValueError: a bad ``threshold``, ``log_posterior`` not ``(N,)``, or a leaf without the head axis.
 
     Returns:
       A pytree like ``head_params``.
@@ -516,9 +509,10 @@ def catch_up(
     if len(shape) != 1:
         raise ValueError(f"log_posterior must have shape (N,), got shape {shape}.")
     num_models = shape[0]
-    threshold_value = _concrete_float(threshold) if np.ndim(threshold) == 0 else None
-    if np.ndim(threshold) != 0 or (threshold_value is not None and math.isnan(threshold_value)):
-        raise ValueError(f"threshold must be a scalar log-weight (not NaN), got {threshold!r}.")
+    what = "a scalar log-weight in [-inf, 0]"
+    if checks.is_traced(threshold) and np.ndim(threshold) != 0:
+        checks.fail("threshold", what, threshold)
+    checks.in_range("threshold", threshold, -math.inf, 0.0, what=what)
     for path, leaf in jax.tree_util.tree_leaves_with_path(head_params):
         leaf_shape = np.shape(leaf)
         if len(leaf_shape) < 1 or leaf_shape[0] != num_models:

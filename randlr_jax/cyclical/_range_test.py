@@ -465,11 +465,19 @@ def lr_range_test(
       Smith, `Cyclical Learning Rates for Training Neural Networks <https://arxiv.org/abs/1506.01186>`_,
       2017.
     """
+    from randlr_jax import _checks as checks  # the package's one set of checks
+
+    for name, value in (("start", start), ("end", end)):
+        checks.in_range(
+            name, value, 0.0, math.inf, low_open=True, high_open=True,
+            what="a positive finite rate", static=True,
+        )  # fmt: skip
+    checks.interval("start", start, "end", end, strict=True)
+    checks.positive_int("num_iter", num_iter, minimum=2)
+    checks.one_of("mode", mode, MODES)
+    checks.in_unit_interval("smoothing", smoothing, static=True)
+    checks.greater_than("diverge_threshold", diverge_threshold, 1.0, static=True)
     learning_rates = range_test_learning_rates(start, end, num_iter, mode)
-    if not (isinstance(smoothing, (int, float)) and 0.0 <= smoothing < 1.0):
-        raise ValueError(f"smoothing must be in [0, 1), got {smoothing!r}.")
-    if not (isinstance(diverge_threshold, (int, float)) and diverge_threshold > 1.0):
-        raise ValueError(f"diverge_threshold must be > 1, got {diverge_threshold!r}.")
     iterator = iter(batches)
     restartable = iterator is not batches
     try:

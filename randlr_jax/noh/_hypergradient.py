@@ -30,7 +30,6 @@ References:
 
 from __future__ import annotations
 
-import math
 from typing import Any, NamedTuple
 
 import chex
@@ -38,6 +37,8 @@ import jax
 import jax.numpy as jnp
 import optax
 from jax.typing import ArrayLike
+
+from randlr_jax import _checks as checks
 
 
 class HypergradientState(NamedTuple):
@@ -47,17 +48,6 @@ class HypergradientState(NamedTuple):
     learning_rate: chex.Array  # () float32; the current rate alpha_t
     previous_direction: Any  # tree like params (params' dtypes); u_{t-1}, zeros before step 1
     base_state: Any  # the base direction's state
-
-
-def _check_number(name: str, value: Any, *, positive: bool) -> None:
-    """Eager check of a Python number (traced / array values, e.g. from inject_hyperparams, pass)."""
-    if isinstance(value, bool):
-        raise ValueError(f"{name} must be a number, got {value!r}.")
-    if isinstance(value, int | float):
-        ok = math.isfinite(value) and (value > 0 if positive else value >= 0)
-        if not ok:
-            allowed = "> 0" if positive else ">= 0"
-            raise ValueError(f"{name} must be a finite number {allowed}, got {value!r}.")
 
 
 def hypergradient_descent(
@@ -73,11 +63,18 @@ def hypergradient_descent(
     Args:
       base: the direction without a rate (``optax.identity()`` for SGD-HD,
         ``optax.scale_by_adam()`` for Adam-HD).
-      learning_rate: the initial rate ``alpha_0 > 0``.
-      hypergradient_lr: ``beta >= 0``; ``0`` gives the base optimizer with a constant rate.
+      learning_rate: the initial rate ``alpha_0 > 0`` (finite).
+      hypergradient_lr: ``beta >= 0`` (finite); ``0`` gives the base optimizer with a constant rate.
+
+    Both numbers are checked when concrete (Python, numpy, concrete JAX scalars) and may be driven by
+    ``optax.inject_hyperparams`` (traced, unchecked; build ``base`` inside the injected factory).
 
     Returns:
       An ``optax.GradientTransformation`` whose state is a :class:`HypergradientState`.
+
+    Raises:
+      ValueError: ``base`` not a GradientTransformation, ``learning_rate`` not a finite number > 0,
+        ``hypergradient_lr`` not a finite number >= 0, naming the argument.
 
     Example:
       >>> tx = hypergradient_descent(optax.scale_by_adam(), 1e-3, 1e-7)
@@ -86,8 +83,9 @@ def hypergradient_descent(
       Baydin et al, `Online Learning Rate Adaptation with Hypergradient Descent
       <https://arxiv.org/abs/1703.04782>`_, 2018.
     """
-    _check_number("learning_rate", learning_rate, positive=True)
-    _check_number("hypergradient_lr", hypergradient_lr, positive=False)
+    checks.transformation("base", base)
+    checks.positive("learning_rate", learning_rate)
+    checks.nonnegative("hypergradient_lr", hypergradient_lr)
 
     def init_fn(params):
         return HypergradientState(
@@ -129,8 +127,14 @@ def sgd_hd(
       learning_rate: initial rate ``alpha_0 > 0``.
       hypergradient_lr: ``beta >= 0``.
 
+    Both may be driven by ``optax.inject_hyperparams`` (no ``static_args`` needed); traced, they are
+    not checked.
+
     Returns:
       An ``optax.GradientTransformation`` (state: :class:`HypergradientState`).
+
+    Raises:
+      ValueError: as :func:`hypergradient_descent`.
 
     Example:
       >>> tx = sgd_hd(0.01, 1e-4)
@@ -157,10 +161,18 @@ def adam_hd(
     Args:
       learning_rate: initial rate ``alpha_0 > 0``.
       hypergradient_lr: ``beta >= 0``.
-      b1, b2, eps: Adam's constants (``optax.scale_by_adam``).
+      b1, b2, eps: Adam's constants (``optax.scale_by_adam``): ``b1``, ``b2`` in ``[0, 1)``, ``eps``
+        finite and ``>= 0``.
+
+    Every argument may be driven by ``optax.inject_hyperparams`` (no ``static_args`` needed); traced,
+    it is not checked.
 
     Returns:
       An ``optax.GradientTransformation`` (state: :class:`HypergradientState`).
+
+    Raises:
+      ValueError: as :func:`hypergradient_descent`, and ``b1``/``b2`` outside ``[0, 1)`` or ``eps``
+        negative or not finite.
 
     Example:
       >>> tx = adam_hd(1e-3, 1e-7)
@@ -169,6 +181,9 @@ def adam_hd(
       Baydin et al, `Online Learning Rate Adaptation with Hypergradient Descent
       <https://arxiv.org/abs/1703.04782>`_, 2018 (Algorithm 6).
     """
+    checks.in_unit_interval("b1", b1)
+    checks.in_unit_interval("b2", b2)
+    checks.nonnegative("eps", eps)
     return hypergradient_descent(
         optax.scale_by_adam(b1=b1, b2=b2, eps=eps), learning_rate, hypergradient_lr
     )

@@ -31,6 +31,8 @@ from randlr_jax.noh._noh import (
     LSTMCarry,
     _check_positive_float,
     _check_positive_int,
+    check_preprocess_c,
+    check_proposer,
     check_proposer_params,
     flatten_tree,
     num_coordinates,
@@ -47,10 +49,12 @@ class LSTMUpdateProposer(nn.Module):
     to the parameters) and the new carry.
 
     Attributes:
-      num_layers: LSTM layers (paper: 2).
-      hidden_size: units per layer (paper: 20).
-      preprocess_c: the constant ``c`` of the gradient preprocessing.
-      output_scale: multiplies the linear read-out (paper: 0.1).
+      num_layers: LSTM layers (paper: 2), a positive integer.
+      hidden_size: units per layer (paper: 20), a positive integer.
+      preprocess_c: the constant ``c`` of the gradient preprocessing, in ``(0, 80]``.
+      output_scale: multiplies the linear read-out (paper: 0.1), finite and > 0.
+
+    The fields are checked when the module is constructed (``ValueError`` naming the field).
     """
 
     num_layers: int = 2
@@ -61,7 +65,7 @@ class LSTMUpdateProposer(nn.Module):
     def __post_init__(self) -> None:
         _check_positive_int("num_layers", self.num_layers)
         _check_positive_int("hidden_size", self.hidden_size)
-        _check_positive_float("preprocess_c", self.preprocess_c)
+        check_preprocess_c("preprocess_c", self.preprocess_c)
         _check_positive_float("output_scale", self.output_scale)
         super().__post_init__()
 
@@ -100,7 +104,7 @@ def lstm_optimizer(
       the parameters as they are (the LSTM learns the sign).
 
     Raises:
-      ValueError: ``lstm_params`` not matching ``proposer``.
+      ValueError: ``proposer`` not a Flax module, or ``lstm_params`` not matching it.
 
     Example:
       >>> proposer = LSTMUpdateProposer()
@@ -111,6 +115,7 @@ def lstm_optimizer(
       <https://arxiv.org/abs/1606.04474>`_, 2016.
     """
     proposer = LSTMUpdateProposer() if proposer is None else proposer
+    check_proposer("proposer", proposer)
     check_proposer_params(proposer, lstm_params)
 
     def init_fn(params):

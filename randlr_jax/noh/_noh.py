@@ -51,6 +51,8 @@ import numpy as np
 import optax
 from jax.typing import ArrayLike
 
+from randlr_jax import _checks as checks
+
 LSTMCarry = tuple  # one (c, h) pair per layer, each (num_coordinates, hidden_size) float32
 
 
@@ -59,7 +61,11 @@ def preprocess_gradients(gradients: jax.Array, c: float = 10.0) -> jax.Array:
 
     ``(log|g| / c, sign g)`` where ``|g| >= e^-c``, ``(-1, e^c g)`` elsewhere. Differentiable (the log is
     taken of ``max(|g|, e^-c)``, so no NaN reaches a gradient).
+
+    Raises:
+      ValueError: ``c`` not a concrete number in ``(0, 80]`` (``e^c`` must stay finite in float32).
     """
+    check_preprocess_c("c", c)
     g = gradients.astype(jnp.float32)
     threshold = math.exp(-c)
     large = jnp.abs(g) >= threshold
@@ -94,18 +100,29 @@ def zero_carry(num_layers: int, hidden_size: int, num_coordinates: int) -> LSTMC
     return tuple((zeros, zeros) for _ in range(num_layers))
 
 
+_MAX_PREPROCESS_C = 80.0  # e^c * g must stay finite in float32 (e^88.7 overflows)
+
+
 def _check_positive_int(name: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value <= 0:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+    checks.positive_int(name, value)
 
 
 def _check_positive_float(name: str, value: Any) -> None:
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, int | float)
-        or not (math.isfinite(value) and value > 0)
-    ):
-        raise ValueError(f"{name} must be a finite number > 0, got {value!r}.")
+    # Module fields and Python constants of the proposers: concrete, finite, > 0.
+    checks.positive(name, value, static=True)
+
+
+def check_preprocess_c(name: str, value: Any) -> None:
+    """The constant ``c`` of :func:`preprocess_gradients`: a concrete number in ``(0, 80]``."""
+    checks.in_range(
+        name, value, 0.0, _MAX_PREPROCESS_C, low_open=True,
+        what=f"a finite number in (0, {_MAX_PREPROCESS_C:g}]", static=True,
+    )  # fmt: skip
+
+
+def check_proposer(name: str, proposer: Any) -> None:
+    if not isinstance(proposer, nn.Module):
+        checks.fail(name, "a Flax module (e.g. LSTMRateProposer()) or None", proposer)
 
 
 class LSTMRateProposer(nn.Module):
@@ -117,12 +134,14 @@ class LSTMRateProposer(nn.Module):
     new carry.
 
     Attributes:
-      num_layers: LSTM layers (paper: 3).
-      hidden_size: units per layer (paper: 20).
-      preprocess_c: the constant ``c`` of :func:`preprocess_gradients`.
+      num_layers: LSTM layers (paper: 3), a positive integer.
+      hidden_size: units per layer (paper: 20), a positive integer.
+      preprocess_c: the constant ``c`` of :func:`preprocess_gradients`, in ``(0, 80]``.
       initial_learning_rate: the rate where the output layer's contribution is zero.
       output_scale: multiplies the linear read-out in log space (module docstring).
-      min_learning_rate, max_learning_rate: the clip of the proposed rates.
+      min_learning_rate, max_learning_rate: the clip of the proposed rates; all four finite, > 0,
+        with ``min_learning_rate <= initial_learning_rate <= max_learning_rate``. Checked when the
+        module is constructed (``ValueError`` naming the field).
 
     Example:
       >>> proposer = LSTMRateProposer()
@@ -141,17 +160,19 @@ class LSTMRateProposer(nn.Module):
     def __post_init__(self) -> None:
         _check_positive_int("num_layers", self.num_layers)
         _check_positive_int("hidden_size", self.hidden_size)
-        _check_positive_float("preprocess_c", self.preprocess_c)
+        check_preprocess_c("preprocess_c", self.preprocess_c)
         _check_positive_float("initial_learning_rate", self.initial_learning_rate)
         _check_positive_float("output_scale", self.output_scale)
         _check_positive_float("min_learning_rate", self.min_learning_rate)
         _check_positive_float("max_learning_rate", self.max_learning_rate)
-        if not self.min_learning_rate <= self.initial_learning_rate <= self.max_learning_rate:
-            raise ValueError(
-                f"need min_learning_rate <= initial_learning_rate <= max_learning_rate, got "
-                f"{self.min_learning_rate!r}, {self.initial_learning_rate!r}, "
-                f"{self.max_learning_rate!r}."
-            )
+        checks.interval(
+            "min_learning_rate", self.min_learning_rate,
+            "initial_learning_rate", self.initial_learning_rate,
+        )  # fmt: skip
+        checks.interval(
+            "initial_learning_rate", self.initial_learning_rate,
+            "max_learning_rate", self.max_learning_rate,
+        )  # fmt: skip
         super().__post_init__()
 
     def initial_carry(self, num_coordinates: int) -> LSTMCarry:
@@ -248,13 +269,19 @@ def noh_adam(
         set, or :func:`randlr_jax.noh.load_pretrained`'s); may be traced.
       proposer: the :class:`LSTMRateProposer` (default: the paper's 3 x 20).
       update_every: ``S >= 1``, steps between proposals.
-      b1, b2, eps: Adam's constants.
+      b1, b2, eps: Adam's constants: ``b1``, ``b2`` in ``[0, 1)``, ``eps`` finite and ``>= 0``.
+
+    ``b1``, ``b2`` and ``eps`` may be driven by ``optax.inject_hyperparams`` (traced, they are not
+    checked) with ``static_args=("lstm_params", "proposer", "update_every")``: ``update_every`` is
+    used in Python and ``lstm_params`` is a pytree (inject_hyperparams injects numbers only).
 
     Returns:
       An ``optax.GradientTransformation`` (state :class:`NOHAdamState`).
 
     Raises:
-      ValueError: ``update_every`` not a positive integer, or ``lstm_params`` not matching ``proposer``.
+      ValueError: ``update_every`` not a positive integer, ``b1``/``b2`` outside ``[0, 1)``, ``eps``
+        negative or not finite (when concrete), ``proposer`` not a Flax module, or ``lstm_params`` not
+        matching ``proposer``.
 
     Example:
       >>> proposer = LSTMRateProposer()
@@ -263,8 +290,12 @@ def noh_adam(
     References:
       Fu et al, Neural Optimizers with Hypergradients for Tuning Parameter-Wise Learning Rates, 2017.
     """
-    proposer = LSTMRateProposer() if proposer is None else proposer
     _check_positive_int("update_every", update_every)
+    checks.in_unit_interval("b1", b1)
+    checks.in_unit_interval("b2", b2)
+    checks.nonnegative("eps", eps)
+    proposer = LSTMRateProposer() if proposer is None else proposer
+    check_proposer("proposer", proposer)
     check_proposer_params(proposer, lstm_params)
     adam = optax.scale_by_adam(b1=b1, b2=b2, eps=eps)
 

@@ -1,9 +1,10 @@
 """``train_and_evaluate(config, workdir)``: a whole run from a plain config (Flax-examples style).
 
 Builds the data (``randlr_jax.data``), the model (``randlr_jax.models``) and the optimizer by name, then
-calls :func:`randlr_jax.training.fit`. Re-running with the same ``workdir`` and the same settings resumes;
-with other settings it refuses (the ``workdir/run.json`` record, :func:`record_run`). ``config.json``
-records what ran, the optimizer included when ``tx=`` replaces the config's.
+calls :func:`randlr_jax.training.fit`. Re-running with the same ``workdir`` and the same settings resumes
+(a larger ``loop.epochs`` continues the run); with other settings it refuses (the ``workdir/run.json``
+record, :func:`record_run`). ``config.json`` records what ran, the optimizer included when ``tx=``
+replaces the config's.
 """
 
 from __future__ import annotations

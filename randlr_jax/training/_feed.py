@@ -26,7 +26,7 @@ from randlr_jax.training._sharding import data_size, pad_batch, shard_batch, to_
 
 Batch = dict[str, np.ndarray]
 EVAL_SPLITS = ("validation", "test")
-_CHUNK_ELEMENTS = 1 << 22  # the finiteness check reads the inputs in blocks of about this many values
+_CHUNK_ELEMENTS = 1 << 22  # the finiteness check reads the inputs in blocks of this many values
 
 
 def check_splits(splits: dict, task: str) -> None:
@@ -67,11 +67,11 @@ def _check_supervised(split: str, arrays: Any) -> None:
         )
     x, y = np.asarray(arrays["x"]), np.asarray(arrays["y"])
     if x.ndim < 1:
-        raise ValueError(f"split {split!r}: inputs 'x' must have a leading example axis, got a scalar.")
+        raise ValueError(f"split {split!r}: inputs 'x' need a leading example axis, got a scalar.")
     if not np.issubdtype(y.dtype, np.integer):
+        cast = " (cast them: y.astype(np.int32))" if np.issubdtype(y.dtype, np.number) else ""
         raise ValueError(
-            f"split {split!r}: labels 'y' must be integer class ids, got dtype {y.dtype}"
-            + (" (cast them with y.astype(np.int32))." if np.issubdtype(y.dtype, np.number) else ".")
+            f"split {split!r}: labels 'y' must be integer class ids, got dtype {y.dtype}{cast}."
         )
     if y.ndim == 2 and y.shape[1] == 1:
         raise ValueError(

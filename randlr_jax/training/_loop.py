@@ -24,6 +24,7 @@ import optax
 
 from randlr_jax.training import _engine as engine
 from randlr_jax.training import _plotting as plotting
+from randlr_jax.training import _run_record as run_record
 from randlr_jax.training._early_stopping import EarlyStopping
 from randlr_jax.training._engine import StepCallback
 from randlr_jax.training._feed import SplitFeed
@@ -134,6 +135,7 @@ def fit(
     train_step: Callable | None = None,
     callbacks: Sequence[StepCallback] = (),
     place_state: Callable[[TrainState, Any], TrainState] | None = None,
+    run_info: dict | None = None,
 ) -> FitResult:
     """Train ``model`` with ``tx`` on ``splits``, resuming from ``workdir`` if a checkpoint is there.
 
@@ -154,6 +156,9 @@ def fit(
       callbacks: called as ``callback(step, metrics)`` with host-side metrics (floats, or numpy arrays for
         vector metrics) every ``log_every`` steps and at each epoch's end; raising ``KeyboardInterrupt``
         from one checkpoints and stops (as Ctrl-C).
+      run_info: what else determines the run (e.g. the optimizer's name and hyperparameters), recorded
+        with the run's fingerprint in ``workdir/run.json``: re-running a started or finished ``workdir``
+        with different settings raises a ``ValueError`` naming what differs (the epoch budget may grow).
 
     Returns:
       A :class:`FitResult`; ``summary["diverged"]`` says where a dead run was seen (see
@@ -168,6 +173,18 @@ def fit(
       TrainingDiverged: once, when the run is seen dead (``LoopConfig.on_divergence``).
     """
     workdir, mesh = engine.prepare(splits, config, workdir, task, copies=config.copy_shards)
+    run_record.check_or_write(
+        workdir,
+        run_record.fingerprint(
+            config,
+            task=task,
+            model=model,
+            splits=splits,
+            optimizer=tx,
+            train_step=train_step,
+            run_info=run_info,
+        ),
+    )
     data = SplitFeed(splits, config, task)
     carry = None
     if task == "language_model":
@@ -199,7 +216,7 @@ def fit(
     if run.diverged is not None:
         summary["diverged"] = run.diverged
     engine.write_results(workdir, summary)
-    if jax.process_index() == 0:
+    if jax.process_index() == 0 and run.history:  # (none: a dead run stopped in its first epoch)
         path = os.path.join(workdir, "learning_curves.png")
         try:
             plotting.learning_curves(run.history, path, task=task)

@@ -45,6 +45,7 @@ import numpy as np
 import optax
 
 from randlr_jax.training import _engine as engine
+from randlr_jax.training import _run_record as run_record
 from randlr_jax.training._early_stopping import EarlyStopping, MemberEarlyStopping
 from randlr_jax.training._feed import SplitFeed
 from randlr_jax.training._loop import LoopConfig
@@ -251,6 +252,7 @@ def fit_population(
     optimizer: OptimizerFactory = optax.sgd,
     optimizer_kwargs: dict | None = None,
     task: str = "classification",
+    run_info: dict | None = None,
 ) -> PopulationResult:
     """Train one member per learning rate, all at once, resuming from ``workdir`` if possible.
 
@@ -270,6 +272,7 @@ def fit_population(
       optimizer: an Optax factory with a ``learning_rate`` argument (default ``optax.sgd``).
       optimizer_kwargs: its other arguments.
       task: ``"classification"`` or ``"language_model"``.
+      run_info: as for :func:`~randlr_jax.training.fit` (``workdir/run.json``).
 
     Returns:
       A :class:`PopulationResult`.
@@ -281,14 +284,27 @@ def fit_population(
     rates = _check_rates(learning_rates)
     num_members = len(rates)
     workdir, mesh = engine.prepare(splits, config, workdir, task)
+    run_record.check_or_write(
+        workdir,
+        run_record.fingerprint(
+            config,
+            task=task,
+            model=model,
+            splits=splits,
+            optimizer=optimizer,
+            optimizer_kwargs=optimizer_kwargs,
+            learning_rates=rates,
+            run_info=run_info,
+        ),
+    )
     data = _PopulationData(splits, config, task, mesh)
-    engine.check_labels(data, model, None if task != "language_model" else _one_carry(model, config))
     # The same model and optimizer in the same process: one optimizer object, steps compiled once.
     tx = engine.shared(make_population_optimizer, optimizer, **(optimizer_kwargs or {}))
 
     carry = None
     if task == "language_model":
         carry = model.initial_carry(config.batch_size)
+    engine.check_labels(data, model, carry)
     state = init_population(
         model, tx, rates, jax.random.key(config.seed), data.sample_input(), carry=carry
     )
@@ -310,7 +326,7 @@ def fit_population(
     stoppers = run.stopper.members
     history = run.history
     diverged_epochs = list(run.stopper.diverged)
-    if run.diverged is not None and run.diverged["stopped"]:  # stopped inside an epoch: its dead too
+    if run.diverged is not None and run.diverged["stopped"]:  # inside an epoch: its dead too
         for k, dead in enumerate(run.diverged["dead"]):
             if dead and diverged_epochs[k] is None and face.active[k]:
                 diverged_epochs[k] = run.diverged["epoch"]
@@ -356,11 +372,6 @@ def fit_population(
     return PopulationResult(
         run.state, run.best["params"], run.best["model_state"], rates, history, members, summary
     )
-
-
-def _one_carry(model: Any, config: LoopConfig) -> Any:
-    """One member's initial carry (shapes only), for :func:`engine.check_labels`."""
-    return jax.eval_shape(lambda: model.initial_carry(config.batch_size))
 
 
 @dataclasses.dataclass

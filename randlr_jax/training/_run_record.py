@@ -5,7 +5,8 @@ settings (another optimizer, rate, model, data or epoch budget) it would continu
 recorded run, and its numbers would then be reported under the new settings. :func:`fingerprint` builds a
 JSON-ready dict of what determines a run's numbers; :func:`check_or_write` records it in
 ``workdir/run.json`` on the first call and, on later calls, refuses (``ValueError`` naming the differing
-keys) when the directory already holds a run of other settings.
+keys) when the directory already holds a run of other settings. One difference is allowed: a larger
+epoch budget (:data:`GROWABLE`), which continues the run exactly as an uninterrupted run of that budget.
 
 ``run.json`` holds one fingerprint per *section*: the training loop's own (``"fit"``) and those of the
 layers above it (``"runner"``, ``"experiment"``), each checked on its own, so a caller can describe what
@@ -55,6 +56,10 @@ FORMAT = 1
 IGNORED_LOOP_FIELDS = frozenset(
     {"progress", "description", "log_every", "prefetch", "checkpoint_every_steps"}
 )
+# Keys a re-run may increase: a larger epoch budget continues the run (its data order, early stopping and
+# best epoch are those of an uninterrupted run of that budget); a smaller one would return more epochs
+# than asked, and is refused.
+GROWABLE = ("loop.epochs",)
 # Files a directory may hold without holding a run (``config.json``: written with the record).
 _BOOKKEEPING = frozenset({RECORD_NAME, "config.json"})
 
@@ -165,12 +170,17 @@ def normalize(value: Any) -> Any:
 
 
 def check_or_write(
-    workdir: str | os.PathLike, fingerprint: Mapping[str, Any], *, section: str = "fit"
+    workdir: str | os.PathLike,
+    fingerprint: Mapping[str, Any],
+    *,
+    section: str = "fit",
+    growable: Sequence[str] = GROWABLE,
 ) -> None:
     """Record ``fingerprint`` in ``workdir/run.json``, or check it against the one recorded there.
 
     * No record of ``section`` yet: it is written (the directory is created if needed).
     * The same record: nothing to do (the run resumes).
+    * Only ``growable`` numbers (the epoch budget) larger: the run continues; the record is updated.
     * A different record in a directory that holds a run (anything besides ``run.json`` and
       ``config.json``: checkpoints, metrics, results): ``ValueError`` naming the differing keys.
     * A different record in a directory that holds nothing else (nothing ran, e.g. a run that failed
@@ -183,6 +193,8 @@ def check_or_write(
       fingerprint: from :func:`fingerprint`, or any JSON-like dict (normalised with :func:`normalize`).
       section: whose record it is: ``"fit"`` for the training loop's own, ``"runner"`` or
         ``"experiment"`` for a caller's description of the same run.
+      growable: dotted keys whose integer value may increase on a re-run (default: ``loop.epochs``);
+        ``()``: every key must match.
 
     Raises:
       ValueError: ``workdir`` holds a run of other settings.
@@ -195,7 +207,9 @@ def check_or_write(
     if recorded == current:
         return
     if recorded is not None and _holds_a_run(workdir):
-        raise ValueError(_mismatch_message(workdir, section, recorded, current))
+        keys = differing_keys(recorded, current)
+        if not all(_grew(key, recorded, current, growable) for key in keys):
+            raise ValueError(_mismatch_message(workdir, section, recorded, current, growable))
     records.setdefault("format", FORMAT)
     records.setdefault("sections", {})[section] = current
     if jax.process_index() == 0:
@@ -255,12 +269,22 @@ def _holds_a_run(workdir: str) -> bool:
     return any(name not in _BOOKKEEPING and not name.startswith(".") for name in names)
 
 
-def _mismatch_message(workdir: str, section: str, recorded: dict, current: dict) -> str:
+def _grew(key: str, recorded: dict, current: dict, growable: Sequence[str]) -> bool:
+    before, after = _lookup(recorded, key), _lookup(current, key)
+    numbers = all(isinstance(v, int) and not isinstance(v, bool) for v in (before, after))
+    return key in growable and numbers and after > before
+
+
+def _mismatch_message(
+    workdir: str, section: str, recorded: dict, current: dict, growable: Sequence[str]
+) -> str:
     keys = differing_keys(recorded, current)
     shown = []
     for key in keys[:8]:
         before, after = _lookup(recorded, key), _lookup(current, key)
-        shown.append(f"{key} (recorded {_short(before)}, now {_short(after)})")
+        shrank = key in growable and not _grew(key, recorded, current, growable)
+        note = "; it may grow, not shrink" if shrank else ""
+        shown.append(f"{key} (recorded {_short(before)}, now {_short(after)}{note})")
     more = f"; and {len(keys) - 8} more" if len(keys) > 8 else ""
     return (
         f"{workdir} already holds a run of other settings; its {RECORD_NAME} ({section!r} record) "

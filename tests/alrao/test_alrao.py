@@ -469,3 +469,67 @@ def test_catch_up_resets_copies_below_the_threshold_after_the_posterior_update()
         expected = np.where(reset.reshape((-1,) + (1,) * (updated.ndim - 1)), average, updated)
         np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-7)
     chex.assert_trees_all_equal(caught.params["body"], plain.params["body"])
+
+
+def _gaussian_nll_of_zero(y, sigma):
+    """Hand-computed: mean over examples of -log N(y; 0, sigma^2 I)."""
+    y = np.asarray(y, np.float64)
+    per_output = 0.5 * (y / sigma) ** 2 + math.log(sigma) + 0.5 * math.log(2 * math.pi)
+    return float(per_output.sum(-1).mean())
+
+
+@pytest.mark.parametrize("chunk_size", [None, 3])
+def test_every_copy_dropped_reports_the_loss_of_the_prediction_made(chunk_size):
+    # The prediction is then uniform (regression: zero), so the reported loss is its loss: log K an
+    # example, never the -0.0 of a perfect fit; the objective's gradient stays finite (and zero).
+    rng = np.random.default_rng(0)
+    head = {
+        "copies": {
+            "kernel": jnp.asarray(rng.normal(size=(N, D, K)), jnp.float32),
+            "bias": jnp.asarray(rng.normal(size=(N, K)), jnp.float32),
+        }
+    }
+    features = jnp.asarray(rng.normal(size=(5, D)), jnp.float32)
+    log_post = jax.nn.log_softmax(jnp.arange(N, dtype=jnp.float32))
+    dropped = jnp.zeros(N, bool)
+    labels = jnp.asarray([0, 1, 2, 0, 1], jnp.int32)
+    targets = jnp.asarray(rng.normal(size=(5, K)), jnp.float32)
+
+    def loss(head, task, y):
+        if chunk_size is None:
+            out = cc.apply_copies(head, features)
+            return alrao.alrao_loss(out, out, y, log_post, dropped, task=task, sigma=0.5)
+        return alrao.alrao_loss_chunked(
+            cc.apply_copies, head, features, y, log_post, dropped,
+            chunk_size=chunk_size, task=task, sigma=0.5,
+        )  # fmt: skip
+
+    for task, y, expected in (
+        ("classification", labels, math.log(K)),
+        ("regression", targets, _gaussian_nll_of_zero(targets, 0.5)),
+    ):
+        (_, aux), grads = jax.value_and_grad(loss, has_aux=True)(head, task, y)
+        np.testing.assert_allclose(float(aux["mixture_loss"]), expected, rtol=1e-6, err_msg=task)
+        assert not np.asarray(aux["finite"]).any()
+        for g in jax.tree.leaves(grads):
+            np.testing.assert_array_equal(g, 0.0)
+    # Non-finite outputs drop every copy too (finite parameters): the same loss.
+    nan_features = features.at[0, 0].set(jnp.nan)
+    out = cc.apply_copies(head, nan_features)
+    _, aux = alrao.alrao_loss(out, out, labels, log_post, jnp.ones(N, bool))
+    np.testing.assert_allclose(float(aux["mixture_loss"]), math.log(K), rtol=1e-6)
+
+
+def test_step_reports_all_dropped_and_the_uniform_loss():
+    model = _model()
+    tx = alrao.alrao_sgd(jax.random.key(0), 1e-3, 1.0, N)
+    state = _state(model, tx)
+    step = jax.jit(alrao_step.make_alrao_train_step(model, tx))
+    batch = _data(16, seed=7)
+    _, healthy = step(state, batch)
+    assert not bool(healthy["all_dropped"]) and not bool(healthy["dead"])
+    head = jax.tree.map(lambda p: jnp.full_like(p, jnp.nan), state.params["head"])
+    _, metrics = step(state.replace(params={**state.params, "head": head}), batch)
+    assert bool(metrics["all_dropped"]) and bool(metrics["dead"])
+    assert int(metrics["num_dropped"]) == N
+    np.testing.assert_allclose(float(metrics["loss"]), math.log(K), rtol=1e-6)

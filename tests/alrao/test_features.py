@@ -553,6 +553,8 @@ def test_traced_interval_is_refused_naming_static_args():
         jax.jit(factory.update)(params, state, params)
 
 
+# Without copies ``init`` warns (NoClassifierCopiesWarning, tested in tests/test_bad_inputs.py).
+@pytest.mark.filterwarnings("ignore::randlr_jax.alrao.NoClassifierCopiesWarning")
 def test_without_copies_alrao_sgd_is_alrao_base_also_with_an_injected_momentum():
     """``alrao_sgd`` on parameters without a head and ``alrao_base(optax.trace(mu))`` are one
     optimizer: the same updates, and both take a traced (injected) momentum."""

@@ -42,6 +42,23 @@ def test_compare_quick_writes_a_row_for_every_method(tmp_path, capsys):
         assert "digits_mlp" in json.load(f)["results"]
     _png(result["figure"])
     assert "figure:" in capsys.readouterr().out
+    # Every run's config.json says what ran: Adam at its rate, the grid's rates, Alrao's interval.
+    root = tmp_path / "digits_mlp" / "seed0"
+    adam = json.loads((root / "adam" / "config.json").read_text())
+    assert (adam["optimizer"], adam["learning_rate"]) == ("adam", 1e-3)
+    grid = json.loads((root / "sgd_grid" / "config.json").read_text())
+    assert grid["optimizer"] == "sgd" and grid["learning_rate"] is None
+    assert grid["learning_rates"] == list(alrao_compare.SGD_GRID)
+    alrao = json.loads((root / "alrao_sgd" / "config.json").read_text())
+    assert alrao["optimizer"] == "alrao_sgd" and alrao["optimizer_kwargs"]["lr_max"] == 10.0
+    assert all(c["loop"]["epochs"] == 1 for c in (adam, grid, alrao))
+    # The same directory with other settings (one device, not eight): refused, not resumed under the
+    # new labels.
+    with pytest.raises(ValueError, match=r"loop\.num_devices \(recorded null, now 1\).*--workdir"):
+        alrao_compare.main(
+            ["--workdir", str(tmp_path), "--settings", "digits_mlp", "--quick", "--epochs", "1"]
+            + ["--mesh", "data=1"]
+        )
 
 
 def test_demo_quick_prints_the_table_and_the_figure(tmp_path, capsys):

@@ -42,3 +42,9 @@ def test_train_quick(tmp_path):
         assert json.load(f)["tables"]["table1"].count("\n") == 3
     for name in ("table1.md", "table2.md", "fig7.md", "fig6_curves.png", "fig7_epochs_to_best.png"):
         assert os.path.getsize(tmp_path / name) > 0
+    # Another threshold in the same directory: the baseline (which has none) resumes, AutoDrop's run
+    # is refused rather than returned under the new threshold.
+    with pytest.raises(ValueError, match=r"run_info\.threshold \(recorded 90\.0, now 45\.0\)"):
+        autodrop_train.main(
+            ["--workdir", str(tmp_path), "--quick", "--mesh", "data=1", "--threshold", "45"]
+        )

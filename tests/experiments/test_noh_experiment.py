@@ -6,6 +6,8 @@ import json
 import math
 import os
 
+import pytest
+
 from experiments import noh as noh_experiment
 from randlr_jax.noh import _meta_training as mt
 from randlr_jax.noh import _noh as noh
@@ -38,3 +40,10 @@ def test_quick_run_writes_results_and_resumes(tmp_path, capsys):
     # A second run resumes: nothing is re-trained, the same results come back.
     again = noh_experiment.main(["--workdir", workdir, "--quick", "--mesh", "data=1"])
     assert again["final"] == summary["final"]
+    # Another meta learning rate would load the phases trained with the first: refused.
+    with pytest.raises(
+        ValueError, match=r"config\.meta_learning_rate \(recorded 0\.01, now 0\.5\)"
+    ):
+        noh_experiment.main(
+            ["--workdir", workdir, "--quick", "--mesh", "data=1", "--meta-learning-rate", "0.5"]
+        )

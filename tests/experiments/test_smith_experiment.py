@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from experiments import smith
 
 
@@ -28,4 +30,8 @@ def test_quick_run_writes_results_table_and_figures(tmp_path):
         assert (tmp_path / name).stat().st_size > 1000
     for tag in ("momentum", "sgd"):
         with open(tmp_path / "mlp" / f"range_test_{tag}.json") as f:
-            assert len(json.load(f)["learning_rates"]) <= 10
+            saved = json.load(f)
+        assert len(saved["learning_rates"]) <= 10 and saved["valid"] is True
+    # Other settings in the same directory (its range tests are read back): refused.
+    with pytest.raises(ValueError, match=r"settings\.epochs \(recorded 1, now 2\)"):
+        smith.main(["--quick", "--workdir", str(tmp_path), "--mesh", "data=1", "--epochs", "2"])

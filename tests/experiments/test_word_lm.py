@@ -244,6 +244,8 @@ def test_quick_experiment_writes_finite_results(tmp_path, tfds_data_dir, capsys)
     for method in out["methods"]:
         assert os.path.exists(os.path.join(workdir, "seed0", method, "metrics.jsonl"))
     assert "figure:" in capsys.readouterr().out
+    with pytest.raises(ValueError, match=r"loop\.batch_size \(recorded 4, now 2\)"):
+        alrao_word_lm.main([*argv, "--batch-size", "2"])
 
 
 def test_copy_chunk_size_reaches_the_head_and_is_validated_eagerly(tmp_path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -80,3 +81,61 @@ def test_batch_larger_than_split(tfds_data_dir, tmp_path):
 def test_make_optimizer_rejects_bad_rate():
     with pytest.raises(ValueError, match="learning_rate"):
         make_optimizer("sgd", -0.1)
+
+
+def _one_epoch(data_dir, **kw):
+    return _config(data_dir, loop=LoopConfig(epochs=1, batch_size=120, progress=False), **kw)
+
+
+def test_a_finished_run_rerun_with_other_settings_refuses_and_resumes_with_the_same(
+    tfds_data_dir, tmp_path
+):
+    first = train_and_evaluate(_one_epoch(tfds_data_dir, learning_rate=0.5), tmp_path)
+    record = json.loads((tmp_path / "run.json").read_text())["sections"]["runner"]
+    assert record["run_info"]["optimizer"] == "sgd" and record["run_info"]["learning_rate"] == 0.5
+    with pytest.raises(ValueError) as error:
+        train_and_evaluate(_one_epoch(tfds_data_dir, learning_rate=0.1), tmp_path)
+    message = str(error.value)
+    assert "run_info.learning_rate (recorded 0.5, now 0.1)" in message
+    assert "optimizer.digest" in message  # the transformation itself differs too
+    assert "another --workdir" in message and str(tmp_path) in message
+    # config.json still describes the run the directory holds.
+    assert json.loads((tmp_path / "config.json").read_text())["learning_rate"] == 0.5
+    # The same settings (the progress bar's label aside) resume: the finished run comes back.
+    same = _one_epoch(tfds_data_dir, learning_rate=0.5)
+    same = same.replace(loop=dataclasses.replace(same.loop, description="again", log_every=7))
+    again = train_and_evaluate(same, tmp_path)
+    assert again.summary["test_loss"] == first.summary["test_loss"]
+    assert int(again.state.step) == int(first.state.step) == 30
+    # A larger budget continues the run; a smaller one would return its 2 epochs as 1: refused.
+    longer = train_and_evaluate(_config(tfds_data_dir, learning_rate=0.5), tmp_path)
+    assert longer.summary["epochs_run"] == 2 and int(longer.state.step) == 60
+    with pytest.raises(ValueError, match=r"loop\.epochs \(recorded 2, now 1; it may grow"):
+        train_and_evaluate(_one_epoch(tfds_data_dir, learning_rate=0.5), tmp_path)
+
+
+def test_config_json_records_the_optimizer_that_ran(tfds_data_dir, tmp_path):
+    import optax
+
+    config = _one_epoch(tfds_data_dir)  # says SGD at 0.1
+    adam = {"optimizer": "adam", "learning_rate": 1e-3, "b1": 0.9}
+    train_and_evaluate(config, tmp_path / "adam", tx=optax.adam(1e-3, b1=0.9), run_info=adam)
+    saved = json.loads((tmp_path / "adam" / "config.json").read_text())
+    assert (saved["optimizer"], saved["learning_rate"]) == ("adam", 1e-3)
+    assert saved["optimizer_kwargs"] == {"b1": 0.9} and saved["loop"]["epochs"] == 1
+    # A tx= override described by nothing: recorded as custom, never as the config's SGD.
+    train_and_evaluate(config, tmp_path / "custom", tx=optax.adam(1e-3))
+    saved = json.loads((tmp_path / "custom" / "config.json").read_text())
+    assert saved["optimizer"].startswith("custom (tx=") and saved["learning_rate"] is None
+    assert len(saved["optimizer_digest"]) == 16
+    with pytest.raises(ValueError, match="run_info describes a tx= override"):
+        train_and_evaluate(config, tmp_path / "x", run_info=adam)
+    with pytest.raises(ValueError, match=r"run_info must name the optimizer"):
+        train_and_evaluate(config, tmp_path / "y", tx=optax.adam(1e-3), run_info={"lr": 1.0})
+
+
+def test_a_run_that_failed_its_checks_leaves_the_directory_reusable(tfds_data_dir, tmp_path):
+    config = _config(tfds_data_dir, loop=LoopConfig(epochs=1, batch_size=5000, progress=False))
+    with pytest.raises(ValueError, match="batch_size"):
+        train_and_evaluate(config, tmp_path)
+    train_and_evaluate(_one_epoch(tfds_data_dir), tmp_path)  # nothing ran: not refused

@@ -161,6 +161,22 @@ def test_other_settings_in_a_directory_that_holds_a_run_are_refused(tmp_path):
     assert rr.read_record(tmp_path) == _record()  # the record is left alone
 
 
+def test_a_larger_epoch_budget_continues_a_smaller_one_is_refused(tmp_path):
+    check_or_write(tmp_path, _record())
+    (tmp_path / "metrics.jsonl").write_text("")
+    longer = _record(config=LoopConfig(epochs=6, batch_size=32))
+    check_or_write(tmp_path, longer)  # continues the run
+    assert rr.read_record(tmp_path)["loop"]["epochs"] == 6
+    with pytest.raises(
+        ValueError, match=r"loop\.epochs \(recorded 6, now 2; it may grow, not shrink\)"
+    ):
+        check_or_write(tmp_path, _record())
+    with pytest.raises(ValueError, match=r"loop\.epochs \(recorded 6, now 8\); loop\.seed"):
+        check_or_write(tmp_path, _record(config=LoopConfig(epochs=8, batch_size=32, seed=1)))
+    with pytest.raises(ValueError, match=r"loop\.epochs"):  # strict when asked
+        check_or_write(tmp_path, _record(config=LoopConfig(epochs=7, batch_size=32)), growable=())
+
+
 def test_a_record_with_nothing_run_is_replaced(tmp_path):
     # A run that failed before training (e.g. its batch size): nothing to protect.
     check_or_write(tmp_path, _record())
