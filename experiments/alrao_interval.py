@@ -92,7 +92,7 @@ def main(argv=None) -> dict:
             lr_min=lr_min,
             lr_max=lr_max,
         )
-        final = run.history[-1]
+        final = run.history[-1] if run.history else {}  # a run dead in its first epoch has none
         cells.append(
             {
                 "lr_min": lr_min,

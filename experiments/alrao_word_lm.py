@@ -343,7 +343,8 @@ def run_method(
         "trace": trace.read(),
     }
     if method == "alrao_sgd":
-        posterior = np.asarray(result.history[-1].get("last_posterior", []), np.float64)
+        last = result.history[-1] if result.history else {}  # none when dead in its first epoch
+        posterior = np.asarray(last.get("last_posterior", []), np.float64)
         rates = copy_learning_rates(setting.lr_min, setting.lr_max, setting.num_copies)
         out["copy_learning_rates"] = rates.tolist()
         out["final_posterior"] = posterior.tolist()

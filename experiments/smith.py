@@ -185,9 +185,10 @@ def schedule_runs(result: rt.RangeTestResult, total_steps: int, s: Settings) -> 
 def record(history: list[dict], summary: dict, target: float, steps_per_epoch: int) -> dict:
     reached = [h["epoch"] for h in history if h.get("test_accuracy", 0.0) >= target]
     epoch = reached[0] if reached else None
+    last = history[-1] if history else {}  # a run dead in its first epoch has no record
     return {
-        "final_test_accuracy": history[-1]["test_accuracy"],
-        "final_validation_accuracy": history[-1]["validation_accuracy"],
+        "final_test_accuracy": last.get("test_accuracy"),
+        "final_validation_accuracy": last.get("validation_accuracy"),
         "best_val_test_accuracy": summary.get("test_accuracy"),
         "best_validation_loss": summary.get("best_validation_loss"),
         "epochs_to_target": epoch,
