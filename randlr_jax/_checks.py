@@ -17,44 +17,72 @@ with the same ``static_args`` hint.
 Each number check returns the value as a Python ``float`` (``None`` for a traced one), for callers that
 compute with it in Python; callers that hand the value on to Optax keep their own (so a float32
 hyperparameter is not rounded through float64).
+
+The structure checks (a function, a dict, a path, a mesh, devices, trees of arrays) follow the same
+form; where the value is big (a tree of arrays) the message shows it in brief (:func:`brief`: arrays by
+shape and dtype, long reprs cut).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+import os
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import jax
 import numpy as np
 
 __all__ = [
+    "array_like",
     "boolean",
+    "brief",
     "concrete",
+    "devices",
     "fail",
     "finite",
+    "function",
     "greater_than",
     "in_range",
     "in_unit_interval",
     "interval",
     "is_traced",
+    "mapping",
+    "mesh",
+    "model",
     "name_string",
     "nonnegative",
     "nonnegative_int",
     "number",
+    "numeric_leaves",
     "one_of",
+    "path",
     "positive",
     "positive_int",
     "prng_key",
+    "text",
     "transformation",
 ]
 
 _STATIC_HINT = "(under optax.inject_hyperparams, name it in static_args)"
 
 
-def fail(name: str, what: str, value: Any) -> None:
-    """Raise the one message form: ``{name} must be {what}, got {value!r}.``"""
-    raise ValueError(f"{name} must be {what}, got {value!r}.")
+def fail(name: str, what: str, value: Any, *, shown: str | None = None) -> None:
+    """Raise the one message form: ``{name} must be {what}, got {value!r}.``
+
+    ``shown``: what to write after ``got`` instead of ``repr(value)`` (e.g. :func:`brief`).
+    """
+    raise ValueError(f"{name} must be {what}, got {repr(value) if shown is None else shown}.")
+
+
+def brief(value: Any, limit: int = 80) -> str:
+    """A short description of ``value`` for a message: an array as its shape and dtype, a long repr
+    cut to ``limit`` characters."""
+    if hasattr(value, "shape") and hasattr(value, "dtype") and not isinstance(value, type):
+        kind = "traced array" if is_traced(value) else type(value).__name__
+        return f"{kind} of shape {tuple(value.shape)} and dtype {value.dtype}"
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def is_traced(value: Any) -> bool:
@@ -186,18 +214,25 @@ def _integer(name: str, value: Any, what: str) -> int:
     return int(value)
 
 
-def positive_int(name: str, value: Any, *, minimum: int = 1) -> int:
-    """A concrete Python or numpy integer ``>= minimum`` (1 by default); returned as ``int``."""
+def positive_int(name: str, value: Any, *, minimum: int = 1, optional: bool = False) -> int | None:
+    """A concrete Python or numpy integer ``>= minimum`` (1 by default); returned as ``int``.
+
+    ``optional``: ``None`` is allowed too (and returned).
+    """
     what = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
+    if optional:
+        if value is None:
+            return None
+        what += " or None"
     integer = _integer(name, value, what)
     if integer < minimum:
         fail(name, what, value)
     return integer
 
 
-def nonnegative_int(name: str, value: Any) -> int:
-    """A concrete Python or numpy integer ``>= 0``."""
-    return positive_int(name, value, minimum=0)
+def nonnegative_int(name: str, value: Any, *, optional: bool = False) -> int | None:
+    """A concrete Python or numpy integer ``>= 0`` (``optional``: or ``None``)."""
+    return positive_int(name, value, minimum=0, optional=optional)
 
 
 def one_of(name: str, value: Any, allowed: Iterable[Any]) -> Any:
@@ -220,6 +255,133 @@ def name_string(name: str, value: Any) -> str:
     if not isinstance(value, str) or not value:
         fail(name, "a non-empty str", value)
     return value
+
+
+def text(name: str, value: Any) -> str:
+    """A ``str`` (a label; it may be empty)."""
+    if not isinstance(value, str):
+        fail(name, "a str", value)
+    return value
+
+
+def function(name: str, value: Any, what: str = "a callable", *, optional: bool = False) -> None:
+    """A callable (a hook, a factory, a loss); ``optional``: or ``None``."""
+    if optional and value is None:
+        return
+    if not callable(value):
+        fail(name, f"{what} or None" if optional else what, value)
+
+
+def model(name: str, value: Any) -> None:
+    """A Flax module: anything with callable ``init`` and ``apply`` (e.g. ``make_model("mlp")``)."""
+    if not (callable(getattr(value, "init", None)) and callable(getattr(value, "apply", None))):
+        fail(
+            name,
+            "a Flax module with init and apply (e.g. randlr_jax.models.make_model('mlp', "
+            "num_classes=10))",
+            value,
+            shown=brief(value),
+        )
+
+
+def mapping(name: str, value: Any, what: str = "a dict", *, optional: bool = False) -> None:
+    """A ``Mapping`` (a dict of keyword arguments, a record); ``optional``: or ``None``."""
+    if optional and value is None:
+        return
+    if not isinstance(value, Mapping):
+        fail(name, f"{what} or None" if optional else what, value, shown=brief(value))
+
+
+def path(name: str, value: Any, *, optional: bool = False) -> str | None:
+    """A non-empty ``str`` or ``os.PathLike`` (a file or a directory); returned as ``str``.
+
+    ``""`` is refused: it would silently mean the current directory. ``optional``: or ``None``.
+    """
+    what = "a non-empty str or os.PathLike path"
+    if optional:
+        if value is None:
+            return None
+        what += " or None"
+    if isinstance(value, os.PathLike):
+        value = os.fspath(value)
+    if not isinstance(value, str) or not value:
+        fail(name, what, value)
+    return value
+
+
+def mesh(name: str, value: Any, axes: Iterable[str] = ()) -> None:
+    """A ``jax.sharding.Mesh`` with (at least) the axes ``axes``."""
+    axes = tuple(axes)
+    what = "a jax.sharding.Mesh" + (f" with the axes {axes}" if axes else "")
+    if not isinstance(value, jax.sharding.Mesh):
+        fail(name, f"{what} (e.g. randlr_jax.training.make_mesh())", value, shown=brief(value))
+    if any(axis not in value.axis_names for axis in axes):
+        fail(name, what, value, shown=f"a mesh of axes {value.axis_names}")
+
+
+def devices(name: str, value: Any) -> list:
+    """A non-empty sequence of distinct ``jax.Device`` (e.g. ``jax.devices()[:4]``); as a list."""
+    what = "a non-empty sequence of distinct jax devices (e.g. jax.devices()[:4])"
+    if isinstance(value, (str, bytes)) or not isinstance(value, (Sequence, np.ndarray)):
+        fail(name, what, value, shown=brief(value))
+    listed = list(value.ravel()) if isinstance(value, np.ndarray) else list(value)
+    if (
+        not listed
+        or not all(isinstance(device, jax.Device) for device in listed)
+        or len({id(device) for device in listed}) != len(listed)
+    ):
+        fail(name, what, value, shown=brief(value))
+    return listed
+
+
+def array_like(name: str, value: Any, what: str) -> Any:
+    """``value`` if it has a ``shape`` and a ``dtype`` (a JAX or numpy array, traced or not)."""
+    if not (hasattr(value, "shape") and hasattr(value, "dtype")) or isinstance(value, type):
+        fail(name, what, value, shown=brief(value))
+    return value
+
+
+def _numeric_dtype(dtype: Any) -> bool:
+    """A bool, integer, float (bfloat16 too) or complex dtype, or a PRNG key's."""
+    return any(
+        jax.numpy.issubdtype(dtype, kind)
+        for kind in (jax.numpy.number, jax.numpy.bool_, jax.dtypes.prng_key)
+    )
+
+
+def numeric_leaves(
+    name: str,
+    tree: Any,
+    what: str,
+    *,
+    non_empty: bool = False,
+    leading_axis: bool = False,
+    keys: bool = True,
+) -> list:
+    """Check every leaf of ``tree``: a numeric (bool, integer, float) array or scalar -- a PRNG key too
+    unless ``keys=False`` --, with a leading axis if ``leading_axis``; ``non_empty``: at least one leaf.
+
+    The message names the leaf's path (``name['w']``). Returns the leaves.
+    """
+    leaves = jax.tree_util.tree_leaves_with_path(tree)
+    if non_empty and not leaves:
+        fail(name, what, tree, shown=brief(tree))
+    for key_path, leaf in leaves:
+        where = name + jax.tree_util.keystr(key_path)
+        if is_traced(leaf):
+            continue
+        if isinstance(leaf, (bool, int, float, complex, np.generic)) and not leading_axis:
+            if isinstance(leaf, np.generic) and not _numeric_dtype(leaf.dtype):
+                fail(where, what, leaf, shown=brief(leaf))
+            continue
+        if not (hasattr(leaf, "shape") and hasattr(leaf, "dtype")) or isinstance(leaf, type):
+            fail(where, what, leaf, shown=brief(leaf))
+        is_key = jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key)
+        if (is_key and not keys) or not _numeric_dtype(leaf.dtype):
+            fail(where, what, leaf, shown=brief(leaf))
+        if leading_axis and len(leaf.shape) < 1:
+            fail(where, what, leaf, shown=brief(leaf))
+    return [leaf for _, leaf in leaves]
 
 
 def prng_key(name: str, value: Any) -> None:

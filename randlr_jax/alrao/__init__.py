@@ -41,6 +41,9 @@ from randlr_jax.alrao._features import default_feature_rules as default_feature_
 from randlr_jax.alrao._features import sample_feature_lrs as sample_feature_lrs
 from randlr_jax.alrao._features import scale_by_feature_lrs as scale_by_feature_lrs
 from randlr_jax.alrao._features import scale_by_lr_tree as scale_by_lr_tree
+from randlr_jax.alrao._guard import FeatureGuardWarning as FeatureGuardWarning
+from randlr_jax.alrao._guard import feature_guard_dead as feature_guard_dead
+from randlr_jax.alrao._guard import feature_guard_num_dead as feature_guard_num_dead
 from randlr_jax.alrao._optimizers import NoClassifierCopiesWarning as NoClassifierCopiesWarning
 from randlr_jax.alrao._optimizers import alrao as alrao
 from randlr_jax.alrao._optimizers import alrao_adam as alrao_adam

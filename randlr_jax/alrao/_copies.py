@@ -100,14 +100,41 @@ def suggest_lr(copy_lrs: Any, posterior: Any) -> jax.Array:
 
     The paper's workflow (Section 4): assess a model with Alrao, then train it with plain SGD at this rate.
     Copies with zero weight do not contribute.
+
+    Raises:
+      ValueError: ``copy_lrs`` not a non-empty 1-D array of finite rates ``> 0``, or ``posterior`` not
+        weights ``>= 0`` of the same shape with a positive sum (concrete values are checked; traced
+        ones only by shape).
     """
-    copy_lrs = jnp.asarray(copy_lrs, jnp.float32)
-    posterior = jnp.asarray(posterior, jnp.float32)
-    if copy_lrs.shape != posterior.shape:
-        raise ValueError(
-            f"copy_lrs and posterior must have the same shape, got {copy_lrs.shape} and {posterior.shape}."
-        )
+    copy_lrs = _vector(
+        "copy_lrs", copy_lrs, "a non-empty 1-D array of finite rates > 0",
+        lambda x: x.ndim == 1 and x.size > 0 and bool(np.all(np.isfinite(x) & (x > 0))),
+    )  # fmt: skip
+    posterior = _vector(
+        "posterior", posterior,
+        f"weights >= 0 with a positive sum, of the shape of copy_lrs {tuple(copy_lrs.shape)}",
+        lambda a: a.shape == copy_lrs.shape
+        and bool(np.all(np.isfinite(a) & (a >= 0)) and np.sum(a) > 0),
+        shape=copy_lrs.shape,
+    )  # fmt: skip
     return jnp.exp(jnp.sum(posterior * jnp.log(copy_lrs)) / jnp.sum(posterior))
+
+
+def _vector(
+    name: str, value: Any, what: str, valid: Callable[[np.ndarray], bool], shape: Any = None
+) -> jax.Array:
+    """``value`` as a float32 array, checked by ``valid`` when concrete (by ``shape`` when traced)."""
+    if checks.is_traced(value):
+        if shape is not None and value.shape != shape:
+            checks.fail(name, what, value, shown=checks.brief(value))
+        return jnp.asarray(value, jnp.float32)
+    try:
+        array = np.asarray(value, np.float64)
+    except (TypeError, ValueError):
+        array = None
+    if array is None or not valid(array):
+        checks.fail(name, what, value, shown=checks.brief(value))
+    return jnp.asarray(value, jnp.float32)
 
 
 def copies_finite(head_params: Any) -> jax.Array:
@@ -174,7 +201,7 @@ class AlraoHead(nn.Module):
     The fields are checked when the module is set up (``init`` / ``apply``): ``ValueError`` naming the
     field for ``num_outputs`` / ``num_copies`` not positive integers, an unknown ``task`` or
     ``averaging``, ``sigma`` not a finite number > 0, ``theta`` outside ``(0, 1)``, a ``copy_chunk_size``
-    outside ``[1, N]``.
+    outside ``[1, N]``, ``kernel_init`` / ``bias_init`` not callable.
 
     Example:
       >>> head = AlraoHead(num_outputs=10, num_copies=6)
@@ -199,6 +226,10 @@ class AlraoHead(nn.Module):
         checks.one_of("averaging", self.averaging, AVERAGING)
         checks.positive("sigma", self.sigma)
         checks.in_unit_interval("theta", self.theta, closed_left=False)
+        for name in ("kernel_init", "bias_init"):
+            checks.function(
+                name, getattr(self, name), "an initializer (e.g. nn.initializers.zeros)"
+            )
 
     def averager(self) -> switch_lib.Averager:
         return switch_lib.make_averager(self.averaging, self.num_copies, theta=self.theta)

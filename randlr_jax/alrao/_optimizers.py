@@ -375,7 +375,10 @@ def alrao_loss(
         traced, then unchecked).
 
     Raises:
-      ValueError: an unknown ``task`` or a bad ``sigma``.
+      ValueError: an unknown ``task``, a bad ``sigma``, or arrays of the wrong shapes (checked from
+        the shapes, also when traced): ``copy_outputs_own`` a float array ``(N, B, ..., K)``,
+        ``copy_outputs_mix`` of its shape, ``targets`` integer labels ``(B, ...)`` (classification)
+        or ``(B, ..., K)`` (regression), ``log_posterior`` ``(N,)``, ``params_finite`` bool ``(N,)``.
 
     Returns:
       ``(loss, aux)``; ``aux`` has ``mixture_loss`` (the loss of the model's prediction: with every copy
@@ -386,6 +389,22 @@ def alrao_loss(
     """
     checks.one_of("task", task, cc.TASKS)
     checks.positive("sigma", sigma)
+    checks.array_like(
+        "copy_outputs_own", copy_outputs_own, "a float array of the copies' outputs (N, B, ..., K)"
+    )
+    if copy_outputs_own.ndim < 2 or not jnp.issubdtype(copy_outputs_own.dtype, jnp.floating):
+        checks.fail(
+            "copy_outputs_own", "a float array of the copies' outputs (N, B, ..., K)",
+            copy_outputs_own, shown=checks.brief(copy_outputs_own),
+        )  # fmt: skip
+    shape = tuple(copy_outputs_own.shape)
+    if not (hasattr(copy_outputs_mix, "shape") and tuple(copy_outputs_mix.shape) == shape):
+        checks.fail(
+            "copy_outputs_mix", f"an array of the shape of copy_outputs_own {shape}",
+            copy_outputs_mix, shown=checks.brief(copy_outputs_mix),
+        )  # fmt: skip
+    _check_targets(targets, shape[1:], task)
+    _check_per_copy(log_posterior, params_finite, shape[0], "copy_outputs_own.shape[0]")
     n = copy_outputs_own.shape[0]
     out_finite = jnp.all(jnp.isfinite(copy_outputs_own.reshape(n, -1)), axis=1)
     finite = params_finite & out_finite
@@ -438,12 +457,40 @@ def alrao_loss_chunked(
 
     Returns:
       ``(loss, aux)`` as :func:`alrao_loss`.
+
+    Raises:
+      ValueError: as :func:`alrao_loss` (``targets`` checked against the outputs ``apply_copies``
+        gives, from shapes only), a non-callable ``apply_copies``, ``head_params`` without a copy
+        axis of size ``N`` (``log_posterior``'s length), ``features`` that ``apply_copies`` cannot
+        take with ``head_params``, a ``chunk_size`` outside ``[1, N]``.
     """
+    checks.function(
+        "apply_copies", apply_copies, "a function (head_params, features) -> (c, B, ..., K)"
+    )
+    checks.array_like("log_posterior", log_posterior, "the averaging log-weights (N,)")
+    if log_posterior.ndim != 1:
+        checks.fail(
+            "log_posterior", "the averaging log-weights (N,)", log_posterior,
+            shown=checks.brief(log_posterior),
+        )  # fmt: skip
     n = log_posterior.shape[0]
+    _check_head_params(head_params, n)
+    _check_per_copy(log_posterior, params_finite, n, "the copies of head_params")
     if cc.check_copy_chunk_size(chunk_size, n, "chunk_size") is None:
         checks.fail("chunk_size", f"an integer in [1, N={n}]", None)
     checks.one_of("task", task, cc.TASKS)
     checks.positive("sigma", sigma)
+    checks.array_like("features", features, "the classifier's input (B, ..., D)")
+    try:
+        one_copy = jax.eval_shape(
+            apply_copies, jax.tree.map(lambda x: x[:1], head_params), features
+        )
+    except Exception as error:  # the shapes do not fit (JAX's or Flax's error, kept as the cause)
+        raise ValueError(
+            f"features must be the classifier's input (B, ..., D) that apply_copies takes with "
+            f"head_params, got {checks.brief(features)}: {type(error).__name__}: {error}"
+        ) from error
+    _check_targets(targets, tuple(one_copy.shape[1:]), task)
 
     def chunk(params, features, log_post, finite_params):
         def log_likelihoods(params, features):
@@ -467,7 +514,6 @@ def alrao_loss_chunked(
         own_ll, mix_ll, keep, part = chunk(params, features, log_post, finite_params)
         return cc.mixture_combine(task, running, part), (own_ll, mix_ll, keep)
 
-    one_copy = jax.eval_shape(apply_copies, jax.tree.map(lambda x: x[:1], head_params), features)
     running = cc.mixture_init(task, one_copy.shape[1:], one_copy.dtype)
     xs = cc.to_copy_chunks((head_params, log_posterior, params_finite), chunk_size)
     running, per_copy = jax.lax.scan(body, running, xs)
@@ -483,6 +529,54 @@ def alrao_loss_chunked(
     )
     aux["mixture_log_probs" if task == "classification" else "prediction"] = mixture
     return loss, aux
+
+
+def _check_targets(targets: Any, output_shape: tuple[int, ...], task: str) -> None:
+    """``targets`` against one copy's outputs ``(B, ..., K)``: integer labels ``(B, ...)``
+    (classification) or numeric targets ``(B, ..., K)`` (regression: ``(B, 1)`` against ``K = 2``
+    would broadcast silently)."""
+    if task == "classification":
+        shape, what = output_shape[:-1], "integer labels"
+        ok = hasattr(targets, "dtype") and jnp.issubdtype(targets.dtype, jnp.integer)
+    else:
+        shape, what = output_shape, "targets"
+        ok = hasattr(targets, "dtype") and jnp.issubdtype(targets.dtype, jnp.number)
+    if not (ok and tuple(targets.shape) == shape):
+        checks.fail(
+            "targets", f"{what} of shape {shape} (the outputs' (B, ..., K) = {output_shape}, "
+            f"task={task!r})", targets, shown=checks.brief(targets),
+        )  # fmt: skip
+
+
+def _check_per_copy(log_posterior: Any, params_finite: Any, n: int, source: str) -> None:
+    """``log_posterior`` ``(N,)`` and ``params_finite`` bool ``(N,)``, ``N`` from ``source``."""
+    if not (hasattr(log_posterior, "shape") and tuple(log_posterior.shape) == (n,)):
+        checks.fail(
+            "log_posterior", f"the averaging log-weights of shape (N,) = ({n},) (N: {source})",
+            log_posterior, shown=checks.brief(log_posterior),
+        )  # fmt: skip
+    if not (
+        hasattr(params_finite, "dtype")
+        and params_finite.dtype == jnp.bool_
+        and tuple(params_finite.shape) == (n,)
+    ):
+        checks.fail(
+            "params_finite", f"a bool array of shape (N,) = ({n},) (N: {source})",
+            params_finite, shown=checks.brief(params_finite),
+        )  # fmt: skip
+
+
+def _check_head_params(head_params: Any, n: int) -> None:
+    """The copies' parameters: a non-empty pytree of arrays, each with the copy axis first, of size
+    ``N`` (``log_posterior``'s length)."""
+    leaves = jax.tree.leaves(head_params)
+    sizes = sorted({tuple(getattr(leaf, "shape", ()))[:1] for leaf in leaves})
+    if not leaves or sizes != [(n,)] or not all(hasattr(leaf, "dtype") for leaf in leaves):
+        checks.fail(
+            "head_params", f"the copies' parameters, every array with the copy axis first of size "
+            f"N = {n} (log_posterior's length)", head_params,
+            shown=f"leading sizes {[s[0] if s else None for s in sizes]}" if leaves else None,
+        )  # fmt: skip
 
 
 def _copy_log_likelihoods(

@@ -35,6 +35,7 @@ import numpy as np
 from jax.experimental import mesh_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from randlr_jax import _checks as checks
 from randlr_jax.training._sharding import COPY_AXIS, DATA_AXIS, put_global
 from randlr_jax.training._state import TrainState
 
@@ -42,9 +43,19 @@ HEAD = "head"
 
 
 def _check_positive_int(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}.")
-    return int(value)
+    return checks.positive_int(name, value)
+
+
+def _check_state_and_mesh(state: Any, mesh: Any, head_key: Any) -> None:
+    if not isinstance(state, TrainState):
+        checks.fail(
+            "state",
+            "a TrainState (randlr_jax.training.create_train_state, or its jax.eval_shape)",
+            state,
+            shown=checks.brief(state),
+        )
+    checks.mesh("mesh", mesh)
+    checks.name_string("head_key", head_key)
 
 
 def make_copy_mesh(data: int, copies: int, devices: Sequence[jax.Device] | None = None) -> Mesh:
@@ -58,13 +69,13 @@ def make_copy_mesh(data: int, copies: int, devices: Sequence[jax.Device] | None 
         neighbouring devices).
 
     Raises:
-      ValueError: ``data`` or ``copies`` not a positive integer, or ``data * copies`` not the number of
-        devices.
+      ValueError: ``data`` or ``copies`` not a positive integer, ``devices`` not a sequence of distinct
+        devices, or ``data * copies`` not the number of devices.
     """
     data = _check_positive_int("data", data)
     copies = _check_positive_int("copies", copies)
     given = devices is not None
-    devices = list(jax.devices() if devices is None else devices)
+    devices = jax.devices() if devices is None else checks.devices("devices", devices)
     if data * copies != len(devices):
         raise ValueError(
             f"data * copies must equal the number of devices ({len(devices)}), got data={data} * "
@@ -128,9 +139,11 @@ def state_shardings(state: TrainState, mesh: Mesh, head_key: str = HEAD) -> Trai
       A ``TrainState`` of ``NamedSharding`` (usable as ``jax.jit``'s ``in_shardings``/``out_shardings``).
 
     Raises:
-      ValueError: the mesh has no ``"copies"`` axis, ``params[head_key]`` is missing or has no common
-        copy axis, or ``N`` is not divisible by the ``"copies"`` axis size.
+      ValueError: ``state`` not a ``TrainState``, ``mesh`` not a mesh or without a ``"copies"`` axis,
+        ``params[head_key]`` missing or without a common copy axis, or ``N`` not divisible by the
+        ``"copies"`` axis size.
     """
+    _check_state_and_mesh(state, mesh, head_key)
     if COPY_AXIS not in mesh.axis_names:
         raise ValueError(
             f"mesh must have a {COPY_AXIS!r} axis (see make_copy_mesh), got axes {mesh.axis_names}."
@@ -197,7 +210,13 @@ def jit_sharded_step(
       mesh: the mesh (:func:`make_copy_mesh`).
       head_key: as :func:`state_shardings`.
       donate: donate the input state's buffers (the step returns a new one).
+
+    Raises:
+      ValueError: ``train_step`` not callable, ``donate`` not a bool, or the arguments of
+        :func:`state_shardings`.
     """
+    checks.function("train_step", train_step, "a function (state, batch) -> (state, metrics)")
+    donate = checks.boolean("donate", donate)
     shardings = state_shardings(state, mesh, head_key)
     replicated = NamedSharding(mesh, PartitionSpec())
     return jax.jit(

@@ -21,7 +21,9 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from randlr_jax import _checks as checks
 from randlr_jax.alrao import _copies as cc
+from randlr_jax.alrao import _guard as guard_lib
 from randlr_jax.alrao import _switch as switch_lib
 from randlr_jax.alrao._optimizers import HEAD, alrao_loss, alrao_loss_chunked
 from randlr_jax.training._state import TrainState
@@ -36,6 +38,7 @@ def make_alrao_train_step(
     catch_up: bool = False,
     catch_up_threshold: float = -20.0,
     extra_args_fn: Callable | None = None,
+    feature_guard: bool = False,
 ) -> Callable[[TrainState, dict], tuple[TrainState, dict]]:
     """One compiled Alrao step: forward, all gradients, both updates and the posterior update.
 
@@ -53,6 +56,13 @@ def make_alrao_train_step(
       catch_up: reset copies whose log-posterior is below ``catch_up_threshold`` to the posterior-weighted
         average of all copies (the reference code's ``catch_up``; off by default).
       extra_args_fn: optional ``(state, batch, loss) -> dict`` of extra keyword arguments for ``tx.update``.
+      feature_guard: our extension (not in the paper; off by default): a feature of the body (a unit of
+        a ``nn.Dense``, a channel of a ``nn.Conv``) whose output or parameters turn non-finite is
+        frozen (its rate set to zero) and silenced (its kernel column and bias entry set to zero), so a
+        diverging ReLU feature no longer kills every copy (:mod:`randlr_jax.alrao._guard`, with the
+        math and the activation assumption ``act(0) = 0``). Bit for bit the unguarded step while no
+        feature diverges. Adds the metric ``dead_features``; :func:`randlr_jax.alrao.feature_guard_dead`
+        reads the masks from a state.
 
     Returns:
       ``train_step(state, batch) -> (state, metrics)``; metrics: ``loss`` (the mixture's: with every
@@ -66,6 +76,7 @@ def make_alrao_train_step(
         raise ValueError(
             f"task must be 'classification', 'language_model' or 'regression', got {task!r}."
         )
+    feature_guard = checks.boolean("feature_guard", feature_guard)
     head = model.head
     if not isinstance(head, cc.AlraoHead):
         raise ValueError(
@@ -170,6 +181,10 @@ def make_alrao_train_step(
             metrics["accuracy"] = jnp.mean(predictions == batch["y"])
         return metrics
 
+    if feature_guard:
+        loss_fn, after_update, alrao_metrics = guard_lib.guard_hooks(
+            loss_fn, after_update, alrao_metrics
+        )
     return make_train_step(
         model,
         tx,

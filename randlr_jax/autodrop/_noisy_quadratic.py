@@ -36,6 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from randlr_jax import _checks as checks
 from randlr_jax.autodrop._autodrop import AutoDropState, angle_degrees
 
 
@@ -50,12 +51,10 @@ def seed_problem(dim: int = 200, noise_scale: float = 1.0) -> NoisyQuadratic:
     """The seed's NQM: ``a_i = i / 10`` for ``i = 1..dim`` and ``Sigma = noise_scale * A``.
 
     Raises:
-      ValueError: ``dim < 1`` or ``noise_scale <= 0``.
+      ValueError: ``dim`` not a positive integer or ``noise_scale`` not a finite number ``> 0``.
     """
-    if not isinstance(dim, int) or dim < 1:
-        raise ValueError(f"dim must be a positive integer, got {dim!r}.")
-    if not noise_scale > 0:
-        raise ValueError(f"noise_scale must be > 0, got {noise_scale!r}.")
+    dim = checks.positive_int("dim", dim)
+    checks.positive("noise_scale", noise_scale)
     curvature = jnp.arange(1, dim + 1, dtype=jnp.float32) / 10.0
     return NoisyQuadratic(curvature, noise_scale * curvature)
 
@@ -65,9 +64,24 @@ def loss(problem: NoisyQuadratic, x: jax.Array) -> jax.Array:
     return 0.5 * jnp.sum(problem.curvature * jnp.square(x), axis=-1)
 
 
+def _check_problem(problem: NoisyQuadratic) -> tuple[int, ...]:
+    """A :class:`NoisyQuadratic` of two numeric ``(d,)`` arrays (shapes checked when traced too);
+    returns ``(d,)``."""
+    what = "a NoisyQuadratic of two (d,) arrays (e.g. seed_problem())"
+    if not isinstance(problem, NoisyQuadratic):
+        checks.fail("problem", what, problem, shown=checks.brief(problem))
+    shapes = {np.shape(leaf) if hasattr(leaf, "shape") else None for leaf in problem}
+    if len(shapes) != 1 or None in shapes or len(next(iter(shapes))) != 1:
+        checks.fail("problem", what, problem, shown=checks.brief(problem))
+    checks.numeric_leaves("problem", tuple(problem), what, keys=False)
+    return next(iter(shapes))
+
+
 def _check_stable(problem: NoisyQuadratic, alpha: float) -> None:
-    if not isinstance(alpha, (int, float)) or isinstance(problem.curvature, jax.core.Tracer):
+    _check_problem(problem)
+    if checks.positive("alpha", alpha) is None or checks.is_traced(problem.curvature):
         return  # traced values are not checked
+    alpha = float(alpha)
     largest = float(np.max(np.asarray(problem.curvature)))
     if not 0 < alpha * largest < 2:
         raise ValueError(
@@ -100,6 +114,7 @@ def stationary_cosine(problem: NoisyQuadratic, alpha: float) -> jax.Array:
 
 def stationary_sample(problem: NoisyQuadratic, alpha: float, key: chex.PRNGKey) -> jax.Array:
     """A draw of ``x`` from GD's stationary distribution (Gaussian, independent coordinates)."""
+    checks.prng_key("key", key)
     std = jnp.sqrt(stationary_variance(problem, alpha))
     return std * jax.random.normal(key, std.shape, jnp.float32)
 
@@ -128,7 +143,22 @@ def simulate(
       ``angle`` (degrees between ``s_t`` and ``s_{t-1}``; 90 at ``t = 0``, where ``s_{-1} = 0``), ``inner``
       (``<s_t, s_{t-1}>``), ``learning_rate`` (AutoDrop's current rate when ``tx`` holds its state, else
       NaN) and the final ``x`` of shape ``(d,)``.
+
+    Raises:
+      ValueError: a bad ``problem``, ``tx`` not an Optax transformation, ``x0`` not a ``(d,)`` array,
+        ``key`` not a PRNG key or ``steps`` not a positive integer (shapes checked when traced too).
     """
+    shape = _check_problem(problem)
+    checks.transformation("tx", tx)
+    if not checks.is_traced(x0):
+        try:
+            x0 = np.asarray(x0, np.float32) if not hasattr(x0, "shape") else x0
+        except (TypeError, ValueError):
+            checks.fail("x0", f"a start of shape {shape} (the problem's)", x0)
+    if not hasattr(x0, "shape") or tuple(x0.shape) != shape:
+        checks.fail("x0", f"a start of shape {shape} (the problem's)", x0, shown=checks.brief(x0))
+    checks.prng_key("key", key)
+    steps = checks.positive_int("steps", steps)
     a, std = problem.curvature, jnp.sqrt(problem.noise_variance)
 
     def body(carry, step_key):

@@ -46,6 +46,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from randlr_jax import _checks as checks
 from randlr_jax.training._steps import apply_step
 
 MakeOptimizer = Callable[[Any], optax.GradientTransformation]
@@ -80,8 +81,23 @@ class MetaTrainResult(NamedTuple):
 
 
 def _check_positive_int(name: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value <= 0:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+    checks.positive_int(name, value)
+
+
+def _check_builders(
+    make_optimizer: Any, loss_fn: Any, second_order: Any, remat: Any, mesh: Any
+) -> None:
+    """The arguments every meta-training entry point shares (checked before anything is traced)."""
+    checks.function(
+        "make_optimizer",
+        make_optimizer,
+        "a function lstm_params -> optax.GradientTransformation (e.g. lambda p: noh_adam(p))",
+    )
+    checks.function("loss_fn", loss_fn, "a function (params, batch) -> scalar loss")
+    checks.boolean("second_order", second_order)
+    checks.boolean("remat", remat)
+    if mesh is not None:
+        checks.mesh("mesh", mesh, ("data",))
 
 
 def make_truncation_loss(
@@ -107,7 +123,12 @@ def make_truncation_loss(
 
     Returns:
       The truncation loss, differentiable in its first argument.
+
+    Raises:
+      ValueError: a non-callable ``make_optimizer`` or ``loss_fn``, a flag that is not a bool, or a
+        ``mesh`` that is not a mesh with a ``"data"`` axis.
     """
+    _check_builders(make_optimizer, loss_fn, second_order, remat, mesh)
     constrain = _batch_constraint(mesh)
 
     def truncation_loss(lstm_params, optimizee: OptimizeeState, data, batch_indices):
@@ -164,7 +185,13 @@ def make_meta_step(
 
     Metrics: ``meta_loss``, ``meta_grad_norm`` (before clipping), ``finite`` (bool), ``final_loss`` (the last
     step's training loss). ``mesh``: as :func:`make_truncation_loss`.
+
+    Raises:
+      ValueError: as :func:`make_truncation_loss`, or a ``meta_optimizer`` that is not an Optax
+        transformation.
     """
+    _check_builders(make_optimizer, loss_fn, second_order, remat, mesh)
+    checks.transformation("meta_optimizer", meta_optimizer)
     truncation_loss = make_truncation_loss(
         make_optimizer, loss_fn, second_order=second_order, remat=remat, mesh=mesh
     )
@@ -202,16 +229,23 @@ def make_meta_optimizer(
     """Adam at ``meta_learning_rate`` after clipping the meta-gradient to global norm ``max_meta_grad_norm``.
 
     Raises:
-      ValueError: ``meta_learning_rate <= 0`` or ``max_meta_grad_norm <= 0`` (``None`` disables clipping).
+      ValueError: ``meta_learning_rate`` or ``max_meta_grad_norm`` not a finite number ``> 0``
+        (``None`` disables clipping).
     """
-    if isinstance(meta_learning_rate, bool) or not meta_learning_rate > 0:
-        raise ValueError(f"meta_learning_rate must be > 0, got {meta_learning_rate!r}.")
+    _check_meta_optimizer_args(meta_learning_rate, max_meta_grad_norm)
     adam = optax.adam(meta_learning_rate)
     if max_meta_grad_norm is None:
         return adam
-    if not max_meta_grad_norm > 0:
-        raise ValueError(f"max_meta_grad_norm must be > 0 or None, got {max_meta_grad_norm!r}.")
     return optax.chain(optax.clip_by_global_norm(max_meta_grad_norm), adam)
+
+
+def _check_meta_optimizer_args(meta_learning_rate: Any, max_meta_grad_norm: Any) -> None:
+    checks.positive("meta_learning_rate", meta_learning_rate)
+    if max_meta_grad_norm is not None:
+        checks.in_range(
+            "max_meta_grad_norm", max_meta_grad_norm, 0.0, float("inf"), low_open=True,
+            high_open=True, what="a finite number > 0 or None (no clipping)",
+        )  # fmt: skip
 
 
 def sample_batch_indices(
@@ -294,13 +328,17 @@ def meta_train(
       ``truncation``, ``meta_loss``, ``meta_grad_norm``, ``finite``, ``final_loss``) and the skipped count.
 
     Raises:
-      ValueError: non-positive sizes, ``horizon`` not a multiple of ``unroll_length``, or data whose
-        leaves do not share a leading axis.
+      ValueError: non-positive sizes, ``horizon`` not a multiple of ``unroll_length``, data whose
+        leaves are not numeric arrays sharing a leading axis, ``batch_size`` larger than that axis, a
+        bad key, flag, callable, mesh or meta-optimizer setting: all checked before anything is
+        compiled.
 
     Example:
       >>> result = meta_train(init_proposer_params(LSTMRateProposer(), key), noh_adam, loss_fn,
       ...                     params, {"x": x, "y": y}, key=key, batch_size=120)
     """
+    _check_builders(make_optimizer, loss_fn, second_order, remat, mesh)
+    checks.prng_key("key", key)
     for name, value in (
         ("batch_size", batch_size),
         ("horizon", horizon),
@@ -312,14 +350,27 @@ def meta_train(
         raise ValueError(
             f"horizon must be a multiple of unroll_length ({unroll_length}), got {horizon}."
         )
-    sizes = {int(np.shape(leaf)[0]) for leaf in jax.tree.leaves(data) if np.ndim(leaf) > 0}
-    if len(sizes) != 1 or any(np.ndim(leaf) == 0 for leaf in jax.tree.leaves(data)):
+    checks.numeric_leaves(
+        "data", data, "a pytree of numeric arrays sharing a leading axis of examples",
+        non_empty=True, leading_axis=True, keys=False,
+    )  # fmt: skip
+    sizes = {int(np.shape(leaf)[0]) for leaf in jax.tree.leaves(data)}
+    if len(sizes) != 1:
         raise ValueError(
             f"data must be a pytree of arrays sharing a leading axis of examples, got leading sizes "
             f"{sorted(sizes)}."
         )
+    (num_examples,) = sizes
+    if batch_size > num_examples:
+        raise ValueError(
+            f"batch_size must be <= the number of examples ({num_examples}) in data, got "
+            f"{batch_size}."
+        )
+    checks.function("callback", callback, "a function of each truncation's record", optional=True)
     if meta_optimizer is None:
         meta_optimizer = make_meta_optimizer(meta_learning_rate, max_meta_grad_norm)
+    else:
+        checks.transformation("meta_optimizer", meta_optimizer)
     meta_step = jax.jit(
         make_meta_step(
             make_optimizer,
@@ -340,7 +391,6 @@ def meta_train(
                 "data-parallel devices."
             )
         data, lstm_params, init_params = replicate((data, lstm_params, init_params), mesh)
-    (num_examples,) = sizes
     meta = MetaState(
         lstm_params=lstm_params,
         opt_state=meta_optimizer.init(lstm_params),
@@ -369,18 +419,62 @@ def meta_train(
 def save_lstm_params(path: str | os.PathLike, lstm_params: Any, config: Mapping[str, Any]) -> None:
     """Write ``lstm_params`` and a JSON-like ``config`` (how to rebuild the module) as msgpack.
 
+    Everything is checked and serialised before the file is opened: a bad argument leaves no file.
+
     Args:
       path: the file to write (parent directories are created).
-      lstm_params: the learned optimizer's parameters.
-      config: plain numbers / strings / nested dicts, e.g. ``{"kind": "noh", "module": {...},
-        "update_every": 10}``.
+      lstm_params: the learned optimizer's parameters (a non-empty pytree of numeric arrays).
+      config: plain numbers / strings / bools / ``None`` / lists / nested dicts with ``str`` keys, e.g.
+        ``{"kind": "noh", "module": {...}, "update_every": 10}``.
+
+    Raises:
+      ValueError: a ``path`` that is not a path, ``lstm_params`` that are not numeric arrays, a
+        ``config`` that is not such a dict (the message names the offending entry).
+      OSError: ``path`` cannot be written (e.g. ``IsADirectoryError``), naming it.
     """
+    path = checks.path("path", path)
+    checks.numeric_leaves(
+        "lstm_params", lstm_params, "a non-empty pytree of numeric arrays (the learned optimizer's "
+        "parameters)", non_empty=True, keys=False,
+    )  # fmt: skip
+    checks.mapping("config", config, "a dict of plain values (str keys)")
+    _check_plain("config", config)
     payload = {"config": dict(config), "params": jax.tree.map(np.asarray, lstm_params)}
-    directory = os.path.dirname(os.fspath(path))
-    if directory:
-        os.makedirs(directory, exist_ok=True)
-    with open(path, "wb") as f:
-        f.write(flax.serialization.msgpack_serialize(payload))
+    blob = flax.serialization.msgpack_serialize(payload)
+    try:
+        directory = os.path.dirname(path)
+        if directory:
+            os.makedirs(directory, exist_ok=True)
+        with open(path, "wb") as f:
+            f.write(blob)
+    except OSError as error:
+        raise type(error)(
+            f"path must be a file that can be written, got {path!r}: {error.strerror or error}."
+        ) from error
+
+
+_PLAIN = (str, bool, int, float, type(None))
+_PLAIN_WHAT = "a plain value (a number, str, bool, None, a list of them or a dict with str keys)"
+
+
+def _check_plain(where: str, value: Any) -> None:
+    """``value`` is JSON-like: msgpack writes it and reads it back as it was (tuples would come back
+    as lists, arrays belong in ``lstm_params``)."""
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                checks.fail(f"{where}'s keys", "str", key)
+            _check_plain(f"{where}[{key!r}]", item)
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            _check_plain(f"{where}[{index}]", item)
+    elif not isinstance(value, _PLAIN) and not (
+        isinstance(value, np.generic) and value.dtype.kind in "biuf"
+    ):
+        checks.fail(where, _PLAIN_WHAT, value, shown=checks.brief(value))
+
+
+_NOT_A_FILE = "a file written by save_lstm_params (or its bytes)"
 
 
 def load_lstm_params(source: str | os.PathLike | bytes) -> tuple[Any, dict]:
@@ -388,12 +482,55 @@ def load_lstm_params(source: str | os.PathLike | bytes) -> tuple[Any, dict]:
 
     Args:
       source: a path or the file's bytes.
+
+    Raises:
+      FileNotFoundError, IsADirectoryError, ...: ``source`` is a path that cannot be read, naming it.
+      ValueError: ``source`` is neither a path nor bytes, or not a learned-optimizer file (not
+        msgpack, or not the ``{"config", "params"}`` that ``save_lstm_params`` writes).
     """
-    if not isinstance(source, bytes):
-        with open(source, "rb") as f:
-            source = f.read()
-    payload = flax.serialization.msgpack_restore(source)
+    shown = None
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        blob = bytes(source)
+    else:
+        if isinstance(source, os.PathLike):
+            source = os.fspath(source)
+        if not isinstance(source, str) or not source:
+            checks.fail(
+                "source", f"a path (a non-empty str or os.PathLike) or {_NOT_A_FILE}", source
+            )
+        shown = repr(source)
+        try:
+            with open(source, "rb") as f:
+                blob = f.read()
+        except OSError as error:
+            raise type(error)(
+                f"source must be {_NOT_A_FILE}, got {source!r}: {error.strerror or error}."
+            ) from error
+    shown = shown or checks.brief(blob)
+    try:
+        payload = flax.serialization.msgpack_restore(blob)
+    except Exception as error:  # msgpack's own errors: ExtraData, ValueError, ...
+        raise ValueError(
+            f"source must be {_NOT_A_FILE}, got {shown}: not a learned-optimizer file (not msgpack: "
+            f"{error})."
+        ) from error
     if not isinstance(payload, dict) or set(payload) != {"config", "params"}:
-        raise ValueError("not a learned-optimizer file written by save_lstm_params.")
+        raise ValueError(
+            f"source must be {_NOT_A_FILE}, got {shown}: not a learned-optimizer file (no "
+            "'config' and 'params')."
+        )
+    if not isinstance(payload["config"], dict):
+        raise ValueError(
+            f"source must be {_NOT_A_FILE}, got {shown}: not a learned-optimizer file (its config "
+            f"is {checks.brief(payload['config'])}, not a dict)."
+        )
+    try:
+        checks.numeric_leaves(
+            "params", payload["params"], "numeric arrays", non_empty=True, keys=False
+        )
+    except ValueError as error:
+        raise ValueError(
+            f"source must be {_NOT_A_FILE}, got {shown}: not a learned-optimizer file ({error})"
+        ) from None
     params = jax.tree.map(jnp.asarray, payload["params"])
     return params, payload["config"]

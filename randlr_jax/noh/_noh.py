@@ -194,7 +194,20 @@ class LSTMRateProposer(nn.Module):
 
 
 def init_proposer_params(proposer: nn.Module, key: chex.PRNGKey) -> Any:
-    """Fresh parameters (the ``"params"`` collection) of a coordinatewise proposer module."""
+    """Fresh parameters (the ``"params"`` collection) of a coordinatewise proposer module.
+
+    Raises:
+      ValueError: ``proposer`` is not a proposer module (one with ``initial_carry``), or ``key`` is
+        not a PRNG key.
+    """
+    if not isinstance(proposer, nn.Module) or not callable(
+        getattr(proposer, "initial_carry", None)
+    ):
+        checks.fail(
+            "proposer", "a coordinatewise proposer module (LSTMRateProposer() or LSTMUpdateProposer())",
+            proposer,
+        )  # fmt: skip
+    checks.prng_key("key", key)
     return proposer.init(key, jnp.zeros((1,), jnp.float32), proposer.initial_carry(1))["params"]
 
 

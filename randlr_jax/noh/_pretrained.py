@@ -12,6 +12,7 @@ Example:
 from __future__ import annotations
 
 import importlib.resources
+import inspect
 from typing import Any, NamedTuple
 
 import flax.linen as nn
@@ -64,9 +65,24 @@ def pretrained_optimizer(name: str, **kwargs: Any) -> optax.GradientTransformati
 
     ``"noh_*"``: :func:`randlr_jax.noh.noh_adam` with the saved ``update_every`` (``kwargs`` override it or set
     Adam's constants); ``"dmopt_*"``: :func:`randlr_jax.lstm_optimizer`.
+
+    Raises:
+      ValueError: unknown ``name``, a keyword argument the optimizer does not take (naming it), or a
+        bad value of one it takes.
     """
     loaded = load_pretrained(name)
     if loaded.config["kind"] == "noh":
+        factory = noh_lib.noh_adam
         kwargs = {"update_every": int(loaded.config["update_every"]), **kwargs}
-        return noh_lib.noh_adam(loaded.lstm_params, proposer=loaded.proposer, **kwargs)
-    return lstm_optimizer_lib.lstm_optimizer(loaded.lstm_params, proposer=loaded.proposer, **kwargs)
+    else:
+        factory = lstm_optimizer_lib.lstm_optimizer
+    allowed = [
+        p for p in inspect.signature(factory).parameters if p not in ("lstm_params", "proposer")
+    ]
+    for key, value in kwargs.items():
+        if key not in allowed:
+            raise ValueError(
+                f"{key}={value!r} is not an argument of {factory.__name__}, the optimizer of "
+                f"{name!r} (its arguments: {', '.join(allowed) or 'none'})."
+            )
+    return factory(loaded.lstm_params, proposer=loaded.proposer, **kwargs)

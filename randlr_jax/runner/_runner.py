@@ -93,7 +93,11 @@ def build_model(config: TrainConfig, spec: Any, head: Any = None) -> Any:
 
 
 def build_alrao(config: TrainConfig, spec: Any, task: str) -> tuple[Any, Any, Any]:
-    """Model with an Alrao head, the Alrao optimizer and its training step for ``config``."""
+    """Model with an Alrao head, the Alrao optimizer and its training step for ``config``.
+
+    ``optimizer_kwargs["feature_guard"]`` (default ``False``) goes to the step
+    (:func:`~randlr_jax.alrao.make_alrao_train_step`), not to the optimizer.
+    """
     from randlr_jax.alrao import _copies as classifier_copies
     from randlr_jax.alrao import _optimizers as _alrao
     from randlr_jax.alrao._step import make_alrao_train_step
@@ -115,8 +119,9 @@ def build_alrao(config: TrainConfig, spec: Any, task: str) -> tuple[Any, Any, An
     factory = {"alrao_sgd": _alrao.alrao_sgd, "alrao_adam": _alrao.alrao_adam}[config.optimizer]
     key = jax.random.fold_in(jax.random.key(config.loop.seed), 1)
     lr_min, lr_max = kwargs.pop("lr_min"), kwargs.pop("lr_max")
+    feature_guard = kwargs.pop("feature_guard", False)
     tx = factory(key, lr_min, lr_max, num_copies, **kwargs)
-    return model, tx, make_alrao_train_step(model, tx, task=task)
+    return model, tx, make_alrao_train_step(model, tx, task=task, feature_guard=feature_guard)
 
 
 # ``run_info`` keys kept at the top of ``config.json`` (the others describe the optimizer's arguments).

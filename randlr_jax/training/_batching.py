@@ -10,6 +10,8 @@ from collections.abc import Iterator
 
 import numpy as np
 
+from randlr_jax import _checks as checks
+
 
 def check_seed(seed: int, argument: str = "seed") -> None:
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
@@ -25,6 +27,12 @@ def common_length(arrays: dict[str, np.ndarray]) -> int:
     """The leading dimension shared by all arrays of ``arrays``."""
     if not isinstance(arrays, dict) or not arrays:
         raise ValueError(f"arrays must be a non-empty dict of arrays, got {arrays!r:.80}.")
+    for key, value in arrays.items():
+        if np.ndim(value) < 1:
+            checks.fail(
+                f"arrays[{key!r}]", "an array with a leading example axis", value,
+                shown=checks.brief(value),
+            )  # fmt: skip
     lengths = {key: len(value) for key, value in arrays.items()}
     if len(set(lengths.values())) != 1:
         raise ValueError(f"arrays must share their leading dimension, got lengths {lengths}.")
@@ -53,6 +61,7 @@ def num_batches(num_examples: int, batch_size: int, drop_remainder: bool) -> int
     ):
         raise ValueError(f"num_examples must be a non-negative int, got {num_examples!r}.")
     _check_positive_int(batch_size, "batch_size")
+    checks.boolean("drop_remainder", drop_remainder)
     if drop_remainder:
         return int(num_examples // batch_size)
     return int(-(-num_examples // batch_size))
@@ -60,6 +69,7 @@ def num_batches(num_examples: int, batch_size: int, drop_remainder: bool) -> int
 
 def epoch_permutation(num_examples: int, *, seed: int, epoch: int) -> np.ndarray:
     """The order of the examples in an epoch: ``default_rng([seed, epoch]).permutation(n)``."""
+    check_seed(num_examples, "num_examples")
     check_seed(seed)
     check_seed(epoch, "epoch")
     return np.random.default_rng([int(seed), int(epoch)]).permutation(num_examples)
@@ -108,6 +118,8 @@ def batch_iterator(
     """
     n = common_length(arrays)
     _check_positive_int(batch_size, "batch_size")
+    checks.boolean("shuffle", shuffle)
+    checks.boolean("drop_remainder", drop_remainder)
     if batch_size > n:
         raise ValueError(
             f"batch_size must be at most the number of examples ({n}), got {batch_size!r}."
@@ -191,7 +203,7 @@ def lm_batch_iterator(
     count = lm_num_batches(len(tokens), batch_size, seq_len)
     if count == 0:
         raise ValueError(
-            f"batch_size={batch_size!r} streams of seq_len={seq_len!r} do not fit in "
+            f"batch_size={batch_size!r} streams of seq_len={seq_len!r} do not fit in the "
             f"{len(tokens)} tokens "
             f"(at least batch_size * (seq_len + 1) = {batch_size * (seq_len + 1)} are needed)."
         )

@@ -17,6 +17,8 @@ from typing import Any
 import jax
 import numpy as np
 
+from randlr_jax import _checks as checks
+
 
 def _orbax() -> Any:
     try:
@@ -34,15 +36,26 @@ class Checkpointer:
 
     Args:
       directory: where the checkpoints live (created if missing); made absolute.
-      max_to_keep: how many checkpoints to keep (older ones are deleted).
+      max_to_keep: how many checkpoints to keep (older ones are deleted), a positive integer.
+
+    Raises:
+      ValueError: ``directory`` not a path or ``max_to_keep`` not a positive integer (checked before
+        anything is created).
+      FileExistsError: ``directory`` is a file.
     """
 
     def __init__(self, directory: str | os.PathLike, max_to_keep: int = 2):
+        directory = checks.path("directory", directory)
+        max_to_keep = checks.positive_int("max_to_keep", max_to_keep)
         ocp = _orbax()
-        if max_to_keep < 1:
-            raise ValueError(f"max_to_keep must be >= 1, got {max_to_keep!r}.")
-        self.directory = os.path.abspath(os.fspath(directory))
-        os.makedirs(self.directory, exist_ok=True)
+        self.directory = os.path.abspath(directory)
+        try:
+            os.makedirs(self.directory, exist_ok=True)
+        except OSError as error:
+            raise type(error)(
+                f"directory must be a directory (or a path where one can be made), got "
+                f"{self.directory!r}: {error.strerror or error}."
+            ) from error
         options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True)
         self._manager = ocp.CheckpointManager(
             self.directory, options=options, item_names=("state", "meta")

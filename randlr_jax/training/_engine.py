@@ -53,6 +53,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from randlr_jax import _checks as checks
 from randlr_jax.training._checkpoint import Checkpointer
 from randlr_jax.training._feed import SplitFeed, prefetch
 from randlr_jax.training._progress import progress_bar, write_status
@@ -90,23 +91,96 @@ def prepare(
 ) -> tuple[str, jax.sharding.Mesh]:
     """Check the inputs, create ``workdir`` and build the mesh; returns ``(absolute workdir, mesh)``.
 
+    Everything is checked before ``workdir`` is created: the task, the loop settings, the path, the
+    structure of the splits (known split names, a ``"train"`` split, classification splits
+    ``{"x", "y"}`` of matching lengths, language-model splits 1-D token arrays), a batch that fits the
+    training split and divides over the mesh's data axis.
+
     Raises:
-      ValueError: an unknown ``task``, no ``"train"`` split, or a batch size that is not a multiple of the
-        mesh's data axis.
+      ValueError: naming the argument (``task``, ``config``, ``workdir``, ``splits``, ``batch_size``).
+      FileExistsError: ``workdir`` is a file.
     """
+    from randlr_jax.training._loop import LoopConfig  # (imported on use: _loop imports this module)
+
     if task not in TASKS:
         raise ValueError(f"task must be one of {TASKS}, got {task!r}.")
-    if "train" not in splits:
-        raise ValueError(f"splits must contain 'train', got keys {sorted(splits)}.")
-    workdir = os.path.abspath(os.fspath(workdir))
-    os.makedirs(workdir, exist_ok=True)
+    if not isinstance(config, LoopConfig):
+        checks.fail("config", "a LoopConfig (randlr_jax.training.LoopConfig(...))", config)
+    workdir = os.path.abspath(checks.path("workdir", workdir))
+    _check_split_structure(splits, task)
+    if task == "classification" and config.batch_size > len(splits["train"]["y"]):
+        raise ValueError(
+            f"batch_size {config.batch_size} is larger than the training split "
+            f"({len(splits['train']['y'])} examples)."
+        )
     mesh = make_mesh(config.num_devices, copies=copies)
     if config.batch_size % data_size(mesh):
         raise ValueError(
             f"batch_size {config.batch_size} must be a multiple of the number of data-parallel devices "
             f"({data_size(mesh)})."
         )
+    try:
+        os.makedirs(workdir, exist_ok=True)
+    except OSError as error:
+        raise type(error)(
+            f"workdir must be a directory (or a path where one can be made), got {workdir!r}: "
+            f"{error.strerror or error}."
+        ) from error
     return workdir, mesh
+
+
+_SPLIT_NAMES = ("train", "validation", "test")
+
+
+def _check_split_structure(splits: Any, task: str) -> None:
+    """The structure of ``splits`` (:func:`prepare`); the dtypes, shapes and values of the arrays are
+    checked by :class:`~randlr_jax.training._feed.SplitFeed`."""
+    what = "a dict of splits {'train': ..., 'validation': ..., 'test': ...}"
+    if not isinstance(splits, dict):
+        checks.fail("splits", what, splits, shown=checks.brief(splits))
+    unknown = [name for name in splits if name not in _SPLIT_NAMES]
+    if unknown:
+        checks.fail(
+            "splits", f"{what} (only those names: another one would be ignored)", splits,
+            shown=f"the split(s) {', '.join(map(repr, unknown))}",
+        )  # fmt: skip
+    if "train" not in splits:
+        raise ValueError(f"splits must contain 'train', got keys {sorted(splits)}.")
+    for name, split in splits.items():
+        where = f"splits[{name!r}]"
+        if task != "classification":
+            if isinstance(split, dict) or np.ndim(split) != 1:
+                checks.fail(
+                    where, f"a 1-D integer token array for task={task!r}", split,
+                    shown=checks.brief(split),
+                )  # fmt: skip
+            continue
+        if not isinstance(split, dict):
+            checks.fail(
+                where, "a dict {'x': inputs, 'y': labels} of arrays", split,
+                shown=type(split).__name__,
+            )  # fmt: skip
+        missing = [key for key in ("x", "y") if key not in split]
+        if missing:
+            hint = ""
+            if "y" in missing and "label" in split:
+                hint = " Rename 'label' to 'y' (the library's one name for labels)."
+            if "x" in missing and "image" in split:
+                hint += " Rename 'image' to 'x'."
+            raise ValueError(
+                f"{where} must have inputs 'x' and labels 'y', got keys {sorted(split)}: "
+                f"{' and '.join(map(repr, missing))} missing.{hint}"
+            )
+        x, y = split["x"], split["y"]
+        if np.ndim(x) < 1 or np.ndim(y) < 1:
+            checks.fail(
+                where, "inputs 'x' and labels 'y' with a leading example axis", split,
+                shown=f"shapes {np.shape(x)} and {np.shape(y)}",
+            )  # fmt: skip
+        if len(x) != len(y):
+            raise ValueError(
+                f"{where}: {len(x)} inputs 'x' but {len(y)} labels 'y'; they must match."
+            )
 
 
 def check_labels(data: SplitFeed, model: Any, carry: Any = None) -> None:

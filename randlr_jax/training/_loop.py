@@ -22,6 +22,7 @@ import jax
 import numpy as np
 import optax
 
+from randlr_jax import _checks as checks
 from randlr_jax.training import _engine as engine
 from randlr_jax.training import _plotting as plotting
 from randlr_jax.training import _run_record as run_record
@@ -85,6 +86,7 @@ class LoopConfig:
     on_divergence: str = "stop"
 
     def __post_init__(self):
+        """Every field checked when the config is made (``ValueError`` naming the field)."""
         for name in (
             "epochs",
             "batch_size",
@@ -94,23 +96,15 @@ class LoopConfig:
             "log_every",
             "copy_shards",
         ):
-            value = getattr(self, name)
-            if not isinstance(value, (int, np.integer)) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+            checks.positive_int(name, getattr(self, name))
         for name in ("patience", "checkpoint_every_steps", "num_devices"):
-            value = getattr(self, name)
-            if value is not None and (not isinstance(value, (int, np.integer)) or value < 1):
-                raise ValueError(f"{name} must be a positive integer or None, got {value!r}.")
-        if self.prefetch is not None and (
-            isinstance(self.prefetch, bool)
-            or not isinstance(self.prefetch, (int, np.integer))
-            or self.prefetch < 0
-        ):
-            raise ValueError(f"prefetch must be an integer >= 0 or None, got {self.prefetch!r}.")
-        if self.on_divergence not in engine.ON_DIVERGENCE:
-            raise ValueError(
-                f"on_divergence must be one of {engine.ON_DIVERGENCE}, got {self.on_divergence!r}."
-            )
+            checks.positive_int(name, getattr(self, name), optional=True)
+        checks.nonnegative_int("seed", self.seed)
+        checks.nonnegative_int("prefetch", self.prefetch, optional=True)
+        checks.boolean("drop_remainder", self.drop_remainder)
+        checks.boolean("progress", self.progress)
+        checks.text("description", self.description)
+        checks.one_of("on_divergence", self.on_divergence, engine.ON_DIVERGENCE)
 
 
 @dataclasses.dataclass
@@ -165,13 +159,32 @@ def fit(
       ``LoopConfig.on_divergence``), absent for a healthy one.
 
     Raises:
-      ValueError: bad splits (checked once, on the host, before training): classification labels that
-        are not integers of shape ``(N,)`` in ``[0, K)`` (``K``: the model's outputs), language-model
-        tokens outside ``[0, vocab)``, non-finite inputs; or bad settings.
+      ValueError: bad arguments, checked before anything is written or compiled (naming the argument:
+        a ``model`` without ``init``/``apply``, a ``tx`` that is no transformation, a ``config`` that
+        is no :class:`LoopConfig`, non-callable hooks or callbacks, splits of the wrong structure,
+        unknown split names or a batch larger than the training split); bad splits (checked once, on
+        the host, before training): classification labels that are not integers of shape ``(N,)`` in
+        ``[0, K)`` (``K``: the model's outputs), language-model tokens outside ``[0, vocab)``,
+        non-finite inputs.
+      FileExistsError: ``workdir`` is a file.
 
     Warns:
       TrainingDiverged: once, when the run is seen dead (``LoopConfig.on_divergence``).
     """
+    checks.model("model", model)
+    checks.transformation("tx", tx)
+    check_config(config)
+    checks.function(
+        "train_step", train_step, "a function (state, batch) -> (state, metrics)", optional=True
+    )
+    if isinstance(callbacks, (str, bytes)) or not isinstance(callbacks, Sequence):
+        checks.fail(
+            "callbacks", "a sequence (a list) of functions callback(step, metrics)", callbacks
+        )
+    for index, callback in enumerate(callbacks):
+        checks.function(f"callbacks[{index}]", callback, "a function callback(step, metrics)")
+    checks.function("place_state", place_state, "a function (state, mesh) -> state", optional=True)
+    checks.mapping("run_info", run_info, optional=True)
     workdir, mesh = engine.prepare(splits, config, workdir, task, copies=config.copy_shards)
     run_record.check_or_write(
         workdir,
@@ -224,6 +237,11 @@ def fit(
             warnings.warn(f"{path} not drawn: {error}", stacklevel=2)
     best = run.best
     return FitResult(run.state, best["params"], best["model_state"], run.history, summary)
+
+
+def check_config(config: Any) -> None:
+    if not isinstance(config, LoopConfig):
+        checks.fail("config", "a LoopConfig (randlr_jax.training.LoopConfig(...))", config)
 
 
 class _Single(engine.Face):

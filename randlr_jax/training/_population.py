@@ -34,6 +34,7 @@ References:
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import math
 import os
 from collections.abc import Callable, Sequence
@@ -44,11 +45,12 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from randlr_jax import _checks as checks
 from randlr_jax.training import _engine as engine
 from randlr_jax.training import _run_record as run_record
 from randlr_jax.training._early_stopping import EarlyStopping, MemberEarlyStopping
 from randlr_jax.training._feed import SplitFeed
-from randlr_jax.training._loop import LoopConfig
+from randlr_jax.training._loop import LoopConfig, check_config
 from randlr_jax.training._records import encode_record
 from randlr_jax.training._sharding import batch_sharded, put_global, replicate, to_host
 from randlr_jax.training._state import TrainState, create_train_state
@@ -80,16 +82,58 @@ def make_population_optimizer(
       ``optax.inject_hyperparams(optimizer)(learning_rate=1.0, **optimizer_kwargs)``; the placeholder
       rate ``1.0`` is replaced per member by :func:`init_population`.
 
+    Raises:
+      ValueError: ``optimizer`` not an Optax factory taking ``learning_rate``, or ``optimizer_kwargs``
+        naming ``learning_rate`` (the members' rates replace it) or an argument ``optimizer`` does
+        not take.
+
     Example:
       >>> tx = make_population_optimizer(optax.sgd, momentum=0.9)
     """
-    if not callable(optimizer):
-        raise ValueError(f"optimizer must be an Optax factory (callable), got {optimizer!r}.")
+    _check_optimizer(optimizer, optimizer_kwargs)
     return optax.inject_hyperparams(optimizer)(learning_rate=1.0, **optimizer_kwargs)
 
 
+def _check_optimizer(optimizer: Any, optimizer_kwargs: Any) -> None:
+    """``optimizer`` an Optax factory with a ``learning_rate`` argument, ``optimizer_kwargs`` a dict of
+    its other arguments (checked against its signature: no Optax ``TypeError`` later, inside
+    ``init``)."""
+    what = "an Optax factory with a learning_rate argument (e.g. optax.sgd)"
+    if not callable(optimizer):
+        checks.fail("optimizer", what, optimizer, shown=checks.brief(optimizer))
+    checks.mapping("optimizer_kwargs", optimizer_kwargs)
+    if "learning_rate" in optimizer_kwargs:
+        checks.fail(
+            "learning_rate", "left out of optimizer_kwargs (each member's rate replaces it)",
+            optimizer_kwargs["learning_rate"],
+        )  # fmt: skip
+    try:
+        signature = inspect.signature(optimizer)
+    except (TypeError, ValueError):  # a builtin without a signature: nothing to check
+        return
+    parameters = signature.parameters
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
+    if "learning_rate" not in parameters and not takes_any:
+        checks.fail("optimizer", what, optimizer)
+    for key, value in optimizer_kwargs.items():
+        if key not in parameters and not takes_any:
+            raise ValueError(
+                f"{key}={value!r} is not an argument of the optimizer {optimizer.__name__} (its "
+                f"arguments: {', '.join(parameters)})."
+            )
+
+
 def _check_rates(learning_rates: Any) -> np.ndarray:
-    rates = np.asarray(learning_rates, np.float64)
+    what = "a non-empty 1-D sequence of finite rates > 0"
+    if isinstance(learning_rates, (str, bytes)):
+        checks.fail("learning_rates", what, learning_rates)
+    try:
+        rates = np.asarray(learning_rates)
+        if rates.dtype == bool or not np.issubdtype(rates.dtype, np.number):
+            raise TypeError
+        rates = rates.astype(np.float64)
+    except (TypeError, ValueError):
+        checks.fail("learning_rates", what, learning_rates, shown=checks.brief(learning_rates))
     if rates.ndim != 1 or rates.size < 1:
         raise ValueError(
             f"learning_rates must be a non-empty 1-D sequence, got shape {rates.shape}."
@@ -123,8 +167,21 @@ def init_population(
 
     Returns:
       A :class:`~randlr_jax.training.TrainState` whose every leaf has a leading axis of size ``K``.
+
+    Raises:
+      ValueError: a bad argument (naming it): ``model`` not a Flax module, ``tx`` not a
+        transformation keeping its learning rate, bad ``learning_rates``, ``key`` not a PRNG key,
+        ``sample_input`` not an array with a leading axis.
     """
+    checks.model("model", model)
+    checks.transformation("tx", tx)
     rates = _check_rates(learning_rates)
+    checks.prng_key("key", key)
+    if not hasattr(sample_input, "shape") or len(sample_input.shape) < 1:
+        checks.fail(
+            "sample_input", "a batch of inputs (an array with a leading axis)", sample_input,
+            shown=checks.brief(sample_input),
+        )  # fmt: skip
 
     def member(rate):
         state = create_train_state(model, tx, key, sample_input, carry=carry)
@@ -277,11 +334,20 @@ def fit_population(
     Returns:
       A :class:`PopulationResult`.
 
+    Raises:
+      ValueError: a bad argument, checked before anything is written or compiled (naming it), or
+        bad splits (as :func:`~randlr_jax.training.fit`).
+      FileExistsError: ``workdir`` is a file.
+
     Example:
       >>> result = fit_population(model, [1e-3, 1e-2, 1e-1], splits, LoopConfig(epochs=5), "runs/grid")
       >>> result.summary["best_learning_rate"]
     """
+    checks.model("model", model)
     rates = _check_rates(learning_rates)
+    check_config(config)
+    _check_optimizer(optimizer, {} if optimizer_kwargs is None else optimizer_kwargs)
+    checks.mapping("run_info", run_info, optional=True)
     num_members = len(rates)
     workdir, mesh = engine.prepare(splits, config, workdir, task)
     run_record.check_or_write(

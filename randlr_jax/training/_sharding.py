@@ -23,14 +23,14 @@ import numpy as np
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from randlr_jax import _checks as checks
+
 DATA_AXIS = "data"
 COPY_AXIS = "copies"
 
 
 def _check_positive_int(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}.")
-    return int(value)
+    return checks.positive_int(name, value)
 
 
 def make_mesh(
@@ -49,14 +49,19 @@ def make_mesh(
         ``"data"`` axis gets the remaining ``num_devices // copies`` devices.
 
     Raises:
-      ValueError: ``num_devices`` out of range, or not a multiple of ``copies``.
+      ValueError: ``num_devices`` out of range, or not a multiple of ``copies``; ``devices`` not a
+        sequence of distinct devices.
     """
     copies = _check_positive_int("copies", copies)
     if devices is None:
         available = jax.devices()
         if num_devices is None:
             num_devices = len(available)
-        if not isinstance(num_devices, (int, np.integer)) or not 1 <= num_devices <= len(available):
+        if (
+            isinstance(num_devices, (bool, np.bool_))
+            or not isinstance(num_devices, (int, np.integer))
+            or not 1 <= num_devices <= len(available)
+        ):
             raise ValueError(
                 f"num_devices must be between 1 and the {len(available)} devices, got {num_devices!r}."
             )
@@ -66,7 +71,7 @@ def make_mesh(
                 f"{jax.process_count()} processes) in a multi-process run, got {num_devices!r}."
             )
         devices = available[:num_devices]
-    devices = list(devices)
+    devices = checks.devices("devices", devices)
     if len(devices) % copies:
         raise ValueError(
             f"copies={copies} must divide the number of devices ({len(devices)}): the mesh is "
@@ -90,7 +95,14 @@ def batch_sharded(mesh: Mesh) -> NamedSharding:
 
 
 def replicate(tree: Any, mesh: Mesh) -> Any:
-    """Put every leaf of ``tree`` on all devices of ``mesh`` (every process passes the same values)."""
+    """Put every leaf of ``tree`` on all devices of ``mesh`` (every process passes the same values).
+
+    Raises:
+      ValueError: ``mesh`` not a mesh, or a leaf of ``tree`` that is not a numeric array or scalar
+        (or a PRNG key), naming its path.
+    """
+    checks.mesh("mesh", mesh)
+    checks.numeric_leaves("tree", tree, "a numeric array or scalar (or a PRNG key)")
     return put_global(tree, replicated(mesh))
 
 
@@ -111,8 +123,14 @@ def shard_batch(batch: Any, mesh: Mesh) -> Any:
     Every process passes the same global batch; each places only the rows of its own devices.
 
     Raises:
-      ValueError: if the leading size is not a multiple of the ``"data"`` axis size.
+      ValueError: ``mesh`` not a mesh with a ``"data"`` axis, a leaf that is not a numeric array with a
+        leading axis (naming its path), or a leading size that is not a multiple of the ``"data"``
+        axis size.
     """
+    checks.mesh("mesh", mesh, (DATA_AXIS,))
+    checks.numeric_leaves(
+        "batch", batch, "a numeric array with a leading batch axis", leading_axis=True
+    )
     size = data_size(mesh)
     for leaf in jax.tree.leaves(batch):
         if leaf.shape[0] % size:

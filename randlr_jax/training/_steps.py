@@ -28,6 +28,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from randlr_jax import _checks as checks
 from randlr_jax.training._state import TrainState
 
 TASKS = ("classification", "language_model")
@@ -189,9 +190,22 @@ def make_train_step(
       loss.
 
     Raises:
-      ValueError: an unknown ``task``.
+      ValueError: an unknown ``task``, ``tx`` not a transformation, a hook that is neither callable nor
+        ``None``, or (without a ``loss_fn``) a ``model`` that is not a Flax module.
     """
     _check_task(task, TASKS if loss_fn is None else HOOK_TASKS)
+    if loss_fn is None:
+        checks.model("model", model)
+    checks.transformation("tx", tx)
+    for name, hook in (
+        ("extra_args_fn", extra_args_fn),
+        ("loss_fn", loss_fn),
+        ("transform_grads", transform_grads),
+        ("transform_updates", transform_updates),
+        ("after_update", after_update),
+        ("extra_metrics", extra_metrics),
+    ):
+        checks.function(name, hook, "a function (see make_train_step's hooks)", optional=True)
     tx = optax.with_extra_args_support(tx)
     if loss_fn is None:
         loss_fn = _cross_entropy_loss(model, task)
@@ -248,8 +262,14 @@ def make_eval_step(
       eval_params: ``state -> params``, the parameters to evaluate (default: ``state.params``); e.g.
         ``lambda s: optax.contrib.schedule_free_eval_params(s.opt_state, s.params)`` for a
         schedule-free optimizer, whose averaged iterate is the one to evaluate.
+
+    Raises:
+      ValueError: an unknown ``task``, ``model`` not a Flax module, ``eval_params`` neither callable
+        nor ``None``.
     """
     _check_task(task)
+    checks.model("model", model)
+    checks.function("eval_params", eval_params, "a function state -> params", optional=True)
 
     def params_of(state: TrainState) -> Any:
         return state.params if eval_params is None else eval_params(state)
