@@ -77,7 +77,16 @@ def make_alrao_train_step(
             f"task must be 'classification', 'language_model' or 'regression', got {task!r}."
         )
     feature_guard = checks.boolean("feature_guard", feature_guard)
-    head = model.head
+    catch_up = checks.boolean("catch_up", catch_up)
+    checks.in_range(
+        "catch_up_threshold", catch_up_threshold, high=0.0, what="a number <= 0 (a log-posterior)"
+    )
+    head = getattr(model, "head", None)
+    if head is None:
+        raise ValueError(
+            f"model must have a head (an AlraoHead) and a features(x, train) method to train with Alrao, "
+            f"got {type(model).__name__} without a head."
+        )
     if not isinstance(head, cc.AlraoHead):
         raise ValueError(
             f"model.head must be an AlraoHead to train with Alrao, got {type(head).__name__}."

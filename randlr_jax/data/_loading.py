@@ -13,6 +13,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 from tensorflow_datasets.core import file_adapters
 
+from randlr_jax import _checks as checks
 from randlr_jax.data._digits import Digits
 from randlr_jax.data._embedded import FILE_FORMAT, prepared_builder
 from randlr_jax.data._mnist1d import Mnist1d
@@ -31,6 +32,17 @@ _EMBEDDED_BUILDERS = {
 
 class DatasetNotPreparedError(FileNotFoundError):
     """A public TFDS dataset is not prepared (in ``array_record`` format) in the TFDS data dir."""
+
+
+def _check_data_dir(data_dir: str | os.PathLike | None) -> str | None:
+    """``None`` or a non-empty path that is not a file (checked before TFDS sees it); as ``str``."""
+    data_dir = checks.path("data_dir", data_dir, optional=True)
+    if data_dir is not None and os.path.exists(data_dir) and not os.path.isdir(data_dir):
+        raise NotADirectoryError(
+            f"data_dir must be a TFDS data directory (or a path where one can be made), got "
+            f"{data_dir!r}: a file."
+        )
+    return data_dir
 
 
 def _resolved_data_dir(data_dir: str | None) -> str:
@@ -81,10 +93,12 @@ def get_builder(name: str, *, data_dir: str | None = None) -> tfds.core.DatasetB
       A builder whose files are on disk (``builder.as_data_source()`` works).
 
     Raises:
-      ValueError: unknown dataset or config.
+      ValueError: unknown dataset or config, a ``data_dir`` that is not a path.
+      NotADirectoryError: ``data_dir`` is a file.
       DatasetNotPreparedError: a public dataset that is not prepared in ``data_dir``.
     """
     spec, config = parse_name(name)
+    data_dir = _check_data_dir(data_dir)
     if spec.embedded:
         return prepared_builder(_EMBEDDED_BUILDERS[spec.name], config, data_dir)
     builder = tfds.builder(name, data_dir=data_dir, try_gcs=False)
@@ -131,6 +145,7 @@ def load_arrays(name: str, split: str, *, data_dir: str | None = None) -> dict[s
     """
     spec, _ = parse_name(name)
     check_split(spec, split)
+    data_dir = _check_data_dir(data_dir)
     builder = get_builder(name, data_dir=data_dir)
     source = builder.as_data_source(split=split)
     # One at a time: decoding dominates either way, and the source that tfds.testing.mock_data puts
@@ -161,8 +176,9 @@ def supervised_from_arrays(
     """
     if spec.kind != "classification":
         raise ValueError(
-            f"dataset {spec.name!r} is a {spec.kind} dataset; supervised arrays exist only for "
-            "classification datasets (use load_tokens for language models)."
+            f"name must be a classification dataset, got {spec.name!r}: a {spec.kind} dataset; "
+            "supervised arrays exist only for classification datasets (use load_tokens for language "
+            "models)."
         )
     x = np.asarray(arrays["x"], dtype=np.float32)
     if spec.scale is not None:
@@ -202,19 +218,30 @@ def load_supervised(name: str, split: str, *, data_dir: str | None = None) -> di
     return supervised_from_arrays(spec, load_arrays(name, split, data_dir=data_dir))
 
 
-def _validation_count(validation_size: int | float, num_train: int) -> int:
-    if isinstance(validation_size, bool) or not isinstance(
+def _check_validation_size(validation_size: int | float, *, optional: bool = False) -> None:
+    """What can be checked without the data: an int count ``>= 0`` or a float fraction in
+    ``[0, 1)`` (``optional``: or ``None``)."""
+    if optional and validation_size is None:
+        return
+    if isinstance(validation_size, (bool, np.bool_)) or not isinstance(
         validation_size, (int, float, np.integer, np.floating)
     ):
         raise ValueError(
-            "validation_size must be None, an int count or a float fraction, got "
-            f"{validation_size!r}."
+            f"validation_size must be {'None, ' if optional else ''}an int count or a float "
+            f"fraction, got {validation_size!r}."
         )
     if isinstance(validation_size, (float, np.floating)):
         if not 0.0 <= validation_size < 1.0:
             raise ValueError(
                 f"validation_size as a fraction must lie in [0, 1), got {validation_size!r}."
             )
+    elif validation_size < 0:
+        raise ValueError(f"validation_size as a count must be >= 0, got {validation_size!r}.")
+
+
+def _validation_count(validation_size: int | float, num_train: int) -> int:
+    _check_validation_size(validation_size)
+    if isinstance(validation_size, (float, np.floating)):
         return int(round(float(validation_size) * num_train))
     if not 0 <= validation_size < num_train:
         raise ValueError(
@@ -280,7 +307,9 @@ def train_val_test(
 
     Raises:
       ValueError: unknown dataset, a language-model dataset, or an invalid
-        ``validation_size``/``seed``.
+        ``validation_size``/``seed``/``data_dir``: all but a count larger than the training split
+        checked before any dataset is built or read.
+      NotADirectoryError: ``data_dir`` is a file.
 
     Example:
       >>> splits = train_val_test("mnist1d", validation_size=500)
@@ -290,15 +319,17 @@ def train_val_test(
     spec, _ = parse_name(name)
     if spec.kind != "classification":
         supervised_from_arrays(spec, {})  # raises the message for language models
+    _check_validation_size(validation_size, optional=True)
+    if spec.has_validation_split and validation_size is not None:
+        raise ValueError(
+            f"validation_size must be None for {spec.name!r}, which has its own validation "
+            f"split; got {validation_size!r}."
+        )
     check_seed(seed)
+    data_dir = _check_data_dir(data_dir)
     test = load_supervised(name, "test", data_dir=data_dir)
     train = load_supervised(name, "train", data_dir=data_dir)
     if spec.has_validation_split:
-        if validation_size is not None:
-            raise ValueError(
-                f"validation_size must be None for {spec.name!r}, which has its own validation "
-                f"split; got {validation_size!r}."
-            )
         validation = load_supervised(name, "validation", data_dir=data_dir)
         return {"train": train, "validation": validation, "test": test}
     if validation_size is None:

@@ -137,8 +137,9 @@ def make_model(
       ``model.apply(variables, tokens, carry, train=...)`` (``"char_lstm"``).
 
     Raises:
-      ValueError: unknown ``name``, or a non-positive size (``num_classes``, ``widths``,
-        ``vocab_size``, ...) naming the argument and its value.
+      ValueError: unknown ``name``, a non-positive size (``num_classes``, ``widths``,
+        ``vocab_size``, ...), a ``head`` that is not a Flax module, or another bad field of the
+        model, naming the argument and its value.
 
     Example:
       >>> import jax, jax.numpy as jnp
@@ -147,7 +148,7 @@ def make_model(
       >>> param_count_by_part(variables["params"])
       {'body': 16120, 'head': 210}
     """
-    if name not in MODELS:
+    if not isinstance(name, str) or name not in MODELS:
         raise ValueError(f"name must be one of {sorted(MODELS)}, got {name!r}.")
     return MODELS[name](num_classes=num_classes, head=head, **kwargs)
 

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import functools
-import math
 from collections.abc import Callable, Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
+
+from randlr_jax import _checks as checks
 
 ActivationLike = str | Callable[[jax.Array], jax.Array]
 
@@ -29,34 +31,43 @@ ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
 
 
 def check_positive_int(name: str, value: object) -> None:
-    """Raise ``ValueError`` unless ``value`` is a positive ``int`` (``bool`` is rejected)."""
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+    """Raise ``ValueError`` unless ``value`` is a positive Python or numpy integer (``bool`` is
+    rejected)."""
+    checks.positive_int(name, value)
+
+
+def _is_positive_int(value: object) -> bool:
+    return (
+        not isinstance(value, (bool, np.bool_))
+        and isinstance(value, (int, np.integer))
+        and value > 0
+    )
 
 
 def check_positive_ints(name: str, values: object) -> None:
-    """Raise ``ValueError`` unless ``values`` is a sequence of positive ``int``."""
-    if not isinstance(values, Sequence) or isinstance(values, str):
+    """Raise ``ValueError`` unless ``values`` is a sequence of positive integers."""
+    if (
+        not isinstance(values, Sequence)
+        or isinstance(values, str)
+        or not all(_is_positive_int(value) for value in values)
+    ):
         raise ValueError(f"{name} must be a sequence of positive integers, got {values!r}.")
-    for value in values:
-        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-            raise ValueError(f"{name} must be a sequence of positive integers, got {values!r}.")
 
 
 def check_width_multiplier(value: object) -> None:
-    """Raise ``ValueError`` unless ``value`` is a finite number ``> 0``."""
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, int | float)
-        or not (math.isfinite(value) and value > 0)
-    ):
-        raise ValueError(f"width_multiplier must be a finite number > 0, got {value!r}.")
+    """Raise ``ValueError`` unless ``value`` is a concrete finite number ``> 0``."""
+    checks.positive("width_multiplier", value, static=True)
 
 
 def check_dropout_rate(value: object) -> None:
-    """Raise ``ValueError`` unless ``0 <= value < 1``."""
-    if isinstance(value, bool) or not isinstance(value, int | float) or not 0.0 <= value < 1.0:
-        raise ValueError(f"dropout_rate must be a number in [0, 1), got {value!r}.")
+    """Raise ``ValueError`` unless ``value`` is a concrete number with ``0 <= value < 1``."""
+    checks.in_unit_interval("dropout_rate", value, static=True)
+
+
+def check_module(name: str, value: object, what: str = "a Flax module (e.g. nn.Dense(10))") -> None:
+    """Raise ``ValueError`` unless ``value`` is a Flax module (a field of a model)."""
+    if not isinstance(value, nn.Module):
+        checks.fail(name, what, value, shown=checks.brief(value))
 
 
 def scale_width(width: int, multiplier: float) -> int:

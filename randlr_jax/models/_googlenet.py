@@ -8,6 +8,7 @@ import jax.numpy as jnp
 
 from randlr_jax.models._common import (
     batch_norm,
+    check_positive_int,
     check_width_multiplier,
     global_avg_pool,
     scale_width,
@@ -55,6 +56,11 @@ class Inception(nn.Module):
     n5x5_reduce: int
     n5x5: int
     pool_proj: int
+
+    def __post_init__(self) -> None:
+        for name in ("n1x1", "n3x3_reduce", "n3x3", "n5x5_reduce", "n5x5", "pool_proj"):
+            check_positive_int(name, getattr(self, name))
+        super().__post_init__()
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:

@@ -7,6 +7,7 @@ import jax
 
 from randlr_jax.models._common import (
     batch_norm,
+    check_positive_int,
     check_width_multiplier,
     global_avg_pool,
     scale_width,
@@ -37,6 +38,11 @@ class InvertedResidual(nn.Module):
     out_planes: int
     expansion: int
     stride: int
+
+    def __post_init__(self) -> None:
+        for name in ("in_planes", "out_planes", "expansion", "stride"):
+            check_positive_int(name, getattr(self, name))
+        super().__post_init__()
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:

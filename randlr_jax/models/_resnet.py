@@ -9,6 +9,7 @@ import jax
 
 from randlr_jax.models._common import (
     batch_norm,
+    check_positive_int,
     check_positive_ints,
     check_width_multiplier,
     conv3x3,
@@ -27,6 +28,11 @@ class BasicBlock(nn.Module):
 
     features: int
     stride: int = 1
+
+    def __post_init__(self) -> None:
+        check_positive_int("features", self.features)
+        check_positive_int("stride", self.stride)
+        super().__post_init__()
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:

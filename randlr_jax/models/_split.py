@@ -12,6 +12,9 @@ from typing import Any
 import flax.linen as nn
 import jax
 
+from randlr_jax import _checks as checks
+from randlr_jax.models._common import check_module
+
 
 class Classifier(nn.Module):
     """``head(body(x))``: a feature extractor followed by a classifier layer.
@@ -23,6 +26,11 @@ class Classifier(nn.Module):
 
     body: nn.Module
     head: nn.Module
+
+    def __post_init__(self) -> None:
+        check_module("body", self.body)
+        check_module("head", self.head)
+        super().__post_init__()
 
     def __call__(self, x: jax.Array, *, train: bool = False) -> Any:
         return self.head(self.body(x, train=train))
@@ -46,6 +54,18 @@ class LanguageModel(nn.Module):
 
     body: nn.Module
     head: nn.Module
+
+    def __post_init__(self) -> None:
+        check_module("body", self.body)
+        if not callable(getattr(self.body, "initial_carry", None)):
+            checks.fail(
+                "body",
+                "a recurrent Flax module with initial_carry(batch_size) (e.g. CharLSTM)",
+                self.body,
+                shown=checks.brief(self.body),
+            )
+        check_module("head", self.head)
+        super().__post_init__()
 
     def __call__(self, tokens: jax.Array, carry: Any, *, train: bool = False) -> tuple[Any, Any]:
         features, carry = self.body(tokens, carry, train=train)

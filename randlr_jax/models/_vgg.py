@@ -53,6 +53,8 @@ class VGG(nn.Module):
     width_multiplier: float = 1.0
 
     def __post_init__(self) -> None:
+        if isinstance(self.cfg, str) or not isinstance(self.cfg, Sequence):
+            raise ValueError(f"cfg must be a sequence of positive ints and 'M', got {self.cfg!r}.")
         for item in self.cfg:
             if item != "M" and (isinstance(item, bool) or not isinstance(item, int) or item <= 0):
                 raise ValueError(

@@ -29,6 +29,12 @@ class WideBasicBlock(nn.Module):
     stride: int = 1
     dropout_rate: float = 0.0
 
+    def __post_init__(self) -> None:
+        check_positive_int("features", self.features)
+        check_positive_int("stride", self.stride)
+        check_dropout_rate(self.dropout_rate)
+        super().__post_init__()
+
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
         strides = (self.stride, self.stride)

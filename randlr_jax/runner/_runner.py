@@ -16,9 +16,11 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import jax
+import numpy as np
 import optax
 
-from randlr_jax.runner._optimizers import make_optimizer
+from randlr_jax import _checks as checks
+from randlr_jax.runner._optimizers import OPTIMIZERS, make_optimizer
 from randlr_jax.training import _run_record as run_record
 from randlr_jax.training._loop import FitResult, LoopConfig, StepCallback, fit
 
@@ -41,6 +43,10 @@ class TrainConfig:
         dataset's own validation split if it has one, else no validation.
       data_dir: TFDS data dir (default: ``TFDS_DATA_DIR`` or TFDS's default).
       loop: the loop settings.
+
+    Every field is checked when the config is made (``ValueError`` naming it): the dataset (when the
+    ``data`` extra is installed), model and optimizer names, the rate, the keyword dicts (Alrao needs
+    ``lr_min <= lr_max``), ``validation_size``, ``data_dir`` and ``loop``.
     """
 
     dataset: str = "mnist1d"
@@ -53,8 +59,70 @@ class TrainConfig:
     data_dir: str | None = None
     loop: LoopConfig = dataclasses.field(default_factory=LoopConfig)
 
+    def __post_init__(self) -> None:
+        _check_dataset(self.dataset)
+        from randlr_jax import models
+
+        if not isinstance(self.model, str) or self.model not in models.MODELS:
+            checks.fail("model", f"one of {sorted(models.MODELS)}", self.model)
+        checks.mapping("model_kwargs", self.model_kwargs, "a dict of the model's keyword arguments")
+        known = sorted(OPTIMIZERS) + list(ALRAO_OPTIMIZERS)
+        if not isinstance(self.optimizer, str) or self.optimizer not in known:
+            checks.fail("optimizer", f"one of {known}", self.optimizer)
+        checks.mapping(
+            "optimizer_kwargs", self.optimizer_kwargs, "a dict of the optimizer's keyword arguments"
+        )
+        if self.optimizer in ALRAO_OPTIMIZERS:
+            missing = [k for k in ("lr_min", "lr_max") if k not in self.optimizer_kwargs]
+            if missing:
+                raise ValueError(
+                    f"optimizer {self.optimizer!r} needs optimizer_kwargs {missing} (the Alrao "
+                    "interval)."
+                )
+            from randlr_jax.alrao._features import check_lr_interval
+
+            check_lr_interval(self.optimizer_kwargs["lr_min"], self.optimizer_kwargs["lr_max"])
+        else:
+            checks.positive("learning_rate", self.learning_rate)
+        _check_validation_size(self.validation_size)
+        checks.path("data_dir", self.data_dir, optional=True)
+        if not isinstance(self.loop, LoopConfig):
+            checks.fail("loop", "a LoopConfig", self.loop, shown=checks.brief(self.loop))
+
     def replace(self, **changes) -> TrainConfig:
         return dataclasses.replace(self, **changes)
+
+
+def _check_dataset(dataset: Any) -> None:
+    """A dataset name (``"mnist1d"``, ``"mnist1d/large"``); against ``randlr_jax.data.DATASETS`` when
+    the ``data`` extra is installed (else ``train_and_evaluate`` says it is missing)."""
+    if not isinstance(dataset, str) or not dataset:
+        checks.fail("dataset", "a dataset name (e.g. 'mnist1d')", dataset)
+    try:
+        from randlr_jax.data._specs import parse_name
+    except ImportError:
+        return
+    try:
+        parse_name(dataset)
+    except ValueError as error:
+        raise ValueError(f"dataset must be a known dataset name: {error}") from None
+
+
+def _check_validation_size(validation_size: Any) -> None:
+    """``None``, an int count ``>= 0`` or a float fraction in ``[0, 1)`` (as ``train_val_test``)."""
+    if validation_size is None:
+        return
+    what = "None, an int count >= 0 or a float fraction in [0, 1)"
+    if isinstance(validation_size, (bool, np.bool_)) or not isinstance(
+        validation_size, (int, float, np.integer, np.floating)
+    ):
+        checks.fail("validation_size", what, validation_size)
+    if isinstance(validation_size, (float, np.floating)):
+        ok = 0.0 <= validation_size < 1.0
+    else:
+        ok = validation_size >= 0
+    if not ok:
+        checks.fail("validation_size", what, validation_size)
 
 
 def load_splits(config: TrainConfig) -> tuple[dict, Any, str]:
