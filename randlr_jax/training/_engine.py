@@ -47,7 +47,7 @@ import os
 import time
 import warnings
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -55,6 +55,7 @@ import numpy as np
 
 from randlr_jax import _checks as checks
 from randlr_jax.training._checkpoint import Checkpointer
+from randlr_jax.training._config import LoopConfig
 from randlr_jax.training._feed import SplitFeed, prefetch
 from randlr_jax.training._progress import progress_bar, write_status
 from randlr_jax.training._records import (
@@ -68,11 +69,7 @@ from randlr_jax.training._sharding import data_size, make_mesh, shard_batch, to_
 from randlr_jax.training._state import TrainState
 from randlr_jax.training._steps import DEAD_METRIC, TASKS
 
-if TYPE_CHECKING:
-    from randlr_jax.training._loop import LoopConfig
-
 StepCallback = Callable[[int, dict], None]
-ON_DIVERGENCE = ("stop", "warn", "continue")
 
 
 class TrainingDiverged(UserWarning):
@@ -100,8 +97,6 @@ def prepare(
       ValueError: naming the argument (``task``, ``config``, ``workdir``, ``splits``, ``batch_size``).
       FileExistsError: ``workdir`` is a file.
     """
-    from randlr_jax.training._loop import LoopConfig  # (imported on use: _loop imports this module)
-
     if task not in TASKS:
         raise ValueError(f"task must be one of {TASKS}, got {task!r}.")
     if not isinstance(config, LoopConfig):

@@ -26,6 +26,7 @@ from randlr_jax import _checks as checks
 from randlr_jax.training import _engine as engine
 from randlr_jax.training import _plotting as plotting
 from randlr_jax.training import _run_record as run_record
+from randlr_jax.training._config import LoopConfig as LoopConfig
 from randlr_jax.training._early_stopping import EarlyStopping
 from randlr_jax.training._engine import StepCallback
 from randlr_jax.training._feed import SplitFeed
@@ -33,78 +34,6 @@ from randlr_jax.training._records import host_metrics
 from randlr_jax.training._sharding import replicate, shard_batch, to_host
 from randlr_jax.training._state import TrainState, create_train_state, unalias
 from randlr_jax.training._steps import make_eval_step, make_train_step, summarize
-
-
-@dataclasses.dataclass(frozen=True)
-class LoopConfig:
-    """Settings of :func:`fit` (the data, model and optimizer are passed separately).
-
-    Attributes:
-      epochs: number of passes over the training split.
-      batch_size: global batch size (split over devices; must be a multiple of the device count).
-      eval_batch_size: batch size for evaluation (the last batch is padded and masked).
-      seed: seeds parameter initialisation, dropout and the data order.
-      patience: stop after this many epochs without a better validation loss (``None``: never stop early).
-      drop_remainder: drop the last incomplete training batch of each epoch.
-      checkpoint_every_steps: also checkpoint every this many steps (``None``: only at epoch ends).
-      num_devices: devices of the mesh (``None``: all devices of all processes).
-      copy_shards: devices of the mesh's ``"copies"`` axis: Alrao's classifier copies are split over
-        them (model parallel); the batch is split over the remaining ``num_devices // copy_shards``.
-      seq_len: window length for truncated BPTT (language models only).
-      eval_streams: number of parallel streams when evaluating a language model.
-      prefetch: training batches gathered and placed ahead on a background thread while the step runs
-        (``0``: none, each batch is loaded between steps). ``None``: 2 on GPU/TPU, 0 on CPU, where host
-        and device share the cores (measured in ``benchmarks/input_pipeline.py``: prefetching does not
-        pay there).
-      log_every: refresh the progress bar every this many steps (each refresh waits for the device).
-      progress: show a progress bar.
-      description: label of the progress bar.
-      on_divergence: what a dead run does, seen at the logging points (``log_every``) and the epochs'
-        ends (a non-finite training loss, or the step's ``"dead"`` metric, e.g. every Alrao copy
-        dropped): ``"stop"`` (default) warns once (:class:`~randlr_jax.training.TrainingDiverged`) and
-        stops, the point checkpointed and ``summary["diverged"]`` set; ``"warn"`` warns once and trains
-        on; ``"continue"`` trains on without looking. A population (``fit_population``) freezes each
-        dead member at the epoch's end (except with ``"continue"``) and stops when every member still
-        training is dead.
-    """
-
-    epochs: int = 10
-    batch_size: int = 128
-    eval_batch_size: int = 1000
-    seed: int = 0
-    patience: int | None = None
-    drop_remainder: bool = True
-    checkpoint_every_steps: int | None = None
-    num_devices: int | None = None
-    copy_shards: int = 1
-    seq_len: int = 70
-    eval_streams: int = 10
-    prefetch: int | None = None
-    log_every: int = 20
-    progress: bool = True
-    description: str = "train"
-    on_divergence: str = "stop"
-
-    def __post_init__(self):
-        """Every field checked when the config is made (``ValueError`` naming the field)."""
-        for name in (
-            "epochs",
-            "batch_size",
-            "eval_batch_size",
-            "seq_len",
-            "eval_streams",
-            "log_every",
-            "copy_shards",
-        ):
-            checks.positive_int(name, getattr(self, name))
-        for name in ("patience", "checkpoint_every_steps", "num_devices"):
-            checks.positive_int(name, getattr(self, name), optional=True)
-        checks.nonnegative_int("seed", self.seed)
-        checks.nonnegative_int("prefetch", self.prefetch, optional=True)
-        checks.boolean("drop_remainder", self.drop_remainder)
-        checks.boolean("progress", self.progress)
-        checks.text("description", self.description)
-        checks.one_of("on_divergence", self.on_divergence, engine.ON_DIVERGENCE)
 
 
 @dataclasses.dataclass
