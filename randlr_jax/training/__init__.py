@@ -6,10 +6,10 @@ handed to :func:`fit` (``train_step=``, ``place_state=``).
 
 from randlr_jax.training import _distributed as distributed  # noqa: F401 -- a namespace
 from randlr_jax.training._checkpoint import Checkpointer as Checkpointer
+from randlr_jax.training._config import LoopConfig as LoopConfig
 from randlr_jax.training._early_stopping import EarlyStopping as EarlyStopping
 from randlr_jax.training._engine import TrainingDiverged as TrainingDiverged
 from randlr_jax.training._loop import FitResult as FitResult
-from randlr_jax.training._config import LoopConfig as LoopConfig
 from randlr_jax.training._loop import fit as fit
 from randlr_jax.training._population import PopulationResult as PopulationResult
 from randlr_jax.training._population import fit_population as fit_population
