@@ -56,7 +56,7 @@ import numpy as np
 from randlr_jax import _checks as checks
 from randlr_jax.training._checkpoint import Checkpointer
 from randlr_jax.training._config import LoopConfig
-from randlr_jax.training._feed import SplitFeed, prefetch
+from randlr_jax.training._feed import SplitFeed, check_supervised_keys, prefetch
 from randlr_jax.training._progress import progress_bar, write_status
 from randlr_jax.training._records import (
     append_jsonl,
@@ -155,17 +155,7 @@ def _check_split_structure(splits: Any, task: str) -> None:
                 where, "a dict {'x': inputs, 'y': labels} of arrays", split,
                 shown=type(split).__name__,
             )  # fmt: skip
-        missing = [key for key in ("x", "y") if key not in split]
-        if missing:
-            hint = ""
-            if "y" in missing and "label" in split:
-                hint = " Rename 'label' to 'y' (the library's one name for labels)."
-            if "x" in missing and "image" in split:
-                hint += " Rename 'image' to 'x'."
-            raise ValueError(
-                f"{where} must have inputs 'x' and labels 'y', got keys {sorted(split)}: "
-                f"{' and '.join(map(repr, missing))} missing.{hint}"
-            )
+        check_supervised_keys(where, split)
         x, y = split["x"], split["y"]
         if np.ndim(x) < 1 or np.ndim(y) < 1:
             checks.fail(

@@ -48,12 +48,9 @@ def check_splits(splits: dict, task: str) -> None:
             _check_tokens(split, splits[split])
 
 
-def _check_supervised(split: str, arrays: Any) -> None:
-    if not isinstance(arrays, dict):
-        raise ValueError(
-            f"split {split!r} must be a dict {{'x': inputs, 'y': labels}} of arrays, got "
-            f"{type(arrays).__name__}."
-        )
+def check_supervised_keys(where: str, arrays: dict) -> None:
+    """``arrays`` has inputs ``"x"`` and labels ``"y"``; the error names ``where`` and hints at TFDS's
+    ``"image"``/``"label"`` names (checked by the engine's set-up and by :class:`SplitFeed`)."""
     missing = [key for key in ("x", "y") if key not in arrays]
     if missing:
         hint = ""
@@ -62,9 +59,18 @@ def _check_supervised(split: str, arrays: Any) -> None:
         if "x" in missing and "image" in arrays:
             hint += " Rename 'image' to 'x'."
         raise ValueError(
-            f"split {split!r} must have inputs 'x' and labels 'y', got keys {sorted(arrays)}: "
+            f"{where} must have inputs 'x' and labels 'y', got keys {sorted(arrays)}: "
             f"{' and '.join(map(repr, missing))} missing.{hint}"
         )
+
+
+def _check_supervised(split: str, arrays: Any) -> None:
+    if not isinstance(arrays, dict):
+        raise ValueError(
+            f"split {split!r} must be a dict {{'x': inputs, 'y': labels}} of arrays, got "
+            f"{type(arrays).__name__}."
+        )
+    check_supervised_keys(f"split {split!r}", arrays)
     x, y = np.asarray(arrays["x"]), np.asarray(arrays["y"])
     if x.ndim < 1:
         raise ValueError(f"split {split!r}: inputs 'x' need a leading example axis, got a scalar.")
