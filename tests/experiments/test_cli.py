@@ -39,7 +39,11 @@ CASES = [
     ("autodrop_train", ["--seeds", "0"], "argument --seeds: must be an integer >= 1, got '0'"),
     ("autodrop_train", ["--threshold", "0"], "argument --threshold: must be a finite number > 0"),
     ("autodrop_train", ["--drop-delay", "-1"], "argument --drop-delay: must be an integer >= 0"),
-    ("alrao_feature_guard", ["--epochs", "0"], "argument --epochs: must be an integer >= 1, got '0'"),
+    (
+        "alrao_feature_guard",
+        ["--epochs", "0"],
+        "argument --epochs: must be an integer >= 1, got '0'",
+    ),
     ("autodrop_nqm", ["--steps", "0"], "argument --steps: must be an integer >= 2, got '0'"),
     ("autodrop_nqm", ["--steps", "1"], "argument --steps: must be an integer >= 2, got '1'"),
     ("noh", ["--meta-learning-rate", "0"], "argument --meta-learning-rate: must be a finite"),
