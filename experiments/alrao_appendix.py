@@ -44,7 +44,7 @@ import numpy as np
 import optax
 
 from experiments import alrao_compare as ac
-from experiments._cli import nonnegative_int, override, positive_float, positive_int
+from experiments._common import nonnegative_int, override, positive_float, positive_int
 from randlr_jax import AlraoHead
 from randlr_jax import models as rmodels
 from randlr_jax.alrao import sample_feature_lrs, scale_by_lr_tree

@@ -40,7 +40,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import optax
 
-from experiments._cli import nonnegative_int, override, positive_int, require_distinct
+from experiments._common import nonnegative_int, override, positive_int, require_distinct
 from randlr_jax import alrao
 from randlr_jax.runner import TrainConfig
 from randlr_jax.runner._runner import build_model, load_splits, record_run

@@ -37,7 +37,7 @@ import matplotlib
 import numpy as np
 
 from experiments import alrao_compare
-from experiments._cli import nonnegative_int, override, positive_int
+from experiments._common import nonnegative_int, override, positive_int
 from randlr_jax import alrao
 from randlr_jax.training import distributed
 

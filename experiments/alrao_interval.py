@@ -28,7 +28,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from experiments import alrao_compare as ac
-from experiments._cli import nonnegative_int, positive_float, positive_int, require_distinct
+from experiments._common import nonnegative_int, positive_float, positive_int, require_distinct
 from randlr_jax.training import distributed
 
 

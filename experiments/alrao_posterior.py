@@ -30,7 +30,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from experiments import alrao_compare as ac
-from experiments._cli import nonnegative_int, positive_int
+from experiments._common import nonnegative_int, positive_int
 from randlr_jax.alrao import copy_learning_rates, suggest_lr
 from randlr_jax.training import distributed
 

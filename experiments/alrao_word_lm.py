@@ -72,7 +72,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import optax
 
-from experiments._cli import (
+from experiments._common import (
     nonnegative_int,
     positive_float,
     positive_int,

@@ -33,7 +33,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import optax
 
-from experiments._cli import int_at_least, nonnegative_int, override
+from experiments._common import int_at_least, nonnegative_int, override
 from randlr_jax import autodrop
 from randlr_jax.autodrop import _noisy_quadratic as nqm
 

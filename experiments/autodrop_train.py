@@ -48,7 +48,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import optax
 
-from experiments._cli import nonnegative_int, positive_float, positive_int
+from experiments._common import nonnegative_int, positive_float, positive_int
 from randlr_jax import autodrop, models
 from randlr_jax import data as rdata
 from randlr_jax.autodrop import get_autodrop_state

@@ -25,7 +25,7 @@ import time
 import matplotlib
 
 from experiments import alrao_compare
-from experiments._cli import nonnegative_int, override, positive_int
+from experiments._common import nonnegative_int, override, positive_int
 from randlr_jax.training import distributed
 
 

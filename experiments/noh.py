@@ -39,7 +39,7 @@ import numpy as np
 import optax
 
 import randlr_jax
-from experiments._cli import positive_float
+from experiments._common import positive_float
 from randlr_jax import data, models
 from randlr_jax.noh import _hypergradient as hd
 from randlr_jax.noh import _meta_training as mt

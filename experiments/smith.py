@@ -48,7 +48,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import optax
 
-from experiments._cli import positive_int
+from experiments._common import positive_int
 from randlr_jax import data as rdata
 from randlr_jax.cyclical import _range_test as rt
 from randlr_jax.cyclical import _schedules as schedules

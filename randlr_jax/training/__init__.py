@@ -11,6 +11,9 @@ from randlr_jax.training._early_stopping import EarlyStopping as EarlyStopping
 from randlr_jax.training._engine import TrainingDiverged as TrainingDiverged
 from randlr_jax.training._loop import FitResult as FitResult
 from randlr_jax.training._loop import fit as fit
+from randlr_jax.training._plotting import learning_curves as learning_curves
+from randlr_jax.training._plotting import new_figure as new_figure
+from randlr_jax.training._plotting import save_figure as save_figure
 from randlr_jax.training._population import PopulationResult as PopulationResult
 from randlr_jax.training._population import fit_population as fit_population
 from randlr_jax.training._population import init_population as init_population

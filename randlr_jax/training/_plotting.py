@@ -18,6 +18,35 @@ def _figure_class() -> Any:
     return Figure
 
 
+def new_figure(*, figsize: tuple[float, float] = (6.0, 4.0), **kwargs: Any) -> Any:
+    """A ``matplotlib.figure.Figure`` not attached to pyplot (no backend needed, nothing to close).
+
+    Draw on it with ``fig.subplots()`` and write it with :func:`save_figure`. Scripts and servers can
+    call this under any matplotlib backend: the figure is rendered by its own Agg canvas on save.
+    """
+    return _figure_class()(figsize=figsize, **kwargs)
+
+
+def save_figure(fig: Any, path: str | os.PathLike, *, dpi: int = 110, tight: bool = True) -> str:
+    """Write ``fig`` to ``path`` (parent directories created), laid out tightly; return the path.
+
+    Args:
+      fig: a ``matplotlib.figure.Figure`` (from :func:`new_figure`, or pyplot's).
+      path: the file to write; the format follows the extension (``.png``, ``.pdf``, ``.svg``).
+      dpi: resolution of raster formats.
+      tight: call ``fig.tight_layout()`` first.
+    """
+    path = os.fspath(path)
+    if not path:
+        raise ValueError(f"path must be a non-empty file name, got {path!r}.")
+    parent = os.path.dirname(os.path.abspath(path))
+    os.makedirs(parent, exist_ok=True)
+    if tight:
+        fig.tight_layout()
+    fig.savefig(path, dpi=dpi)
+    return path
+
+
 def learning_curves(
     history: list[dict],
     path: str | os.PathLike,
@@ -27,7 +56,7 @@ def learning_curves(
 ) -> str:
     """Loss (train / validation / test) and accuracy or bits per character against the epoch."""
     epochs = [r["epoch"] for r in history]
-    fig = _figure_class()(figsize=(10, 4))
+    fig = new_figure(figsize=(10, 4))
     axes = fig.subplots(1, 2)
     for key, label in (
         ("train_loss", "train"),
@@ -56,7 +85,4 @@ def learning_curves(
     axes[1].grid(alpha=0.3)
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
-    path = os.fspath(path)
-    fig.savefig(path, dpi=110)
-    return path
+    return save_figure(fig, path)

@@ -8,7 +8,7 @@ import pathlib
 
 import pytest
 
-from experiments import _cli
+from experiments import _common as _cli
 
 EXPERIMENTS = sorted(
     path.stem
