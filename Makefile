@@ -32,5 +32,10 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(PY) -m benchmarks.run_all
 
+# README.md's result tables from experiments/results/*.json and benchmarks/results/*.json
+.PHONY: tables
+tables: $(STAMP)
+	$(PY) -m experiments.readme_tables
+
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -12,9 +12,10 @@ Time: per ``K``, the plain step and the ``N`` Alrao steps are timed in interleav
 minimum per step; ratios to the plain step of the same ``K`` and run. Memory: XLA's memory analysis of the
 same compiled step (``argument + output + temp - alias`` bytes; see ``benchmarks.common``).
 
-If ``AlraoHead`` has a ``copy_chunk_size`` attribute (copies computed in chunks to save memory, issue 8),
-the largest ``(N, K)`` is also measured with chunks of ``CHUNK_SIZE`` copies; otherwise the result says it
-was not available (``chunked_head_available: false``).
+If ``AlraoHead`` has a ``copy_chunk_size`` attribute (the copies' logits computed a chunk of copies at a
+time, so that the ``N x B x K`` logits are never all in memory at once), the largest ``(N, K)`` is also
+measured with chunks of ``CHUNK_SIZE`` copies; otherwise the result says it was not available
+(``chunked_head_available: false``).
 
 Size sets: ``accelerator``: body MLP (512, 512), batch 256; ``cpu``: body MLP (100,), batch 32;
 ``quick``: body MLP (32,), batch 16, ``N in {1, 32}``, ``K in {10, 1000}``.
@@ -32,7 +33,7 @@ import numpy as np
 import optax
 
 import randlr_jax
-from benchmarks import common, report
+from benchmarks import common
 from randlr_jax import models
 from randlr_jax.alrao import make_alrao_train_step
 from randlr_jax.training import create_train_state, make_train_step
@@ -70,7 +71,7 @@ SIZES = {
 
 
 def chunked_head_available() -> bool:
-    """Whether ``randlr_jax.AlraoHead`` takes ``copy_chunk_size`` (the chunked copies of issue 8)."""
+    """Whether ``randlr_jax.AlraoHead`` takes ``copy_chunk_size`` (copies computed a chunk at a time)."""
     return "copy_chunk_size" in {f.name for f in dataclasses.fields(randlr_jax.AlraoHead)}
 
 
@@ -183,8 +184,105 @@ def run(sizes: str, results_dir: str | None = None) -> dict:
     return payload
 
 
+TITLE = "Alrao's classifier copies: cost against N copies and K classes"
+SUMMARY = (
+    "one Alrao step with `N ∈ {1, 4, 10, 32}` copies and `K ∈ {10, 1000, 10000}` classes: time and "
+    "memory against the plain Dense step; the chunked head (`copy_chunk_size=8`) at the largest `N, K`"
+)
+HEAD_NAMES = {"plain": "Dense", "alrao": "AlraoHead", "alrao_chunked": "AlraoHead, chunks of {}"}
+
+
+def _total_bytes(row: dict) -> int | None:
+    return None if row["memory"] is None else row["memory"]["total_bytes"]
+
+
+def section(result: dict) -> str:
+    """This benchmark's section of ``RESULTS.md`` (also what a run alone prints): one row per step
+    measured, then the time and memory ratios pivoted by ``N`` and ``K``."""
+    rows = result["rows"]
+    body = result["body"]
+    lines = [
+        f"One jitted training step of a small body (MLP {tuple(body['widths'])} on 40-d inputs, batch "
+        f"{result['batch_size']}) with an `AlraoHead` of `N` copies and `K` classes (Alrao-SGD: forward, "
+        "the copies' and the mixture's gradients, both updates, switch update), next to the plain step "
+        "(`nn.Dense(K)` head, `optax.sgd`). **Timed region:** a block of consecutive steps (state "
+        "donated) and `block_until_ready`; per `K`, the plain step and every `N` interleaved; block "
+        f"length calibrated to ~{result['target_block_s']} s (at most {result['max_steps']} steps). "
+        f"**Statistic:** median and minimum per-step time over {rows[0]['repeats']} blocks; ratios to "
+        "the plain step of the same `K`, same run. **Memory:** XLA's memory analysis of the same "
+        "compiled step, `argument + output + temp - alias` bytes (the donated state counted once).",
+        "",
+        "| K | head | N | step (ms) | min (ms) | time / plain | memory (MiB) | memory / plain "
+        "| parameters (MiB) |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        head = HEAD_NAMES[r["variant"]].format(r["copy_chunk_size"])
+        n = "-" if r["variant"] == "plain" else str(r["num_copies"])
+        lines.append(
+            f"| {r['num_classes']:,} | {head} | {n} | {r['step_ms']:.3f} | {r['step_min_ms']:.3f} "
+            f"| {common.fixed(r.get('time_ratio_to_plain'), 2)} | {common.mib(_total_bytes(r))} "
+            f"| {common.fixed(r.get('memory_ratio_to_plain'), 2)} | {common.mib(r['param_bytes'])} |"
+        )
+    lines.append("")
+    if result["chunked_head_available"]:
+        lines.append(
+            f"The chunked head (`AlraoHead(copy_chunk_size={result['chunk_size']})`) is measured at the "
+            "largest `N` and `K`, in the same interleaved rounds as the unchunked one."
+        )
+    else:
+        lines.append(
+            "`AlraoHead` has no `copy_chunk_size` in this version: the chunked-head row "
+            "(`benchmarks.alrao_copies.CHUNK_SIZE`) was not measured."
+        )
+    unchunked = {(r["num_copies"], r["num_classes"]): r for r in rows if r["variant"] == "alrao"}
+    ks = result["num_classes"]
+    lines += [
+        "",
+        "Step time / plain step, and compiled memory / plain (in brackets), by `N` (rows) and `K` "
+        "(columns):",
+        "",
+        "| N | " + " | ".join(f"K = {k:,}" for k in ks) + " |",
+        "|---:|" + "---:|" * len(ks),
+    ]
+    for n in result["num_copies"]:
+        cells = []
+        for k in ks:
+            r = unchunked.get((n, k), {})
+            cells.append(
+                f"{common.fixed(r.get('time_ratio_to_plain'), 2)} "
+                f"({common.fixed(r.get('memory_ratio_to_plain'), 2)})"
+            )
+        lines.append(f"| {n} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def headline(result: dict) -> str:
+    """The report's one-line summary: the largest ``(N, K)`` against the plain step, and the chunked
+    head's memory next to the unchunked one's."""
+    rows = result["rows"]
+    largest = max(
+        (r for r in rows if r["variant"] == "alrao"),
+        key=lambda r: (r["num_classes"], r["num_copies"]),
+    )
+    line = (
+        f"Copies: N = {largest['num_copies']}, K = {largest['num_classes']:,}: step "
+        f"{common.fixed(largest.get('time_ratio_to_plain'), 1)}x and compiled memory "
+        f"{common.fixed(largest.get('memory_ratio_to_plain'), 1)}x the plain Dense step"
+    )
+    chunked = [r for r in rows if r["variant"] == "alrao_chunked"]
+    if chunked:
+        c = chunked[0]
+        line += (
+            f"; chunks of {c['copy_chunk_size']}: "
+            f"{common.fixed(c.get('time_ratio_to_plain'), 1)}x time, memory "
+            f"{common.mib(_total_bytes(c))} MiB vs {common.mib(_total_bytes(largest))} MiB unchunked"
+        )
+    return line
+
+
 def main(argv=None) -> dict:
-    return common.size_set_main(__doc__.splitlines()[0], run, report.alrao_copies_section, argv)
+    return common.size_set_main(__doc__.splitlines()[0], run, section, argv)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Step time of a base optimizer with and without AutoDrop, averaged over whole epochs (issue 5's benchmark).
+"""Step time of a base optimizer with and without AutoDrop, averaged over whole epochs.
 
 For each model: one jitted training step of momentum SGD, and one of momentum SGD chained with
 ``randlr_jax.autodrop`` (one period = one epoch of ``steps_per_epoch`` steps, so every timed block contains
@@ -16,8 +16,8 @@ Run alone::
     .venv/bin/python -m benchmarks.autodrop_step             # the MNIST-1D CNN (CPU default)
     .venv/bin/python -m benchmarks.autodrop_step --gpu       # + ResNet-18 on CIFAR-shaped random data
 
-Prints a table and writes ``benchmarks/results/autodrop_step_<backend>_custom.json`` (``run_all``: without
-``_custom``).
+Prints its report section (``section``: the text ``RESULTS.md`` shows) and writes
+``benchmarks/results/autodrop_step_<backend>_custom.json`` (``run_all``: without ``_custom``).
 """
 
 from __future__ import annotations
@@ -109,19 +109,60 @@ def bench(model_name: str, batch_size: int, epochs: int, repeats: int) -> dict:
     }
 
 
-def table(rows: list[dict]) -> str:
+TITLE = "AutoDrop's step-time ratio"
+SUMMARY = "AutoDrop's step-time ratio and its extra memory"
+_COLUMNS = (
+    "| model | batch | steps/epoch | base step {ms} | with AutoDrop {ms} | ratio (medians) "
+    "| ratio (minima) | extra memory {copies} |"
+)
+
+
+def _table(rows: list[dict], units: str) -> str:
+    """The per-model table; ``units`` the brackets around the units in the header (``"()"`` in the
+    report, ``"[]"`` in the README)."""
+    opening, closing = units
     lines = [
-        "| model | batch | steps/epoch | base step (ms) | with AutoDrop (ms) | ratio (medians) "
-        "| ratio (minima) | extra memory (param. copies) |",
+        _COLUMNS.format(ms=f"{opening}ms{closing}", copies=f"{opening}param. copies{closing}"),
         "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         lines.append(
-            f"| {r['model']} | {r['batch_size']} | {r['steps_per_epoch']} | {r['base_step_ms']:.3f} | "
-            f"{r['autodrop_step_ms']:.3f} | {r['ratio']:.3f} | {r['ratio_of_minima']:.3f} | "
-            f"{r['extra_memory_parameter_copies']:.2f} |"
+            f"| {r['model']} | {r['batch_size']} | {r['steps_per_epoch']} | {r['base_step_ms']:.3f} "
+            f"| {r['autodrop_step_ms']:.3f} | {r['ratio']:.3f} | {r['ratio_of_minima']:.3f} "
+            f"| {r['extra_memory_parameter_copies']:.2f} |"
         )
     return "\n".join(lines)
+
+
+def section(result: dict) -> str:
+    """This benchmark's section of ``RESULTS.md`` (also what a run alone prints)."""
+    rows = result["rows"]
+    return "\n".join(
+        [
+            "Momentum SGD with and without `randlr_jax.autodrop` chained after it (one AutoDrop "
+            "period = one epoch, so each block holds the period-end work once per epoch). **Timed "
+            "region:** a block of whole epochs of jitted steps (state donated) on one "
+            "device-resident batch, then `block_until_ready`; base and AutoDrop blocks interleaved. "
+            "**Statistic:** median (and minimum) per-step time over "
+            f"{common.blocks_phrase(rows, 'epochs_per_block', 'epoch(s)')}; ratio AutoDrop / base "
+            "(target <= 1.02). Extra memory: the optimizer-state bytes AutoDrop adds, in copies of "
+            "the parameters.",
+            "",
+            _table(rows, "()"),
+        ]
+    )
+
+
+def headline(result: dict) -> str:
+    """The report's one-line summary: the ratio per model."""
+    return "AutoDrop / base step time: " + ", ".join(
+        f"{r['model']} {r['ratio']:.3f} (minima {r['ratio_of_minima']:.3f})" for r in result["rows"]
+    )
+
+
+def readme_table(result: dict) -> str:
+    """The README's table (AutoDrop's "Benchmark"): the report's table, units in square brackets."""
+    return _table(result["rows"], "[]")
 
 
 def run(sizes: str, results_dir: str | None = None) -> dict:
@@ -146,8 +187,9 @@ def main(argv=None) -> list[dict]:
     args = parser.parse_args(argv)
     model_names = ["cnn1d"] + (["resnet18"] if args.gpu else [])
     rows = [bench(m, args.batch_size, args.epochs, args.repeats) for m in model_names]
-    print(table(rows))
-    path = common.write_result("autodrop_step", "custom", {"rows": rows})
+    payload = {"rows": rows}
+    path = common.write_result("autodrop_step", "custom", payload)
+    print(section(payload))
     print(f"results: {path}")
     return rows
 

@@ -288,6 +288,45 @@ def write_result(name: str, sizes: str, payload: dict, results_dir: str | None =
     return path
 
 
+def describe_measurement(payload: dict) -> str:
+    """The line under a report section: when, with which size set, on what, from which file.
+
+    Reads only the envelope :func:`write_result` puts around every benchmark's payload.
+    """
+    env = payload.get("environment", {})
+    return (
+        f"Measured {env.get('date', '?')} with the `{payload.get('sizes', '?')}` size set "
+        f"({env.get('device_kind', '?')}, load average {env.get('load_average')}); "
+        f"results file `{payload.get('path', '?')}`."
+    )
+
+
+# ------------------------------------------------------------------------------------------------
+# Number formats shared by the benchmarks' sections.
+
+
+def ms(seconds: float) -> str:
+    """Seconds as milliseconds with 3 decimals."""
+    return f"{1e3 * seconds:.3f}"
+
+
+def mib(num_bytes: float | None) -> str:
+    """Bytes as MiB with 2 decimals (``n/a`` when the backend gave no figure)."""
+    return "n/a" if num_bytes is None else f"{num_bytes / 2**20:.2f}"
+
+
+def fixed(value: float | None, digits: int = 3) -> str:
+    """``value`` with ``digits`` decimals (``n/a`` for a missing value)."""
+    return "n/a" if value is None else f"{value:.{digits}f}"
+
+
+def blocks_phrase(rows: Sequence[dict], count_key: str, unit: str) -> str:
+    """``"7 blocks of 50 steps"`` when every row shares its repeats and block length, else one
+    such phrase per distinct pair (a single script may time its models with different blocks)."""
+    pairs = sorted({(r["repeats"], r[count_key]) for r in rows})
+    return " / ".join(f"{repeats} blocks of {count} {unit}" for repeats, count in pairs)
+
+
 def log(message: str) -> None:
     """Progress on stderr (the benchmarks' stdout carries their tables)."""
     print(message, file=sys.stderr, flush=True)
@@ -296,20 +335,20 @@ def log(message: str) -> None:
 def size_set_main(
     description: str,
     run: Callable[[str, str | None], dict],
-    render: Callable[[dict], str],
+    section: Callable[[dict], str],
     argv: Sequence[str] | None,
 ) -> dict:
     """The command line of a benchmark that measures one size set: ``--sizes``, then print its section.
 
-    ``render`` is the benchmark's section renderer in :mod:`benchmarks.report` (e.g.
-    ``report.lr_grid_section``), passed in by the caller: this module imports no other benchmark module
-    (``report`` imports it). A ``quick`` run writes under ``runs/bench_quick/results`` (as
-    ``run_all --quick``), never over the report's inputs.
+    ``section`` is the benchmark's own renderer (its module's ``section``), the one
+    :mod:`benchmarks.report` calls for ``RESULTS.md``: a run alone prints exactly the report's
+    section. A ``quick`` run writes under ``runs/bench_quick/results`` (as ``run_all --quick``), never
+    over the report's inputs.
     """
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--sizes", choices=SIZE_SETS, default=default_size_set())
     args = parser.parse_args(argv)
     results_dir = os.path.join("runs", "bench_quick", "results") if args.sizes == "quick" else None
     payload = run(args.sizes, results_dir)
-    print(render(payload))
+    print(section(payload))
     return payload

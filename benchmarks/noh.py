@@ -28,7 +28,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from benchmarks import common, report
+from benchmarks import common
 from randlr_jax import data, models
 from randlr_jax.noh import _meta_training as mt
 from randlr_jax.noh import _noh as noh
@@ -182,8 +182,128 @@ def run(sizes: str, results_dir: str | None = None) -> dict:
     return payload
 
 
+TITLE = "NOH: meta-step time and memory against unroll length"
+SUMMARY = (
+    "NOH meta-step time and memory against unroll length, first vs second order, with/without "
+    "remat; frozen NOH-Adam vs Adam"
+)
+
+
+def _optimizer_name(row: dict) -> str:
+    return "Adam" if row["optimizer"] == "adam" else f"NOH-Adam, S = {row['update_every']}"
+
+
+def _update_every(row: dict) -> int | None:
+    """``S`` of a frozen-step row (older files only name it: ``noh_adam_S10``)."""
+    if row["optimizer"] == "adam":
+        return None
+    return int(row.get("update_every", row["optimizer"].rsplit("_S", 1)[-1]))
+
+
+def section(result: dict) -> str:
+    """This benchmark's section of ``RESULTS.md`` (also what a run alone prints): the meta-step
+    table, the second / first order ratios, the frozen-step table."""
+    meta = result["meta_step"]
+    lines = [
+        "One NOH meta-training step (`randlr_jax.noh.make_meta_step`: `T` unrolled NOH-Adam steps of the "
+        f"MNIST-1D MLP 2 x 20 sigmoid at batch {result['optimizee']['batch_size']}, the meta-gradient "
+        "through them, the meta-update of the 3 x 20 LSTM), first order (the optimizee's gradients as "
+        "constants, the default) and second order (differentiated through), with and without "
+        "rematerialisation (`jax.checkpoint` per unrolled step). **Timed region:** one call of the "
+        "compiled step and `block_until_ready`; all variants interleaved. "
+        f"**Statistic:** median (min) of {result['repeats']} calls. **Memory:** XLA's memory "
+        "analysis of the same compiled step (`argument + output + temp - alias`).",
+        "",
+        "| T | order | remat | meta-step (ms) | min (ms) | memory (MiB) | compile (s) |",
+        "|---:|---|---|---:|---:|---:|---:|",
+    ]
+    for r in sorted(meta, key=lambda r: (r["unroll"], r["order"], r["remat"])):
+        lines.append(
+            f"| {r['unroll']} | {r['order']} | {'yes' if r['remat'] else 'no'} "
+            f"| {common.ms(r['seconds'])} | {common.ms(r['min_seconds'])} "
+            f"| {common.mib(r['memory_bytes'])} | {r['compile_s']:.1f} |"
+        )
+    by_key = {(r["unroll"], r["order"], r["remat"]): r for r in meta}
+    pairs = [
+        (t, by_key[(t, "second", False)]["seconds"] / by_key[(t, "first", False)]["seconds"])
+        for t in sorted({r["unroll"] for r in meta})
+        if (t, "second", False) in by_key and (t, "first", False) in by_key
+    ]
+    if pairs:
+        lines += [
+            "",
+            "Second / first order meta-step time (no remat): "
+            + ", ".join(f"T = {t}: {x:.2f}" for t, x in pairs)
+            + ".",
+        ]
+    lines += [
+        "",
+        f"Frozen NOH-Adam (the LSTM proposes rates every `S` steps) against Adam: a `lax.scan` of "
+        f"{result['scan_steps']} optimizee steps, median (min) of {result['repeats']} calls, divided "
+        "by the steps.",
+        "",
+        "| optimizer | step (us) | min (us) | ratio to Adam |",
+        "|---|---:|---:|---:|",
+    ]
+    for r in result["step"]:
+        lines.append(
+            f"| {_optimizer_name(r)} | {1e6 * r['seconds']:.2f} | {1e6 * r['min_seconds']:.2f} "
+            f"| {r['ratio']:.2f} |"
+        )
+    return "\n".join(lines)
+
+
+def headline(result: dict) -> str | None:
+    """The report's one-line summary: the longest unroll, first order, against second order and
+    remat (``None`` when no first-order meta-step without remat was measured)."""
+    meta = result["meta_step"]
+    t_max = max(r["unroll"] for r in meta)
+    at = {(r["order"], r["remat"]): r for r in meta if r["unroll"] == t_max}
+    first = at.get(("first", False))
+    if first is None:
+        return None
+    line = (
+        f"NOH meta-step at T = {t_max}: {common.ms(first['seconds'])} ms, "
+        f"{common.mib(first['memory_bytes'])} MiB (first order)"
+    )
+    second = at.get(("second", False))
+    if second:
+        line += f"; second order {second['seconds'] / first['seconds']:.2f}x the time"
+    if ("first", True) in at:
+        line += f"; remat: {common.mib(at[('first', True)]['memory_bytes'])} MiB"
+    return line
+
+
+def readme_table(result: dict) -> str:
+    """The README's two tables (NOH's "Benchmark"): first-order meta-step time and compiled memory
+    by unroll and remat, then the frozen step against Adam.
+
+    Reads only ``unroll``, ``remat``, ``seconds``, ``memory_bytes`` of the meta-step rows (rows
+    without ``order`` are first order, the only one older files measured) and ``optimizer``,
+    ``seconds`` of the frozen-step rows, so it renders ``noh_<backend>_custom.json`` too.
+    """
+    lines = [
+        "| unroll | remat | meta-step time (ms) | compiled memory (MiB) |",
+        "|---:|---|---:|---:|",
+    ]
+    for r in result["meta_step"]:
+        if r.get("order", "first") != "first":
+            continue
+        mem = r["memory_bytes"]
+        lines.append(
+            f"| {r['unroll']} | {r['remat']} | {1e3 * r['seconds']:.1f} "
+            f"| {common.fixed(None if mem is None else mem / 2**20, 1)} |"
+        )
+    adam = next(r["seconds"] for r in result["step"] if r["optimizer"] == "adam")
+    lines += ["", "| optimizer | step time (us) | ratio to Adam |", "|---|---:|---:|"]
+    for r in result["step"]:
+        name = _optimizer_name({**r, "update_every": _update_every(r)})
+        lines.append(f"| {name} | {1e6 * r['seconds']:.1f} | {r['seconds'] / adam:.2f} |")
+    return "\n".join(lines)
+
+
 def main(argv=None) -> dict:
-    return common.size_set_main(__doc__.splitlines()[0], run, report.noh_section, argv)
+    return common.size_set_main(__doc__.splitlines()[0], run, section, argv)
 
 
 if __name__ == "__main__":

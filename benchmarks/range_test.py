@@ -14,8 +14,8 @@ Size sets (``run(sizes)``, used by ``benchmarks.run_all``): ``accelerator``: 200
 its first 10; ``cpu``: 100 and 5; ``quick``: the MLP only, 10 and 2; batch 128. Each side runs once
 (its wall time is a sum over many steps, compilation included: that is the point of the comparison).
 
-Prints a table and writes ``benchmarks/results/range_test_<backend>_custom.json`` (``run_all``: without
-``_custom``).
+Prints its report section (``section``: the text ``RESULTS.md`` shows) and writes
+``benchmarks/results/range_test_<backend>_custom.json`` (``run_all``: without ``_custom``).
 """
 
 from __future__ import annotations
@@ -111,20 +111,63 @@ def measure(model_name: str, num_iter: int, naive_iters: int, batch_size: int) -
     }
 
 
-def table(rows: list[dict]) -> str:
+TITLE = "LR range test: one compilation against re-jitting per rate"
+SUMMARY = "the LR range test's one compilation against re-jitting per rate"
+_COLUMNS = (
+    "| model | steps | compilations (traced rate) | wall s (traced rate) "
+    "| compilations (re-jit per rate) | wall s (re-jit, extrapolated) |"
+)
+
+
+def _table(rows: list[dict], with_ratio: bool) -> str:
+    """One row per model; ``with_ratio`` adds the column re-jit / traced (the report has it, the
+    README does not)."""
     lines = [
-        "| model | steps | compilations (traced rate) | wall s (traced rate) | "
-        "compilations (re-jit per rate) | wall s (re-jit, extrapolated) | ratio |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        _COLUMNS + (" re-jit / traced |" if with_ratio else ""),
+        "|---|---:|---:|---:|---:|---:|" + ("---:|" if with_ratio else ""),
     ]
     for r in rows:
-        lines.append(
-            f"| {r['model']} | {r['steps_run']} | {r['traced_compilations']} | "
-            f"{r['traced_wall_s']:.2f} | {r['naive_compilations']} per {r['naive_iters_measured']} | "
-            f"{r['naive_wall_s_extrapolated']:.1f} | "
-            f"{r['naive_wall_s_extrapolated'] / r['traced_wall_s']:.1f} |"
+        line = (
+            f"| {r['model']} | {r['steps_run']} | {r['traced_compilations']} "
+            f"| {r['traced_wall_s']:.2f} | {r['naive_compilations']} per "
+            f"{r['naive_iters_measured']} | {r['naive_wall_s_extrapolated']:.1f} |"
         )
+        if with_ratio:
+            line += f" {r['naive_wall_s_extrapolated'] / r['traced_wall_s']:.1f} |"
+        lines.append(line)
     return "\n".join(lines)
+
+
+def section(result: dict) -> str:
+    """This benchmark's section of ``RESULTS.md`` (also what a run alone prints)."""
+    return "\n".join(
+        [
+            "`randlr_jax.lr_range_test` (one compiled step with the rate as a traced argument) "
+            "against re-jitting a step per rate (`jax.jit` of a step closing over "
+            "`optax.sgd(rate)`). **Timed region:** the whole range test (compilation included), and "
+            "the re-jit loop over its first rates, extrapolated to all of them. **Statistic:** one "
+            "run of each; compilations counted by tracing the loss.",
+            "",
+            _table(result["rows"], with_ratio=True),
+        ]
+    )
+
+
+def headline(result: dict) -> str:
+    """The report's one-line summary: how many times slower re-jitting is, per model."""
+    return (
+        "Range test: re-jitting per rate "
+        + ", ".join(
+            f"{r['model']} {r['naive_wall_s_extrapolated'] / r['traced_wall_s']:.0f}x"
+            for r in result["rows"]
+        )
+        + " slower than one traced-rate compilation"
+    )
+
+
+def readme_table(result: dict) -> str:
+    """The README's table (the range test's "Benchmark"): the report's table without the ratio."""
+    return _table(result["rows"], with_ratio=False)
 
 
 def run(sizes: str, results_dir: str | None = None) -> dict:
@@ -147,8 +190,9 @@ def main(argv=None) -> list[dict]:
     parser.add_argument("--batch-size", type=int, default=128)
     args = parser.parse_args(argv)
     rows = [measure(name, args.num_iter, args.naive_iters, args.batch_size) for name in MODELS]
-    print(table(rows))
-    path = common.write_result("range_test", "custom", {"rows": rows})
+    payload = {"rows": rows}
+    path = common.write_result("range_test", "custom", payload)
+    print(section(payload))
     print(f"results: {path}")
     return rows
 

@@ -5,7 +5,9 @@ batches), on a CPU the ``cpu`` set (small models and batches: 14 minutes on 2 co
 jobs, load average ~8), and the report
 says which. Each benchmark writes its JSON to ``<out-dir>/results/<name>_<backend>.json``; the report is
 generated from those files (sections not run by this command are taken from earlier results files, and
-say so).
+say so) and from ``<out-dir>/results/run_all_<backend>.json``, the record of the measuring run (its
+environment, size set, the benchmarks it ran and those that failed): ``--report-only`` re-renders the
+report of the last measuring run from the files alone, header included.
 
 Commands (from the repository root)::
 
@@ -28,29 +30,10 @@ import sys
 import time
 import traceback
 
-from benchmarks import (
-    alrao_copies,
-    alrao_step,
-    autodrop_step,
-    common,
-    input_pipeline,
-    lr_grid,
-    noh,
-    range_test,
-    report,
-    switch_update,
-)
+from benchmarks import common, report
 
-BENCHMARKS = {
-    "alrao_step": alrao_step.run,
-    "alrao_copies": alrao_copies.run,
-    "switch_update": switch_update.run,
-    "autodrop_step": autodrop_step.run,
-    "noh": noh.run,
-    "lr_grid": lr_grid.run,
-    "input_pipeline": input_pipeline.run,
-    "range_test": range_test.run,
-}
+# name -> the benchmark's ``run(sizes, results_dir)``, in report order.
+BENCHMARKS = {name: module.run for name, module in report.BENCHMARKS.items()}
 DEFAULT_OUT_DIR = os.path.dirname(os.path.abspath(__file__))
 QUICK_OUT_DIR = os.path.join("runs", "bench_quick")
 SHARED_NOTE = (
@@ -122,13 +105,22 @@ def main(argv: list[str] | None = None) -> int:
     environment["wall_time_s"] = time.perf_counter() - started
     if environment["backend"] == "cpu":
         environment["shared_machine_note"] = SHARED_NOTE
-    results = report.load_results(BENCHMARKS, results_dir)
+    record = report.load_run_record(results_dir) if args.report_only else None
+    if record is None:  # a measuring run (or no run recorded yet): this run is the header
+        record = {
+            "environment": environment,
+            "sizes": sizes,
+            "ran": None if args.report_only else ran,
+            "failures": failures,
+        }
+        if not args.report_only:
+            report.write_run_record(environment, sizes, ran, failures, results_dir)
     text = report.render(
-        results,
-        environment,
-        sizes,
-        failures=failures,
-        ran=None if args.report_only else ran,
+        report.load_results(BENCHMARKS, results_dir),
+        record["environment"],
+        record["sizes"],
+        failures=record["failures"],
+        ran=record["ran"],
     )
     path = os.path.join(out_dir, "RESULTS.md")
     os.makedirs(out_dir, exist_ok=True)

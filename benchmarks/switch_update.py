@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import randlr_jax
-from benchmarks import alrao_step, common, report
+from benchmarks import alrao_step, common
 
 SIZES = {
     "accelerator": {
@@ -112,8 +112,50 @@ def run(sizes: str, results_dir: str | None = None) -> dict:
     return payload
 
 
+TITLE = "The switch update's cost per step"
+SUMMARY = "the switch update per step (alone, fused in a scan) and as a fraction of the Alrao step"
+
+
+def section(result: dict) -> str:
+    """This benchmark's section of ``RESULTS.md`` (also what a run alone prints)."""
+    rows = result["rows"]
+    step = result["alrao_step"]
+    lines = [
+        "`randlr_jax.alrao.switch_update` (Alrao's posterior over the copies) for `N` copies. **Timed "
+        f"regions:** *dispatched*: blocks of {result['calls_per_block']} calls of the jitted update "
+        "on its own, then `block_until_ready` (launch overhead included); *in a scan*: "
+        f"{result['scan_length']} updates inside one `lax.scan` program, divided by "
+        f"{result['scan_length']} (the update's own compute: what it adds when fused into the "
+        "training step, as `make_alrao_train_step` does); *Alrao step*: blocks of the whole jitted "
+        f"Alrao-SGD step (MLP {tuple(step['widths'])}, batch {step['batch_size']}, 10 classes, `N` "
+        f"copies). **Statistic:** median (min) over {rows[0]['repeats']} blocks; fractions from the "
+        "same run.",
+        "",
+        "| N | dispatched (us) | in a scan (us/update) | Alrao step (us) | in-scan / step "
+        "| dispatched / step |",
+        "|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['num_copies']} | {r['dispatched_us']:.2f} ({r['dispatched_min_us']:.2f}) "
+            f"| {r['in_scan_us']:.3f} ({r['in_scan_min_us']:.3f}) "
+            f"| {r['alrao_step_us']:.1f} ({r['alrao_step_min_us']:.1f}) "
+            f"| {100 * r['fraction_in_scan']:.2f} % | {100 * r['fraction_dispatched']:.2f} % |"
+        )
+    return "\n".join(lines)
+
+
+def headline(result: dict) -> str:
+    """The report's one-line summary: the largest fused share of an Alrao step over ``N``."""
+    worst = max(result["rows"], key=lambda r: r["fraction_in_scan"])
+    return (
+        f"Switch update: at most {100 * worst['fraction_in_scan']:.2f} % of an Alrao step "
+        f"(N = {worst['num_copies']}, fused cost {worst['in_scan_us']:.2f} us/update)"
+    )
+
+
 def main(argv=None) -> dict:
-    return common.size_set_main(__doc__.splitlines()[0], run, report.switch_update_section, argv)
+    return common.size_set_main(__doc__.splitlines()[0], run, section, argv)
 
 
 if __name__ == "__main__":

@@ -18,19 +18,24 @@ Blier, Wolinski, Ollivier (2019):
 Commands (from the repository root)::
 
     .venv/bin/python -m experiments.alrao_appendix all --workdir runs/alrao_appendix          # minutes
-    .venv/bin/python -m experiments.alrao_appendix all --workdir runs/alrao_appendix --quick  # seconds
+    .venv/bin/python -m experiments.alrao_appendix all --workdir runs/alrao_appendix_quick --quick
     .venv/bin/python -m experiments.alrao_appendix fraction --setting mnist1d_cnn
 
+Expected result of the first (MNIST-1D MLP, seed 0, about 4.5 minutes), test loss at the best validation
+epoch: E: per feature 1.235 / per weight 1.087 on ``[1e-5, 10]``, both diverge on ``[1e-3, 100]``;
+F: ``p = 0.5`` (1.113) about as good as ``p = 1`` (1.110), ``p = 0.1`` 1.311; C: Adam 1e-3 1.098,
+Alrao-Adam 1.110; G: width 3 improves both (SGD best 1.083, Alrao 1.120); D: VGG19 20,040,522 ->
+20,086,692 parameters with Alrao (the paper's 20.041 -> 20.087 M).
+
 Each subcommand writes ``<workdir>/<name>/results.json``, ``table.md`` and a PNG (``params``: no PNG), each
-training run resumable in its own directory. Default setting: the MNIST-1D MLP, one seed, early stopping
-on validation loss, the best epoch tested.
+training run resumable in its own directory; ``<workdir>/results.json`` holds them all. Default setting:
+the MNIST-1D MLP, one seed, early stopping on validation loss, the best epoch tested.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import math
 import os
 import time
@@ -38,72 +43,191 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import matplotlib
-import matplotlib.pyplot as plt
 import numpy as np
 import optax
 
-from experiments import alrao_compare as ac
-from experiments._common import nonnegative_int, override, positive_float, positive_int
-from randlr_jax import AlraoHead
+from experiments import _common
+from experiments._common import finite_or_nan
+from randlr_jax import AlraoHead, runner
 from randlr_jax import models as rmodels
 from randlr_jax.alrao import sample_feature_lrs, scale_by_lr_tree
-from randlr_jax.training import distributed
+from randlr_jax.training import distributed, member_history, new_figure, save_figure
 
 COMMANDS = ("per_weight", "fraction", "adam", "wider", "params")
 
+# Appendix D's models: label -> (model, kwargs, classes, input shape (None: characters), copies).
+PARAM_CASES: dict[str, tuple[str, dict, int, tuple | None, int]] = {
+    "mlp (MNIST-1D)": ("mlp", {"widths": (100, 100)}, 10, (40,), 10),
+    "cnn1d (MNIST-1D)": ("cnn1d", {}, 10, (40,), 10),
+    "char_lstm (shakespeare_char, 88 symbols)": ("char_lstm", {}, 88, None, 6),
+    "char_lstm (PTB chars, 50 symbols)": ("char_lstm", {}, 50, None, 6),
+    "vgg19 (CIFAR-10)": ("vgg19", {}, 10, (32, 32, 3), 10),
+    "mobilenetv2 (CIFAR-10)": ("mobilenetv2", {}, 10, (32, 32, 3), 10),
+    "googlenet (CIFAR-10)": ("googlenet", {}, 10, (32, 32, 3), 10),
+}
+# The paper's Table 2 (millions of parameters, without / with Alrao).
+PAPER_TABLE2 = {
+    "googlenet": (6.166, 6.258),
+    "vgg19": (20.041, 20.087),
+    "mobilenetv2": (2.297, 2.412),
+    "char_lstm": (0.172, 0.197),
+}
 
-def _base(args, setting: ac.Setting, description: str):
-    # --epochs wins over --quick's budget, as in alrao_compare and demo.
-    epochs = override(args.epochs, setting.quick_epochs if args.quick else setting.epochs)
-    config = ac.train_config(
-        setting, args.seed, epochs=epochs, description=description, mesh=args.mesh_spec
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """Every knob of the appendices.
+
+    Attributes:
+      commands: the studies run (of :data:`COMMANDS`).
+      setting: the model of ``_common.ALRAO_SETTINGS`` (``params`` counts its own models).
+      seed: one seed.
+      epochs: ``None``: the setting's (early stopping with its patience).
+      lm_train_chars: a language model's training characters (``None``: the setting's).
+      intervals: Appendix E's ``(lr_min, lr_max)``.
+      fractions: Appendix F's ``p``; ``eta0``: its SGD rate.
+      adam_rates: Appendix C's Adam grid; ``alrao_adam_interval``: its Alrao-Adam interval.
+      widths: Appendix G's width multipliers.
+      param_cases: Appendix D's models (labels of :data:`PARAM_CASES`).
+    """
+
+    commands: tuple[str, ...] = COMMANDS
+    setting: str = "mnist1d_mlp"
+    seed: int = 0
+    epochs: int | None = None
+    lm_train_chars: int | None = None
+    intervals: tuple[tuple[float, float], ...] = (
+        (1e-5, 10.0),
+        (1e-3, 1.0),
+        (1e-2, 10.0),
+        (1e-3, 100.0),
     )
-    return config
+    fractions: tuple[float, ...] = (0.1, 0.25, 0.5, 0.75, 1.0)
+    eta0: float = 0.1
+    adam_rates: tuple[float, ...] = (1e-4, 1e-3, 1e-2)
+    alrao_adam_interval: tuple[float, float] = (1e-6, 1.0)
+    widths: tuple[float, ...] = (1.0, 3.0)
+    param_cases: tuple[str, ...] = tuple(PARAM_CASES)
+
+    def __post_init__(self):
+        if self.setting not in _common.ALRAO_SETTINGS:
+            raise ValueError(
+                f"setting must be one of {sorted(_common.ALRAO_SETTINGS)}, got {self.setting!r}."
+            )
+        for name, allowed in (("commands", COMMANDS), ("param_cases", tuple(PARAM_CASES))):
+            unknown = [v for v in getattr(self, name) if v not in allowed]
+            if unknown:
+                raise ValueError(f"{name} must be among {allowed}, got {unknown}.")
 
 
-def _result(run: Any, metric: str) -> dict:
+DEFAULT = Config()
+CONFIGS: dict[str, Config] = {
+    "default": DEFAULT,
+    **{name: dataclasses.replace(DEFAULT, setting=name) for name in _common.ALRAO_SETTINGS},
+}
+
+
+def quick(config: Config) -> Config:
+    """One interval, two fractions, the first three parameter counts, the setting's smoke-test epochs
+    (1-2), a language model on 3,000 characters."""
+    return dataclasses.replace(
+        config,
+        epochs=_common.ALRAO_SETTINGS[config.setting].quick_epochs,
+        lm_train_chars=_common.QUICK_LM_TOKENS,
+        intervals=((1e-3, 1.0),),
+        fractions=(0.25, 1.0),
+        param_cases=tuple(PARAM_CASES)[:3],
+    )
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("command", choices=COMMANDS + ("all",))
+    _common.add_config_arguments(parser, CONFIGS, workdir="runs/alrao_appendix")
+    parser.add_argument("--setting", choices=sorted(_common.ALRAO_SETTINGS))
+    parser.add_argument("--epochs", type=_common.positive_int, help="override the setting's")
+    parser.add_argument(
+        "--eta0", type=_common.positive_float, help="SGD rate of the fraction study"
+    )
+    parser.add_argument("--seed", type=_common.nonnegative_int)
+    distributed.add_arguments(parser)
+    args = parser.parse_args(argv)
+    config = _common.resolve_config(args, CONFIGS, quick)
+    if args.command != "all":
+        config = dataclasses.replace(config, commands=(args.command,))
+    mesh = distributed.from_args(args)
+    setting = _common.ALRAO_SETTINGS[config.setting]
+    reason = _common.unprepared_reason(setting)
+    if reason:
+        print(f"skipping {config.setting}: {reason}")
+        return {"skipped": reason}
+    if setting.task == "language_model" and config.lm_train_chars is not None:
+        setting = dataclasses.replace(setting, max_train_tokens=config.lm_train_chars)
+    started = time.perf_counter()
+    out = {}
+    for command in config.commands:
+        workdir = os.path.join(args.workdir, command)
+        rows, fig = STUDIES[command](config, setting, workdir, mesh)
+        figure = None if fig is None else save_figure(fig, os.path.join(workdir, f"{command}.png"))
+        print(f"\n## {command}")
+        out[command] = _common.finish(
+            workdir,
+            {"rows": rows, "figure": figure},
+            tables={"table": table(rows)},
+            figures=[figure] if figure else [],
+        )
+    return _common.finish(
+        args.workdir, {**out, "config": dataclasses.asdict(config)}, started=started
+    )
+
+
+def _base(config: Config, setting: _common.AlraoSetting, description: str, mesh) -> Any:
+    epochs = setting.epochs if config.epochs is None else config.epochs
+    return _common.alrao_train_config(
+        setting, config.seed, epochs=epochs, description=description, mesh=mesh
+    )
+
+
+def _result(summary: dict, metric: str) -> dict:
     return {
-        "best_epoch": run.summary["best_epoch"],
-        "best_validation_loss": run.summary.get("best_validation_loss"),
-        "test_loss": run.summary.get(f"test_{metric}"),
-        "test_accuracy": run.summary.get("test_accuracy"),
+        "best_epoch": summary["best_epoch"],
+        "best_validation_loss": summary.get("best_validation_loss"),
+        "test_loss": summary.get(f"test_{metric}"),
+        "test_accuracy": summary.get("test_accuracy"),
     }
 
 
-def per_weight(args, setting: ac.Setting, workdir: str) -> dict:
+def per_weight(config: Config, setting: _common.AlraoSetting, workdir: str, mesh=None):
     """Appendix E: ``per="feature"`` vs ``per="weight"`` over several intervals."""
-    intervals = (
-        [(1e-3, 1.0)] if args.quick else [(1e-5, 10.0), (1e-3, 1.0), (1e-2, 10.0), (1e-3, 100.0)]
-    )
     rows = []
-    for lr_min, lr_max in intervals:
+    for lr_min, lr_max in config.intervals:
         for per in ("feature", "weight"):
-            name = f"{per}_{lr_min:g}_{lr_max:g}"
-            run = ac.run_alrao(
-                setting,
-                _base(args, setting, f"per {per} [{lr_min:g}, {lr_max:g}]"),
-                os.path.join(workdir, name),
-                lr_min=lr_min,
-                lr_max=lr_max,
-                extra={"per": per},
+            base = _base(config, setting, f"per {per} [{lr_min:g}, {lr_max:g}]", mesh)
+            run = runner.train_and_evaluate(
+                _common.with_alrao(base, setting, lr_min=lr_min, lr_max=lr_max, per=per),
+                os.path.join(workdir, f"{per}_{lr_min:g}_{lr_max:g}"),
+                max_train_tokens=setting.max_train_tokens,
             )
             rows.append(
-                {"per": per, "lr_min": lr_min, "lr_max": lr_max, **_result(run, args.metric)}
+                {
+                    "per": per,
+                    "lr_min": lr_min,
+                    "lr_max": lr_max,
+                    **_result(run.summary, setting.metric),
+                }
             )
-    labels = sorted({f"[{r['lr_min']:g}, {r['lr_max']:g}]" for r in rows}, key=lambda s: s)
-    fig, ax = plt.subplots(figsize=(7, 4))
-    x = np.arange(len(intervals))
+    fig = new_figure(figsize=(7, 4))
+    ax = fig.subplots()
+    x = np.arange(len(config.intervals))
     for offset, per in ((-0.2, "feature"), (0.2, "weight")):
-        values = [_get(rows, per=per, lr_min=a, lr_max=b)["test_loss"] for a, b in intervals]
-        ax.bar(x + offset, _nan(values), width=0.4, label=f"per {per}")
-    labels = [f"[{a:g}, {b:g}]" for a, b in intervals]
-    ax.set_xticks(x, labels)
+        values = [r["test_loss"] for r in rows if r["per"] == per]
+        ax.bar(x + offset, finite_or_nan(values), width=0.4, label=f"per {per}")
+    ax.set_xticks(x, [f"[{a:g}, {b:g}]" for a, b in config.intervals])
     ax.set_xlabel("(lr_min, lr_max)")
     ax.set_ylabel("test loss at best validation epoch")
     ax.legend()
     ax.set_title("Appendix E: per-feature vs per-weight learning rates")
-    return _finish(workdir, rows, fig, "per_weight.png", ("per", "lr_min", "lr_max"))
+    return rows, fig
 
 
 def fraction_learning_rates(key: jax.Array, params: Any, learning_rate: float, p: float) -> Any:
@@ -123,46 +247,52 @@ def fraction_learning_rates(key: jax.Array, params: Any, learning_rate: float, p
     return {"body": body, "head": head}
 
 
-def fraction(args, setting: ac.Setting, workdir: str) -> dict:
+def fraction(config: Config, setting: _common.AlraoSetting, workdir: str, mesh=None):
     """Appendix F: SGD at ``eta0`` training a random fraction ``p`` of the features."""
-    fractions = [0.25, 1.0] if args.quick else [0.1, 0.25, 0.5, 0.75, 1.0]
     rows = []
-    for p in fractions:
-        config = _base(args, setting, f"fraction p={p:g}")
-        splits, spec, task = ac.splits_of(setting, config)
-        model = ac.build_model(config, spec)
-        sample = (
-            np.zeros((1, 70), np.int32)
-            if task == "language_model"
-            else np.asarray(splits["train"]["x"][:1])
-        )
-        init_args = (sample, model.initial_carry(1)) if task == "language_model" else (sample,)
-        shapes = jax.eval_shape(
-            lambda m=model, a=init_args: m.init(jax.random.key(0), *a, train=False)
-        )["params"]
-        key = jax.random.fold_in(jax.random.key(args.seed), 2)
-        rates = fraction_learning_rates(key, shapes, args.eta0, p)
-        trained = _trained_fraction(rates["body"], shapes["body"])
-        tx = optax.chain(scale_by_lr_tree(rates), optax.scale(-1.0))
-        run = ac.run_single(
-            setting,
-            config,
+    for p in config.fractions:
+        base = _base(config, setting, f"fraction p={p:g}", mesh)
+        shapes = _parameter_shapes(base, setting)
+        key = jax.random.fold_in(jax.random.key(config.seed), 2)
+        rates = fraction_learning_rates(key, shapes, config.eta0, p)
+        run = runner.train_and_evaluate(
+            base,
             os.path.join(workdir, f"p{p:g}"),
-            tx,
-            run_info={"optimizer": "sgd_feature_fraction", "learning_rate": args.eta0, "p": p},
+            tx=optax.chain(scale_by_lr_tree(rates), optax.scale(-1.0)),
+            run_info={"optimizer": "sgd_feature_fraction", "learning_rate": config.eta0, "p": p},
+            max_train_tokens=setting.max_train_tokens,
         )
-        rows.append({"p": p, "trained_weight_fraction": trained, **_result(run, args.metric)})
-    fig, ax = plt.subplots(figsize=(6, 4))
-    ax.plot(fractions, _nan([r["test_loss"] for r in rows]), marker="o", label="test")
+        rows.append(
+            {
+                "p": p,
+                "trained_weight_fraction": _trained_fraction(rates["body"], shapes["body"]),
+                **_result(run.summary, setting.metric),
+            }
+        )
+    fig = new_figure(figsize=(6, 4))
+    ax = fig.subplots()
     ax.plot(
-        fractions, _nan([r["best_validation_loss"] for r in rows]), marker="s", label="validation"
+        config.fractions, finite_or_nan([r["test_loss"] for r in rows]), marker="o", label="test"
     )
+    validation = finite_or_nan([r["best_validation_loss"] for r in rows])
+    ax.plot(config.fractions, validation, marker="s", label="validation")
     ax.set_xlabel("fraction p of features trained")
     ax.set_ylabel("loss at best validation epoch")
-    ax.set_title(f"Appendix F: SGD lr={args.eta0:g} on a random fraction of features")
+    ax.set_title(f"Appendix F: SGD lr={config.eta0:g} on a random fraction of features")
     ax.legend()
     ax.grid(alpha=0.3)
-    return _finish(workdir, rows, fig, "fraction.png", ("p",))
+    return rows, fig
+
+
+def _parameter_shapes(config: Any, setting: _common.AlraoSetting) -> Any:
+    """The model's parameters as shapes (``jax.eval_shape``: nothing computed)."""
+    splits, spec, task = runner.load_splits(config, max_train_tokens=setting.max_train_tokens)
+    model = runner.build_model(config, spec)
+    if task == "language_model":
+        init_args = (np.zeros((1, 70), np.int32), model.initial_carry(1))
+    else:
+        init_args = (np.asarray(splits["train"]["x"][:1]),)
+    return jax.eval_shape(lambda: model.init(jax.random.key(0), *init_args, train=False))["params"]
 
 
 def _trained_fraction(rates: Any, shapes: Any) -> float:
@@ -175,54 +305,59 @@ def _trained_fraction(rates: Any, shapes: Any) -> float:
     return trained / max(total, 1)
 
 
-def adam(args, setting: ac.Setting, workdir: str) -> dict:
-    """Appendix C: Alrao-Adam on ``[1e-6, 1]`` vs Adam at several rates."""
-    rates = [1e-4, 1e-3, 1e-2]
-    grid = ac.run_grid(
-        setting,
-        _base(args, setting, "Adam grid"),
+def adam(config: Config, setting: _common.AlraoSetting, workdir: str, mesh=None):
+    """Appendix C: Alrao-Adam vs Adam at several rates (one vmapped population)."""
+    lr_min, lr_max = config.alrao_adam_interval
+    label = f"Alrao-Adam [{_rate(lr_min)}, {_rate(lr_max)}]"
+    grid = runner.train_and_evaluate_population(
+        _base(config, setting, "Adam grid", mesh),
         os.path.join(workdir, "adam_grid"),
-        rates,
-        optax.adam,
+        config.adam_rates,
+        optimizer=optax.adam,
+        max_train_tokens=setting.max_train_tokens,
     )
-    alrao = ac.run_alrao(
-        setting,
-        _base(args, setting, "Alrao-Adam [1e-6, 1]"),
+    alrao = runner.train_and_evaluate(
+        _common.with_alrao(
+            _base(config, setting, label, mesh),
+            setting,
+            optimizer="alrao_adam",
+            lr_min=lr_min,
+            lr_max=lr_max,
+        ),
         os.path.join(workdir, "alrao_adam"),
-        optimizer="alrao_adam",
-        lr_min=1e-6,
-        lr_max=1.0,
+        max_train_tokens=setting.max_train_tokens,
     )
     rows = [
-        {
-            "method": f"Adam {m['learning_rate']:g}",
-            "best_epoch": m["best_epoch"],
-            "best_validation_loss": m.get("best_validation_loss"),
-            "test_loss": m.get(f"test_{args.metric}"),
-            "test_accuracy": m.get("test_accuracy"),
-        }
+        {"method": f"Adam {m['learning_rate']:g}", **_result(m, setting.metric)}
         for m in grid.members
     ]
-    rows.append({"method": "Alrao-Adam [1e-6, 1]", **_result(alrao, args.metric)})
-    from randlr_jax.training._population import member_history
+    rows.append({"method": label, **_result(alrao.summary, setting.metric)})
+    curves = {
+        f"Adam {lr:g}": member_history(grid.history, k) for k, lr in enumerate(config.adam_rates)
+    }
+    curves[label] = alrao.history
+    return rows, _common.curves_figure(
+        curves, title="Appendix C: Alrao-Adam vs Adam", task=setting.task
+    )
 
-    curves = {f"Adam {lr:g}": member_history(grid.history, k) for k, lr in enumerate(rates)}
-    curves["Alrao-Adam [1e-6, 1]"] = alrao.history
-    fig = _curves(curves, "Appendix C: Alrao-Adam vs Adam", args.metric)
-    return _finish(workdir, rows, fig, "adam.png", ("method",))
+
+def _rate(value: float) -> str:
+    """``1e-6``, ``0.1``, ``1``: a rate as the tables write it."""
+    return f"{value:g}".replace("e-0", "e-")
 
 
-def wider(args, setting: ac.Setting, workdir: str) -> dict:
-    """Appendix G: width multiplier 1 and 3, for the SGD grid (best on validation) and Alrao-SGD."""
+def wider(config: Config, setting: _common.AlraoSetting, workdir: str, mesh=None):
+    """Appendix G: width multipliers (1 and 3), for the SGD grid (best on validation) and Alrao-SGD."""
     rows = []
-    for multiplier in (1.0, 3.0):
+    for multiplier in config.widths:
         wide = dataclasses.replace(
             setting, model_kwargs={**setting.model_kwargs, "width_multiplier": multiplier}
         )
-        grid = ac.run_grid(
-            wide,
-            _base(args, wide, f"SGD grid x{multiplier:g}"),
+        grid = runner.train_and_evaluate_population(
+            _base(config, wide, f"SGD grid x{multiplier:g}", mesh),
             os.path.join(workdir, f"sgd_x{multiplier:g}"),
+            _common.SGD_GRID,
+            max_train_tokens=setting.max_train_tokens,
         )
         best = grid.summary["best_member"]
         member = grid.members[best] if best is not None else {}
@@ -232,53 +367,37 @@ def wider(args, setting: ac.Setting, workdir: str) -> dict:
                 "method": f"SGD best ({grid.summary['best_learning_rate']})",
                 "best_epoch": member.get("best_epoch"),
                 "best_validation_loss": member.get("best_validation_loss"),
-                "test_loss": member.get(f"test_{args.metric}"),
+                "test_loss": member.get(f"test_{setting.metric}"),
                 "test_accuracy": member.get("test_accuracy"),
             }
         )
-        alrao = ac.run_alrao(
-            wide,
-            _base(args, wide, f"Alrao x{multiplier:g}"),
+        alrao = runner.train_and_evaluate(
+            _common.with_alrao(_base(config, wide, f"Alrao x{multiplier:g}", mesh), wide),
             os.path.join(workdir, f"alrao_x{multiplier:g}"),
+            max_train_tokens=setting.max_train_tokens,
         )
-        rows.append({"width": multiplier, "method": "Alrao-SGD", **_result(alrao, args.metric)})
-    fig, ax = plt.subplots(figsize=(6, 4))
+        rows.append(
+            {"width": multiplier, "method": "Alrao-SGD", **_result(alrao.summary, setting.metric)}
+        )
+    fig = new_figure(figsize=(6, 4))
+    ax = fig.subplots()
     for method in ("SGD", "Alrao"):
         values = [r["test_loss"] for r in rows if r["method"].startswith(method)]
-        ax.plot([1, 3], _nan(values), marker="o", label=method)
+        ax.plot(list(config.widths), finite_or_nan(values), marker="o", label=method)
     ax.set_xlabel("width multiplier")
     ax.set_ylabel("test loss at best validation epoch")
-    ax.set_title("Appendix G: 3x wider network")
+    ax.set_title("Appendix G: a wider network")
     ax.legend()
     ax.grid(alpha=0.3)
-    return _finish(workdir, rows, fig, "wider.png", ("width", "method"))
+    return rows, fig
 
 
-# The paper's Table 2 (millions of parameters, without / with Alrao).
-PAPER_TABLE2 = {
-    "googlenet": (6.166, 6.258),
-    "vgg19": (20.041, 20.087),
-    "mobilenetv2": (2.297, 2.412),
-    "char_lstm": (0.172, 0.197),
-}
-
-
-def params(args, setting: ac.Setting, workdir: str) -> dict:
+def params(config: Config, setting: _common.AlraoSetting | None = None, workdir=None, mesh=None):
     """Appendix D: parameter counts without / with Alrao (10 copies; 6 for the LSTM), from shapes."""
-    del setting
-    cases = [
-        ("mlp (MNIST-1D)", "mlp", {"widths": (100, 100)}, 10, (40,), 10),
-        ("cnn1d (MNIST-1D)", "cnn1d", {}, 10, (40,), 10),
-        ("char_lstm (shakespeare_char, 88 symbols)", "char_lstm", {}, 88, None, 6),
-        ("char_lstm (PTB chars, 50 symbols)", "char_lstm", {}, 50, None, 6),
-        ("vgg19 (CIFAR-10)", "vgg19", {}, 10, (32, 32, 3), 10),
-        ("mobilenetv2 (CIFAR-10)", "mobilenetv2", {}, 10, (32, 32, 3), 10),
-        ("googlenet (CIFAR-10)", "googlenet", {}, 10, (32, 32, 3), 10),
-    ]
-    if args.quick:
-        cases = cases[:3]
+    del setting, workdir, mesh  # the models are the paper's, not the setting's; nothing is trained
     rows = []
-    for label, name, kwargs, classes, input_shape, copies in cases:
+    for label in config.param_cases:
+        name, kwargs, classes, input_shape, copies = PARAM_CASES[label]
         counts = []
         for head in (None, AlraoHead(num_outputs=classes, num_copies=copies)):
             if name == "char_lstm":
@@ -303,56 +422,28 @@ def params(args, setting: ac.Setting, workdir: str) -> dict:
                 "paper_with_M": None if paper is None else paper[1],
             }
         )
-    return _finish(workdir, rows, None, None, ("model",))
+    return rows, None
 
 
-def _get(rows: list[dict], **match) -> dict:
-    return next(r for r in rows if all(r[k] == v for k, v in match.items()))
+STUDIES = {
+    "per_weight": per_weight,
+    "fraction": fraction,
+    "adam": adam,
+    "wider": wider,
+    "params": params,
+}
 
 
-def _nan(values) -> list[float]:
-    return [math.nan if v is None or not math.isfinite(float(v)) else float(v) for v in values]
-
-
-def _curves(curves: dict, title: str, metric: str):
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    for label, history in curves.items():
-        epochs = [r["epoch"] for r in history]
-        axes[0].plot(epochs, _nan([r.get("train_loss") for r in history]), label=label)
-        axes[1].plot(epochs, _nan([r.get(f"test_{metric}") for r in history]), label=label)
-    for ax, split in zip(axes, ("train", "test"), strict=True):
-        ax.set_xlabel("epoch")
-        ax.set_ylabel(f"{split} loss")
-        ax.set_yscale("log")
-        ax.grid(alpha=0.3)
-    axes[1].legend(fontsize=8)
-    fig.suptitle(title)
-    fig.tight_layout()
-    return fig
-
-
-def _finish(workdir: str, rows: list[dict], fig, figure_name: str | None, keys: tuple) -> dict:
-    figure = None
-    if fig is not None:
-        figure = os.path.join(workdir, figure_name)
-        fig.tight_layout()
-        fig.savefig(figure, dpi=110)
-        plt.close(fig)
-    text = _table(rows)
-    with open(os.path.join(workdir, "table.md"), "w") as f:
-        f.write(text + "\n")
-    out = {"rows": rows, "figure": figure}
-    with open(os.path.join(workdir, "results.json"), "w") as f:
-        json.dump(out, f, indent=2, default=repr)
-    return out
-
-
-def _table(rows: list[dict]) -> str:
+def table(rows: list[dict]) -> str:
+    """A study's rows as a markdown table (one column per key of the first row)."""
     columns = list(rows[0])
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for r in rows:
         lines.append("| " + " | ".join(_cell(r[c]) for c in columns) + " |")
     return "\n".join(lines)
+
+
+_table = table  # the name other tools know
 
 
 def _cell(value) -> str:
@@ -361,46 +452,6 @@ def _cell(value) -> str:
     if isinstance(value, float):
         return f"{value:.4g}"
     return str(value)
-
-
-def main(argv=None) -> dict:
-    matplotlib.use("Agg")  # figures go to files; the entry point, not an import, picks the backend
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("command", choices=COMMANDS + ("all",))
-    parser.add_argument("--workdir", default="runs/alrao_appendix")
-    parser.add_argument("--setting", default="mnist1d_mlp", choices=sorted(ac.SETTINGS))
-    parser.add_argument(
-        "--epochs", type=positive_int, default=None, help="override the setting's epochs"
-    )
-    parser.add_argument(
-        "--eta0", type=positive_float, default=0.1, help="SGD rate of the fraction study"
-    )
-    parser.add_argument("--seed", type=nonnegative_int, default=0)
-    parser.add_argument("--quick", action="store_true", help="fewer cases, 1-2 epochs")
-    distributed.add_arguments(parser)
-    args = parser.parse_args(argv)
-    args.mesh_spec = distributed.from_args(args)
-    setting = ac.SETTINGS[args.setting]
-    reason = ac.unavailable_reason(setting)
-    if reason:
-        print(f"skipping {args.setting}: {reason}")
-        return {"skipped": reason}
-    if setting.task == "language_model" and args.quick:
-        setting = dataclasses.replace(setting, max_train_tokens=3_000)
-    args.metric = ac.metric_name(setting)
-    commands = COMMANDS if args.command == "all" else (args.command,)
-    t0 = time.perf_counter()
-    out = {}
-    for command in commands:
-        workdir = os.path.join(args.workdir, command)
-        os.makedirs(workdir, exist_ok=True)
-        out[command] = globals()[command](args, setting, workdir)
-        print(f"\n## {command}\n")
-        print(_table(out[command]["rows"]))
-        if out[command]["figure"]:
-            print(f"figure:  {os.path.abspath(out[command]['figure'])}")
-    print(f"\nwall time {time.perf_counter() - t0:.1f} s")
-    return out
 
 
 if __name__ == "__main__":

@@ -4,110 +4,137 @@ Blier, Wolinski, Ollivier (2019), Appendix B / Fig. 4: with 10 copies on ``[1e-5
 largest rates lose their weight within a few steps, a copy with a moderately large rate leads briefly,
 then one copy with a somewhat smaller rate takes nearly all the weight (model averaging turns into model
 selection). Here Alrao-SGD on the MNIST-1D MLP (``--setting`` for the others); the posterior (the mixture
-weights the model predicts with) is recorded every ``--log-every`` steps by a ``fit`` callback, and at
-every epoch's end from the history's ``last_posterior``.
+weights the model predicts with) is recorded every ``--log-every`` steps by a ``fit`` callback
+(:class:`randlr_jax.training.JsonLinesLog`), and at every epoch's end from the history's
+``last_posterior``.
 
 Commands (from the repository root)::
 
     .venv/bin/python -m experiments.alrao_posterior --workdir runs/alrao_posterior           # a minute
-    .venv/bin/python -m experiments.alrao_posterior --workdir runs/alrao_posterior --quick   # seconds
+    .venv/bin/python -m experiments.alrao_posterior --workdir runs/alrao_posterior_quick --quick
+
+Expected result of the first (10 epochs, about 40 s): the copy at 0.1 leads briefly (weight about 0.5
+after ~500 examples), then the copy at 0.022 takes over (0.98 at the end of epoch 1, 0.998 after 10
+epochs); ``suggest_lr`` gives 0.022.
 
 Writes ``posterior.jsonl`` (step, examples seen, posterior), ``results.json``, ``table.md`` and
-``posterior.png`` under ``--workdir``; the run itself is resumable (the trace of steps already run before
-an interruption is kept in ``posterior.jsonl``).
+``posterior.png`` under ``--workdir``; the run itself is resumable (``posterior.jsonl`` then holds one
+record per logged step, as an uninterrupted run's).
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
 import time
 
-import matplotlib
-import matplotlib.pyplot as plt
 import numpy as np
 
-from experiments import alrao_compare as ac
-from experiments._common import nonnegative_int, positive_int
+from experiments import _common
+from randlr_jax import runner
 from randlr_jax.alrao import copy_learning_rates, suggest_lr
-from randlr_jax.training import distributed
+from randlr_jax.training import JsonLinesLog, distributed, new_figure, save_figure
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """The study: one Alrao-SGD run of a setting, no early stopping, the posterior every
+    ``log_every`` steps. ``lm_train_chars``: a language model's training characters (``None``: the
+    setting's)."""
+
+    setting: str = "mnist1d_mlp"
+    epochs: int = 10
+    log_every: int = 5
+    seed: int = 0
+    lm_train_chars: int | None = None
+
+    def __post_init__(self):
+        if self.setting not in _common.ALRAO_SETTINGS:
+            raise ValueError(
+                f"setting must be one of {sorted(_common.ALRAO_SETTINGS)}, got {self.setting!r}."
+            )
+
+
+DEFAULT = Config()
+CONFIGS: dict[str, Config] = {
+    "default": DEFAULT,
+    **{name: dataclasses.replace(DEFAULT, setting=name) for name in _common.ALRAO_SETTINGS},
+}
+
+
+def quick(config: Config) -> Config:
+    """One epoch (a language model on 3,000 characters)."""
+    return dataclasses.replace(config, epochs=1, lm_train_chars=_common.QUICK_LM_TOKENS)
 
 
 def main(argv=None) -> dict:
-    matplotlib.use("Agg")  # figures go to files; the entry point, not an import, picks the backend
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--workdir", default="runs/alrao_posterior")
-    parser.add_argument("--setting", default="mnist1d_mlp", choices=sorted(ac.SETTINGS))
-    parser.add_argument("--epochs", type=positive_int, default=10)
+    _common.add_config_arguments(parser, CONFIGS, workdir="runs/alrao_posterior")
+    parser.add_argument("--setting", choices=sorted(_common.ALRAO_SETTINGS))
+    parser.add_argument("--epochs", type=_common.positive_int)
     parser.add_argument(
-        "--log-every", type=positive_int, default=5, help="record the posterior every N steps"
+        "--log-every", type=_common.positive_int, help="record the posterior every N steps"
     )
-    parser.add_argument("--seed", type=nonnegative_int, default=0)
-    parser.add_argument("--quick", action="store_true", help="one epoch")
+    parser.add_argument("--seed", type=_common.nonnegative_int)
     distributed.add_arguments(parser)
     args = parser.parse_args(argv)
+    config = _common.resolve_config(args, CONFIGS, quick)
     mesh = distributed.from_args(args)
-    setting = ac.SETTINGS[args.setting]
-    reason = ac.unavailable_reason(setting)
+    setting = _common.ALRAO_SETTINGS[config.setting]
+    reason = _common.unprepared_reason(setting)
     if reason:
-        print(f"skipping {args.setting}: {reason}")
+        print(f"skipping {config.setting}: {reason}")
         return {"skipped": reason}
-    if setting.task == "language_model" and args.quick:
-        setting = dataclasses.replace(setting, max_train_tokens=3_000)
-    os.makedirs(args.workdir, exist_ok=True)
-    t0 = time.perf_counter()
-    epochs = 1 if args.quick else args.epochs
-    config = ac.train_config(setting, args.seed, epochs=epochs, description="Alrao-SGD", mesh=mesh)
-    config = config.replace(
-        loop=dataclasses.replace(config.loop, patience=None, log_every=args.log_every)
+    if setting.task == "language_model" and config.lm_train_chars is not None:
+        setting = dataclasses.replace(setting, max_train_tokens=config.lm_train_chars)
+    started = time.perf_counter()
+    train = _common.alrao_train_config(
+        setting,
+        config.seed,
+        epochs=config.epochs,
+        early_stopping=False,
+        mesh=mesh,
+        description="Alrao-SGD",
     )
-    trace_path = os.path.join(args.workdir, "posterior.jsonl")
-    examples_per_step = setting.batch_size * (70 if setting.task == "language_model" else 1)
-
-    def record(step: int, metrics: dict) -> None:
-        with open(trace_path, "a") as f:
-            entry = {
-                "step": step,
-                "examples": step * examples_per_step,
-                "posterior": np.asarray(metrics["posterior"]).tolist(),
-            }
-            f.write(json.dumps(entry) + "\n")
-
-    run = ac.run_alrao(setting, config, os.path.join(args.workdir, "run"), callbacks=[record])
+    train = train.replace(loop=dataclasses.replace(train.loop, log_every=config.log_every))
+    examples_per_step = setting.batch_size * (
+        train.loop.seq_len if setting.task == "language_model" else 1
+    )
+    log = JsonLinesLog(
+        os.path.join(args.workdir, "posterior.jsonl"),
+        record=lambda step, metrics: {
+            "examples": step * examples_per_step,
+            "posterior": metrics["posterior"],
+        },
+    )
+    run = runner.train_and_evaluate(
+        _common.with_alrao(train, setting),
+        os.path.join(args.workdir, "run"),
+        callbacks=[log],
+        max_train_tokens=setting.max_train_tokens,
+    )
     rates = copy_learning_rates(setting.lr_min, setting.lr_max, setting.num_copies)
-    trace = _read_trace(trace_path)
+    trace = log.read()
     epochs_posterior = [r["last_posterior"] for r in run.history if "last_posterior" in r]
-    final = (
-        np.asarray(epochs_posterior[-1]) if epochs_posterior else np.asarray(trace[-1]["posterior"])
-    )
-    figure = plot(trace, rates, os.path.join(args.workdir, "posterior.png"), args.setting)
-    out = {
-        "setting": args.setting,
-        "epochs": epochs,
+    final = np.asarray(epochs_posterior[-1] if epochs_posterior else trace[-1]["posterior"])
+    figure = plot(trace, rates, os.path.join(args.workdir, "posterior.png"), config.setting)
+    results = {
+        "setting": config.setting,
+        "epochs": config.epochs,
         "copy_learning_rates": rates.tolist(),
         "posterior_per_epoch": epochs_posterior,
         "final_posterior": final.tolist(),
         "argmax_learning_rate": float(rates[int(np.argmax(final))]),
         "suggested_learning_rate": float(suggest_lr(rates, final)),
-        "test_loss": run.summary.get(f"test_{ac.metric_name(setting)}"),
+        "test_loss": run.summary.get(f"test_{setting.metric}"),
         "test_accuracy": run.summary.get("test_accuracy"),
         "figure": figure,
-        "wall_time_s": time.perf_counter() - t0,
+        "config": dataclasses.asdict(config),
     }
-    ac.write_results(args.workdir, out, table(out), figure)
-    return out
-
-
-def _read_trace(path: str) -> list[dict]:
-    """The recorded posteriors, one per step (a resumed run re-records nothing twice: last wins)."""
-    by_step = {}
-    with open(path) as f:
-        for line in f:
-            entry = json.loads(line)
-            by_step[entry["step"]] = entry
-    return [by_step[s] for s in sorted(by_step)]
+    return _common.finish(
+        args.workdir, results, tables={"table": table(results)}, figures=[figure], started=started
+    )
 
 
 def table(out: dict) -> str:
@@ -128,10 +155,13 @@ def table(out: dict) -> str:
 
 def plot(trace: list[dict], rates: np.ndarray, path: str, title: str) -> str:
     """One line per copy: its posterior weight against the number of training examples seen."""
+    from matplotlib import colormaps
+
     examples = [e["examples"] for e in trace]
     posterior = np.array([e["posterior"] for e in trace])  # (T, N)
-    fig, ax = plt.subplots(figsize=(8, 4.5))
-    colors = plt.cm.viridis(np.linspace(0, 1, len(rates)))
+    fig = new_figure(figsize=(8, 4.5))
+    ax = fig.subplots()
+    colors = colormaps["viridis"](np.linspace(0, 1, len(rates)))
     for j, rate in enumerate(rates):
         ax.plot(examples, posterior[:, j], color=colors[j], label=f"{rate:.1e}")
     ax.set_xscale("log")
@@ -140,10 +170,7 @@ def plot(trace: list[dict], rates: np.ndarray, path: str, title: str) -> str:
     ax.set_title(f"{title}: switch posterior over the classifier copies")
     ax.legend(title="copy's rate", fontsize=7, ncol=2)
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 if __name__ == "__main__":

@@ -15,14 +15,16 @@ head, for the run's vocabulary and for 10,000 words.
 Commands (from the repository root)::
 
     .venv/bin/python -m experiments.alrao_word_lm --workdir runs/alrao_word_lm                    # GPU
-    .venv/bin/python -m experiments.alrao_word_lm --workdir runs/alrao_word_lm_medium --setting medium
+    .venv/bin/python -m experiments.alrao_word_lm --workdir runs/alrao_word_lm_medium --config medium
     .venv/bin/python -m experiments.alrao_word_lm --workdir runs/alrao_word_lm_quick --quick     # < 1 min
 
-Settings: ``default`` (``shakespeare_word``, 10,000 words, 20 streams x BPTT 35, 10 epochs of the
-1.96M training tokens, whole validation/test splits, patience 3, SGD at ``{0.1, 1, 10}``); ``medium``
-(a CPU budget: ``shakespeare_word/small``, 2,000 words, the first 120,000 training tokens, 3 epochs,
-the first 20,000 validation/test tokens); ``quick`` (``--quick``: the same path on 1,200 training
-tokens, 4 streams x 10 steps, SGD at ``{0.1, 1}``, one epoch).
+Configurations (``--config``; ``--setting`` is the same flag): ``default`` (``shakespeare_word``, 10,000
+words, 20 streams x BPTT 35, 10 epochs of the 1.96M training tokens, whole validation/test splits,
+patience 3, SGD at ``{0.1, 1, 10}``); ``medium`` (a CPU budget: ``shakespeare_word/small``, 2,000 words,
+the first 120,000 training tokens, 3 epochs, the first 20,000 validation/test tokens:
+:func:`randlr_jax.training.apply_token_budget`). ``--quick`` shrinks either to the same path on 1,200
+training tokens (400 validation/test), 4 streams x 10 steps, SGD at ``{0.1, 1}``, one epoch: finite
+perplexities, not a result.
 
 Flags: ``--mesh`` (:mod:`randlr_jax.training`; default every device) runs every method
 data parallel (the batch must be a multiple of the ``data`` axis: ``--batch-size``), and with
@@ -32,12 +34,13 @@ data parallel (the batch must be a multiple of the ``data`` axis: ``--batch-size
 (:class:`~randlr_jax.AlraoHead`'s ``copy_chunk_size``: less memory, same results up to rounding);
 ``--time-steps K`` also times ``K`` compiled steps of each method (``--time-only``: only that and the
 parameter counts, into ``timing.json``). Writes under ``--workdir``: ``seed<s>/<method>/`` (one
-resumable :func:`fit` run each, with ``train_trace.jsonl``), ``results.json``, ``table.md`` and
+resumable :func:`fit` run each, with ``train_trace.jsonl``: a
+:class:`randlr_jax.training.JsonLinesLog` of the minibatch loss), ``results.json``, ``table.md`` and
 ``learning_curves.png``. Interrupt it and run it again: it resumes.
 
 Measured (CPU, 2 cores shared with other jobs, load 3-9; seed 0)::
 
-    --setting medium (V = 2,000; 3 epochs of 120,000 tokens; 24 min wall; all best at epoch 3)
+    --config medium (V = 2,000; 3 epochs of 120,000 tokens; 24 min wall; all best at epoch 3)
     method                        validation ppl   test ppl
     SGD 0.1                              129.4       133.0
     SGD 1 (best SGD)                     114.0       116.5
@@ -45,7 +48,7 @@ Measured (CPU, 2 cores shared with other jobs, load 3-9; seed 0)::
     Adam 1e-3                             80.1        73.8
     Alrao-SGD [1e-3, 100], N = 6          90.3        94.7   (posterior 0.998 on the 0.1 copy)
 
-    --setting default --time-only --time-steps 3 (one CPU device; V = 10,000, 20 x 35 tokens)
+    --config default --time-only --time-steps 3 (one CPU device; V = 10,000, 20 x 35 tokens)
     parameters: body 2,641,600, one head 2,010,000, Alrao head 12,060,000 (6 copies);
     model 4,651,600 -> Alrao model 14,701,600 (x3.16, the paper's "threefold")
     seconds per step: SGD 0.33-0.49, Adam 0.29, Alrao-SGD 1.88
@@ -58,7 +61,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import math
 import os
 import time
@@ -67,18 +69,11 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import matplotlib
-import matplotlib.pyplot as plt
 import numpy as np
 import optax
 
-from experiments._common import (
-    nonnegative_int,
-    positive_float,
-    positive_int,
-    require_distinct,
-)
-from experiments.alrao_compare import fmt, mean_std, write_results
+from experiments import _common
+from experiments._common import fmt, mean_std
 from randlr_jax import alrao, models
 from randlr_jax import data as rdata
 from randlr_jax.alrao import _optimizers as _alrao
@@ -89,7 +84,17 @@ from randlr_jax.alrao._copies import (
     suggest_lr,
 )
 from randlr_jax.alrao._step import make_alrao_train_step
-from randlr_jax.training import LoopConfig, check_or_write, distributed, fingerprint, fit
+from randlr_jax.training import (
+    JsonLinesLog,
+    LoopConfig,
+    apply_token_budget,
+    check_or_write,
+    distributed,
+    fingerprint,
+    fit,
+    new_figure,
+    save_figure,
+)
 from randlr_jax.training._state import create_train_state
 from randlr_jax.training._steps import make_train_step
 
@@ -99,7 +104,7 @@ PAPER_VOCAB_SIZE = 10_000
 
 
 @dataclasses.dataclass(frozen=True)
-class Setting:
+class Config:
     """Data, budget and methods of one run of the study.
 
     Attributes:
@@ -115,6 +120,7 @@ class Setting:
       eval_streams: parallel streams when evaluating.
       log_every: record the training loss every this many steps (``train_trace.jsonl``).
       model_kwargs: :class:`~randlr_jax.models.WordLSTM` attributes.
+      seeds: one run of every method per seed (``--seeds``).
     """
 
     dataset: str = "shakespeare_word"
@@ -132,11 +138,14 @@ class Setting:
     eval_streams: int = 10
     log_every: int = 20
     model_kwargs: dict = dataclasses.field(default_factory=dict)
+    seeds: tuple[int, ...] = (0,)
 
 
-SETTINGS: dict[str, Setting] = {
-    "default": Setting(),
-    "medium": Setting(
+DEFAULT = Config()
+CONFIGS: dict[str, Config] = {
+    "default": DEFAULT,
+    "medium": dataclasses.replace(
+        DEFAULT,
         dataset="shakespeare_word/small",
         epochs=3,
         patience=None,
@@ -144,7 +153,13 @@ SETTINGS: dict[str, Setting] = {
         eval_tokens=20_000,
         log_every=10,
     ),
-    "quick": Setting(
+}
+
+
+def quick(config: Config) -> Config:
+    """The same path at smoke-test size: 1,200 training tokens, 4 x 10 batches, one epoch."""
+    return dataclasses.replace(
+        config,
         dataset="shakespeare_word/small",
         epochs=1,
         patience=None,
@@ -155,24 +170,21 @@ SETTINGS: dict[str, Setting] = {
         sgd_rates=(0.1, 1.0),
         eval_streams=2,
         log_every=5,
-    ),
-}
+    )
 
 
-def load_splits(setting: Setting, data_dir: str | None = None) -> dict[str, np.ndarray]:
+def load_splits(setting: Config, data_dir: str | None = None) -> dict[str, np.ndarray]:
     """The three token streams of ``setting.dataset``, cut to the setting's token budgets."""
-    cuts = {
-        "train": setting.train_tokens,
-        "validation": setting.eval_tokens,
-        "test": setting.eval_tokens,
+    splits = {
+        split: rdata.load_tokens(setting.dataset, split, data_dir=data_dir)
+        for split in ("train", "validation", "test")
     }
-    return {
-        split: rdata.load_tokens(setting.dataset, split, data_dir=data_dir)[:cut]
-        for split, cut in cuts.items()
-    }
+    return apply_token_budget(
+        splits, train_tokens=setting.train_tokens, eval_tokens=setting.eval_tokens
+    )
 
 
-def alrao_head(setting: Setting, vocab_size: int, copy_chunk_size: int | None) -> AlraoHead:
+def alrao_head(setting: Config, vocab_size: int, copy_chunk_size: int | None) -> AlraoHead:
     """The Alrao head: ``N`` copies, computed ``copy_chunk_size`` at a time (``None``: all at once)."""
     check_copy_chunk_size(copy_chunk_size, setting.num_copies)  # AlraoHead checks only in setup
     return AlraoHead(
@@ -180,13 +192,13 @@ def alrao_head(setting: Setting, vocab_size: int, copy_chunk_size: int | None) -
     )
 
 
-def method_names(setting: Setting) -> list[str]:
+def method_names(setting: Config) -> list[str]:
     """``sgd_<lr>`` for every SGD rate, ``adam``, ``alrao_sgd``: the run directories' names."""
     return [f"sgd_{lr:g}" for lr in setting.sgd_rates] + ["adam", "alrao_sgd"]
 
 
 def build(
-    setting: Setting, method: str, vocab_size: int, seed: int, copy_chunk_size: int | None = None
+    setting: Config, method: str, vocab_size: int, seed: int, copy_chunk_size: int | None = None
 ) -> tuple[Any, optax.GradientTransformation, Any]:
     """``(model, tx, train_step or None)`` of ``method`` (a name of :func:`method_names`)."""
     if method == "alrao_sgd":
@@ -206,7 +218,7 @@ def build(
     raise ValueError(f"method must be one of {method_names(setting)}, got {method!r}.")
 
 
-def method_info(setting: Setting, method: str) -> dict[str, Any]:
+def method_info(setting: Config, method: str) -> dict[str, Any]:
     """What ``method`` trains with, as recorded in its run directory's ``run.json``."""
     if method == "alrao_sgd":
         return {
@@ -221,7 +233,7 @@ def method_info(setting: Setting, method: str) -> dict[str, Any]:
 
 
 def parameter_counts(
-    setting: Setting, vocab_size: int, copy_chunk_size: int | None = None
+    setting: Config, vocab_size: int, copy_chunk_size: int | None = None
 ) -> dict[str, Any]:
     """Body, one head, the Alrao head (``N`` copies) and both model totals, without allocating them."""
     tokens = jnp.zeros((1, 1), jnp.int32)
@@ -245,29 +257,6 @@ def parameter_counts(
     }
 
 
-class LossTrace:
-    """A :func:`fit` callback appending ``{"step", "loss"}`` to a JSON-lines file (resume-safe)."""
-
-    def __init__(self, path: str):
-        self.path = path
-
-    def __call__(self, step: int, metrics: dict) -> None:
-        with open(self.path, "a") as f:
-            f.write(json.dumps({"step": int(step), "loss": float(metrics["loss"])}) + "\n")
-
-    def read(self) -> list[dict]:
-        """The records by step; a step recorded twice (re-run after an interrupt) keeps the last."""
-        if not os.path.exists(self.path):
-            return []
-        by_step = {}
-        with open(self.path) as f:
-            for line in f:
-                if line.strip():
-                    record = json.loads(line)
-                    by_step[record["step"]] = record
-        return [by_step[s] for s in sorted(by_step)]
-
-
 def perplexity(loss: float | None) -> float:
     """``exp(loss)``; NaN for a missing or non-finite loss, ``inf`` on overflow."""
     if loss is None or not math.isfinite(float(loss)):
@@ -276,7 +265,7 @@ def perplexity(loss: float | None) -> float:
 
 
 def run_method(
-    setting: Setting,
+    setting: Config,
     method: str,
     splits: dict[str, np.ndarray],
     vocab_size: int,
@@ -315,7 +304,7 @@ def run_method(
         run_info={"method": method, **method_info(setting, method)},
     )
     check_or_write(workdir, record, section="experiment")
-    trace = LossTrace(os.path.join(workdir, "train_trace.jsonl"))
+    trace = JsonLinesLog(os.path.join(workdir, "train_trace.jsonl"), keys=["loss"])
     result = fit(
         model,
         tx,
@@ -354,7 +343,7 @@ def run_method(
 
 
 def time_steps(
-    setting: Setting,
+    setting: Config,
     vocab_size: int,
     num_steps: int,
     *,
@@ -384,7 +373,7 @@ def time_steps(
     return out
 
 
-def label(setting: Setting, method: str) -> str:
+def label(setting: Config, method: str) -> str:
     if method == "adam":
         return f"Adam {setting.adam_lr:g}"
     if method == "alrao_sgd":
@@ -401,7 +390,7 @@ def aggregate(runs: Sequence[dict]) -> dict:
     }
 
 
-def best_sgd(setting: Setting, methods: dict) -> str | None:
+def best_sgd(setting: Config, methods: dict) -> str | None:
     """The SGD rate with the lowest mean validation perplexity (finite only), or ``None``."""
     scores = {
         m: methods[m]["validation_perplexity"][0]
@@ -412,7 +401,7 @@ def best_sgd(setting: Setting, methods: dict) -> str | None:
     return min(finite, key=finite.get) if finite else None
 
 
-def table(setting: Setting, result: dict) -> str:
+def table(setting: Config, result: dict) -> str:
     """Perplexities (mean ± std over seeds) and parameter counts, as markdown."""
     lines = [
         f"## Word-level LSTM on {setting.dataset} (V = {result['data']['vocab_size']:,}), "
@@ -456,13 +445,14 @@ def table(setting: Setting, result: dict) -> str:
     return "\n".join(lines)
 
 
-def learning_curves_figure(setting: Setting, runs: dict, path: str, vocab_size: int) -> str:
+def learning_curves_figure(setting: Config, runs: dict, path: str, vocab_size: int) -> str:
     """Training perplexity against the step (left), validation perplexity per epoch (right).
 
     The axes stop at ``2 V`` (twice the uniform model's perplexity): a diverged rate leaves the plot
     instead of squashing the others.
     """
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    fig = new_figure(figsize=(11, 4.2))
+    axes = fig.subplots(1, 2)
     for method, run in runs.items():
         style = {"lw": 2.5, "color": "k"} if method == "alrao_sgd" else {}
         if method == "adam":
@@ -488,31 +478,29 @@ def learning_curves_figure(setting: Setting, runs: dict, path: str, vocab_size: 
         ax.grid(alpha=0.3)
     axes[1].legend(fontsize=8, loc="upper right")
     fig.suptitle(f"Word-level LSTM on {setting.dataset}: SGD, Adam, Alrao-SGD (seed 0)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
-    matplotlib.use("Agg")  # figures go to files; the entry point, not an import, picks the backend
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--workdir", default="runs/alrao_word_lm")
-    parser.add_argument("--setting", default="default", choices=sorted(SETTINGS))
-    parser.add_argument("--quick", action="store_true", help="the 'quick' setting (< 1 min, CPU)")
-    parser.add_argument("--seeds", nargs="+", type=nonnegative_int, default=[0])
-    parser.add_argument("--epochs", type=positive_int, default=None, help="override the epochs")
-    parser.add_argument("--batch-size", type=positive_int, default=None, help="token streams")
-    parser.add_argument("--sgd-rates", nargs="+", type=positive_float, default=None)
+    _common.add_config_arguments(parser, CONFIGS, workdir="runs/alrao_word_lm")
+    parser.add_argument(
+        "--setting", dest="config", choices=sorted(CONFIGS), default=argparse.SUPPRESS,
+        help="the same as --config",
+    )  # fmt: skip
+    parser.add_argument("--seeds", nargs="+", type=_common.nonnegative_int)
+    parser.add_argument("--epochs", type=_common.positive_int, help="override the epochs")
+    parser.add_argument("--batch-size", type=_common.positive_int, help="token streams")
+    parser.add_argument("--sgd-rates", nargs="+", type=_common.positive_float)
     parser.add_argument(
         "--copy-chunk-size",
-        type=positive_int,
+        type=_common.positive_int,
         default=None,
         help="compute the Alrao copies this many at a time (less memory)",
     )
     parser.add_argument(
         "--time-steps",
-        type=nonnegative_int,
+        type=_common.nonnegative_int,
         default=0,
         help="also time this many compiled steps of each method",
     )
@@ -525,16 +513,13 @@ def main(argv: Sequence[str] | None = None) -> dict:
     parser.add_argument("--no-progress", action="store_true")
     distributed.add_arguments(parser)
     args = parser.parse_args(argv)  # fmt: skip
-    require_distinct(parser, "--seeds", args.seeds)
-    require_distinct(parser, "--sgd-rates", args.sgd_rates)
+    _common.require_distinct(parser, "--seeds", args.seeds)
+    _common.require_distinct(parser, "--sgd-rates", args.sgd_rates)
     mesh = distributed.from_args(args)
-    setting = SETTINGS["quick" if args.quick else args.setting]
-    overrides = {
-        "epochs": args.epochs,
-        "batch_size": args.batch_size,
-        "sgd_rates": None if args.sgd_rates is None else tuple(args.sgd_rates),
-    }
-    setting = dataclasses.replace(setting, **{k: v for k, v in overrides.items() if v is not None})
+    setting = _common.resolve_config(args, CONFIGS, quick)
+    setting = dataclasses.replace(
+        setting, seeds=tuple(setting.seeds), sgd_rates=tuple(setting.sgd_rates)
+    )  # nargs="+" flags give lists
     if args.copy_chunk_size is not None:
         alrao_head(setting, 2, args.copy_chunk_size)  # fail now, not after the baselines
     os.makedirs(args.workdir, exist_ok=True)
@@ -556,7 +541,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     if args.time_only:
         return _time_only(args, setting, vocab_size, parameters, t_start)
     per_seed: dict[str, list[dict]] = {m: [] for m in method_names(setting)}
-    for seed in args.seeds:
+    for seed in setting.seeds:
         for method in method_names(setting):
             per_seed[method].append(
                 run_method(
@@ -586,7 +571,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     metadata = builder.info.metadata
     out = {
         "setting": dataclasses.asdict(setting),
-        "seeds": list(args.seeds),
+        "seeds": list(setting.seeds),
         "mesh": args.mesh,
         "copy_chunk_size": args.copy_chunk_size,
         "data": {
@@ -603,13 +588,13 @@ def main(argv: Sequence[str] | None = None) -> dict:
         "step_time_s": step_time,
         "device_kind": jax.devices()[0].device_kind,
         "figure": figure,
-        "wall_time_s": time.perf_counter() - t_start,
     }  # fmt: skip
-    write_results(args.workdir, out, table(setting, out), figure, json_default=_json_default)
-    return out
+    return _common.finish(
+        args.workdir, out, tables={"table": table(setting, out)}, figures=[figure], started=t_start
+    )
 
 
-def _time_only(args, setting: Setting, vocab_size: int, parameters: dict, t_start: float) -> dict:
+def _time_only(args, setting: Config, vocab_size: int, parameters: dict, t_start: float) -> dict:
     step_time = time_steps(
         setting, vocab_size, max(args.time_steps, 1), copy_chunk_size=args.copy_chunk_size
     )
@@ -618,21 +603,11 @@ def _time_only(args, setting: Setting, vocab_size: int, parameters: dict, t_star
         "parameters": parameters,
         "step_time_s": step_time,
         "device_kind": jax.devices()[0].device_kind,
-        "wall_time_s": time.perf_counter() - t_start,
     }
-    with open(os.path.join(args.workdir, "timing.json"), "w") as f:
-        json.dump(out, f, indent=2, default=_json_default)
-    for method, seconds in step_time.items():
-        print(f"{label(setting, method)}: {seconds:.3f} s/step")
-    return out
-
-
-def _json_default(obj: Any) -> Any:
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    return repr(obj)
+    notes = [f"{label(setting, m)}: {seconds:.3f} s/step" for m, seconds in step_time.items()]
+    return _common.finish(
+        args.workdir, out, notes=notes, started=t_start, results_name="timing.json"
+    )
 
 
 if __name__ == "__main__":

@@ -1,4 +1,11 @@
-"""LR range test, cyclical rates and 1cycle on MNIST-1D (seed 003), and the range test's interval for Alrao.
+"""LR range test, cyclical rates and 1cycle on MNIST-1D, and the range test's interval for Alrao.
+
+Smith, *Cyclical Learning Rates for Training Neural Networks*, 2017 (https://arxiv.org/abs/1506.01186)
+and *A disciplined approach to neural network hyper-parameters*, 2018
+(https://arxiv.org/abs/1803.09820), as presented in Morris's article on learning rates: a range test
+that raises the rate until the loss blows up, a triangular cyclical schedule and 1cycle over the range it
+suggests, with momentum cycled inversely; and the same range test's interval handed to Alrao (Blier,
+Wolinski, Ollivier, *Learning with Random Learning Rates*, 2019).
 
 Command (from the repository root)::
 
@@ -20,15 +27,22 @@ validation / 1000 test):
 Writes under ``--workdir``: ``<model>/range_test_*.{json,png}``, one run directory per training run
 (``metrics.jsonl``, ``results.json``, ``learning_curves.png``, ``checkpoints/``), ``summary.json``,
 ``results.md`` (the table), ``range_tests.png``, ``schedules.png`` and ``test_accuracy.png``. Running the
-same command again resumes (finished range tests and runs are read back). ``--quick`` (the smoke test)
-runs the MLP only: 1 epoch, 10-step range tests, one constant rate, Alrao on the range test's interval
-only; ``--epochs N`` sets the training budget. A workdir holding results of other settings is refused
-(``run.json``), not read back.
+same command again resumes (finished range tests and runs are read back); ``--epochs N`` sets the
+training budget. A workdir holding results of other settings is refused (``run.json``), not read back.
 
-Expected (measured on 2 shared CPU cores, about 6 minutes): final test accuracy MLP about 0.6-0.68, CNN
-0.83-0.95 for the SGD + momentum runs, 1cycle the highest on both; Alrao-SGD on the range test's interval
-above Alrao-SGD on ``(1e-5, 10)`` (MLP about 0.60 vs 0.56, CNN 0.77 vs 0.71). The table is in the README
-(issue 7).
+Expected (default; about 6 minutes on 2 shared CPU cores): MLP range test with SGD + momentum: loss
+minimum at 0.821, cyclic range 0.0685 - 0.274; final test accuracy 0.644 at the best constant rate
+(0.0821), 0.636 for triangular CLR and 0.678 for 1cycle (the highest); CNN 0.83-0.95 for the SGD +
+momentum runs; Alrao-SGD on the range test's interval above Alrao-SGD on ``(1e-5, 10)`` (MLP 0.596
+against 0.558).
+
+Quick (the MLP only: 1 epoch, 10-step range tests, one constant rate, Alrao on the range test's interval
+only; the test suite runs it)::
+
+    .venv/bin/python -m experiments.smith --workdir /tmp/smith_quick --quick
+
+gives, on one CPU device (``--mesh data=1``), final test accuracy 0.327 at the constant rate 0.215, 0.350
+for triangular CLR, 0.340 for 1cycle and 0.263 for Alrao after its one epoch: a smoke test, not a result.
 """
 
 from __future__ import annotations
@@ -39,16 +53,13 @@ import functools
 import json
 import os
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import jax
-import matplotlib
-import matplotlib.pyplot as plt
 import numpy as np
 import optax
 
-from experiments._common import positive_int
+from experiments import _common
 from randlr_jax import data as rdata
 from randlr_jax.cyclical import _range_test as rt
 from randlr_jax.cyclical import _schedules as schedules
@@ -59,26 +70,41 @@ from randlr_jax.training import (
     check_or_write,
     create_train_state,
     distributed,
+    endless_batches,
     fingerprint,
     fit,
     make_mesh,
+    new_figure,
+    save_figure,
 )
 
 MODELS = {"mlp": {"widths": (100, 100)}, "cnn1d": {}}
 # Test accuracy whose first epoch is reported as the "time to target" (about 90% of what the best
 # runs reach in the default budget).
 TARGETS = {"mlp": 0.6, "cnn1d": 0.8}
-MOMENTUM = 0.9
-ALRAO_DEFAULT = (1e-5, 10.0)
-ALRAO_COPIES = 10
 
 
 @dataclasses.dataclass(frozen=True)
-class Settings:
-    models: tuple[str, ...]
-    epochs: int
-    range_iters: int
-    constant_factors: tuple[float, ...]
+class Config:
+    """The study.
+
+    Attributes:
+      models: of ``MODELS``.
+      epochs: the training budget of every run.
+      range_iters, range_start, range_end: the range tests' steps and rates.
+      constant_factors: the constant rates, as multiples of the range test's ``min/10``.
+      cycles: triangular CLR's cycles over the budget.
+      batch_size, validation_size, seed: the loop and the data.
+      momentum: SGD's momentum (runs and the first range test).
+      alrao_copies: Alrao's classifier copies.
+      alrao_default: also run Alrao on ``alrao_interval`` (its default interval).
+      alrao_interval: Alrao's default interval ``(lr_min, lr_max)``.
+    """
+
+    models: tuple[str, ...] = tuple(MODELS)
+    epochs: int = 24
+    range_iters: int = 200
+    constant_factors: tuple[float, ...] = (0.3, 1.0, 3.0)
     cycles: int = 4
     batch_size: int = 128
     validation_size: int = 400
@@ -86,37 +112,31 @@ class Settings:
     range_start: float = 1e-5
     range_end: float = 10.0
     alrao_default: bool = True
+    momentum: float = 0.9
+    alrao_copies: int = 10
+    alrao_interval: tuple[float, float] = (1e-5, 10.0)
 
 
-def settings(quick: bool) -> Settings:
-    if quick:
-        return Settings(
-            models=("mlp",),
-            epochs=1,
-            range_iters=10,
-            constant_factors=(1.0,),
-            cycles=1,
-            alrao_default=False,
-        )
-    return Settings(
-        models=tuple(MODELS), epochs=24, range_iters=200, constant_factors=(0.3, 1.0, 3.0)
+CONFIGS = {"default": Config()}
+
+
+def quick(config: Config) -> Config:
+    """The MLP only: 1 epoch, 10-step range tests, one constant rate, one cycle, Alrao once."""
+    return dataclasses.replace(
+        config,
+        models=("mlp",),
+        epochs=1,
+        range_iters=10,
+        constant_factors=(1.0,),
+        cycles=1,
+        alrao_default=False,
     )
-
-
-def train_batches(train: dict, s: Settings) -> Iterator[dict]:
-    """Shuffled training batches, epoch after epoch (the range test takes as many as it needs)."""
-    epoch = 0
-    while True:
-        yield from rdata.batch_iterator(
-            train, s.batch_size, shuffle=True, seed=s.seed, epoch=epoch, drop_remainder=True
-        )
-        epoch += 1
 
 
 def range_test(
     model_name: str,
     splits: dict,
-    s: Settings,
+    s: Config,
     workdir: str,
     momentum: float | None,
     mesh: Any = None,
@@ -134,7 +154,7 @@ def range_test(
     result = rt.lr_range_test(
         rt.classification_loss(model),
         state.params,
-        train_batches(splits["train"], s),
+        endless_batches(splits["train"], s.batch_size, seed=s.seed),
         lambda lr: optax.sgd(lr, momentum=momentum),
         start=s.range_start,
         end=s.range_end,
@@ -148,13 +168,13 @@ def range_test(
     return result
 
 
-def schedule_runs(result: rt.RangeTestResult, total_steps: int, s: Settings) -> dict[str, dict]:
+def schedule_runs(result: rt.RangeTestResult, total_steps: int, s: Config) -> dict[str, dict]:
     """Constant rates, triangular CLR and 1cycle from the momentum range test's suggestions."""
     runs = {}
     for factor in s.constant_factors:
         lr = result.lr_min_div_10 * factor
         runs[f"constant x{factor:g}"] = {
-            "tx": optax.sgd(lr, momentum=MOMENTUM),
+            "tx": optax.sgd(lr, momentum=s.momentum),
             "rates": f"{lr:.3g}",
             "kind": "constant",
         }
@@ -201,21 +221,13 @@ def record(history: list[dict], summary: dict, target: float, steps_per_epoch: i
 
 
 def main(argv=None) -> dict:
-    matplotlib.use("Agg")  # figures go to files; the entry point, not an import, picks the backend
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--workdir", default="runs/smith", help="run directory (resumes if present)"
-    )
-    parser.add_argument("--quick", action="store_true", help="MLP only, 1 epoch (smoke test)")
-    parser.add_argument(
-        "--epochs", type=positive_int, default=None, help="override the training epochs"
-    )
+    _common.add_config_arguments(parser, CONFIGS, workdir="runs/smith")
+    parser.add_argument("--epochs", type=_common.positive_int, help="the training budget")
     distributed.add_arguments(parser)
     args = parser.parse_args(argv)
     mesh = distributed.from_args(args)
-    s = settings(args.quick)
-    if args.epochs is not None:
-        s = dataclasses.replace(s, epochs=args.epochs)
+    s = _common.resolve_config(args, CONFIGS, quick)
     os.makedirs(args.workdir, exist_ok=True)
     # Finished range tests and runs are read back: a workdir holding them for other settings (e.g. a
     # --quick one) is refused instead.
@@ -241,7 +253,7 @@ def main(argv=None) -> dict:
         model_dir = os.path.join(args.workdir, model_name)
         os.makedirs(model_dir, exist_ok=True)
         device_mesh = make_mesh(mesh.num_devices)
-        with_momentum = range_test(model_name, splits, s, model_dir, MOMENTUM, device_mesh)
+        with_momentum = range_test(model_name, splits, s, model_dir, s.momentum, device_mesh)
         plain = range_test(model_name, splits, s, model_dir, None, device_mesh)
         range_results[model_name] = (with_momentum, plain)
         target = TARGETS[model_name]
@@ -274,13 +286,13 @@ def main(argv=None) -> dict:
                 )
         alrao_runs = {"Alrao (range test)": plain.alrao_range}
         if s.alrao_default:
-            alrao_runs["Alrao (default)"] = ALRAO_DEFAULT
+            alrao_runs["Alrao (default)"] = s.alrao_interval
         for run_name, (lr_min, lr_max) in alrao_runs.items():
             config = base.replace(
                 model=model_name,
                 model_kwargs=MODELS[model_name],
                 optimizer="alrao_sgd",
-                optimizer_kwargs={"lr_min": lr_min, "lr_max": lr_max, "num_copies": ALRAO_COPIES},
+                optimizer_kwargs={"lr_min": lr_min, "lr_max": lr_max, "num_copies": s.alrao_copies},
                 loop=dataclasses.replace(loop, description=f"{model_name} {run_name}"),
             )
             result = train_and_evaluate(config, os.path.join(model_dir, _slug(run_name)))
@@ -300,25 +312,15 @@ def main(argv=None) -> dict:
             "runs": rows,
         }
 
-    summary["wall_time_s"] = time.perf_counter() - t0
-    summary_path = os.path.join(args.workdir, "summary.json")
-    with open(summary_path, "w") as f:
-        json.dump(summary, f, indent=2)
-    table = _table(summary, s, steps_per_epoch)
-    with open(os.path.join(args.workdir, "results.md"), "w") as f:
-        f.write(table + "\n")
     figures = [
-        _range_figure(range_results, os.path.join(args.workdir, "range_tests.png")),
+        _range_figure(range_results, s, os.path.join(args.workdir, "range_tests.png")),
         _schedule_figure(schedule_curves, os.path.join(args.workdir, "schedules.png")),
         _accuracy_figure(summary, s, os.path.join(args.workdir, "test_accuracy.png")),
     ]
-    print()
-    print(table)
-    print(f"\nwall time {summary['wall_time_s']:.1f} s on {summary['device']}")
-    print(f"results: {os.path.abspath(summary_path)}")
-    for figure in figures:
-        print(f"figure:  {os.path.abspath(figure)}")
-    return summary
+    return _common.finish(
+        args.workdir, summary, tables={"results": _table(summary, s, steps_per_epoch)},
+        figures=figures, started=t0, results_name="summary.json",
+    )  # fmt: skip
 
 
 def _slug(name: str) -> str:
@@ -327,7 +329,7 @@ def _slug(name: str) -> str:
     return "_".join(kept.split())
 
 
-def _table(summary: dict, s: Settings, steps_per_epoch: int) -> str:
+def _table(summary: dict, s: Config, steps_per_epoch: int) -> str:
     lines = []
     for model_name in s.models:
         model = summary[model_name]
@@ -356,20 +358,19 @@ def _table(summary: dict, s: Settings, steps_per_epoch: int) -> str:
     return "\n".join(lines).rstrip()
 
 
-def _range_figure(results: dict, path: str) -> str:
-    fig, axes = plt.subplots(len(results), 2, figsize=(11, 3.8 * len(results)), squeeze=False)
+def _range_figure(results: dict, s: Config, path: str) -> str:
+    fig = new_figure(figsize=(11, 3.8 * len(results)))
+    axes = fig.subplots(len(results), 2, squeeze=False)
     for row, (model_name, (with_momentum, plain)) in enumerate(results.items()):
-        with_momentum.plot(ax=axes[row, 0], title=f"{model_name}: SGD + momentum {MOMENTUM}")
+        with_momentum.plot(ax=axes[row, 0], title=f"{model_name}: SGD + momentum {s.momentum}")
         plain.plot(ax=axes[row, 1], title=f"{model_name}: plain SGD (for Alrao)")
     fig.suptitle("LR range tests on MNIST-1D")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def _schedule_figure(curves: dict, path: str) -> str:
-    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
+    fig = new_figure(figsize=(11, 3.8))
+    axes = fig.subplots(1, 2)
     for (model_name, run_name), (rate, momentum) in curves.items():
         label = f"{model_name}: {run_name}"
         axes[0].plot(rate, label=label)
@@ -381,14 +382,12 @@ def _schedule_figure(curves: dict, path: str) -> str:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     fig.suptitle("Schedules used: the rate and the inversely cycled momentum")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
-def _accuracy_figure(summary: dict, s: Settings, path: str) -> str:
-    fig, axes = plt.subplots(1, len(s.models), figsize=(5.5 * len(s.models), 3.8), squeeze=False)
+def _accuracy_figure(summary: dict, s: Config, path: str) -> str:
+    fig = new_figure(figsize=(5.5 * len(s.models), 3.8))
+    axes = fig.subplots(1, len(s.models), squeeze=False)
     for ax, model_name in zip(axes[0], s.models, strict=True):
         for name, row in summary[model_name]["runs"].items():
             curve = row["test_accuracy_curve"]
@@ -399,10 +398,7 @@ def _accuracy_figure(summary: dict, s: Settings, path: str) -> str:
         ax.set_ylabel("test accuracy")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
-"""Contract cases of issue 6: SGD-HD, Adam-HD, the generic hypergradient descent, Adam with NOH rates, the
-Andrychowicz LSTM optimizer and the shipped (pretrained) learned optimizers."""
+"""Contract cases of the NOH package: SGD-HD, Adam-HD, the generic hypergradient descent, Adam with NOH
+rates, the Andrychowicz LSTM optimizer and the shipped (pretrained) learned optimizers."""
 
 from __future__ import annotations
 

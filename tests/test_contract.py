@@ -11,6 +11,7 @@ Later issues add their transformations to ``CASES``.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import pathlib
 
@@ -120,12 +121,33 @@ def _rate_tree():
     }
 
 
+def _traced(args) -> bool:
+    """Whether ``args`` are tracers (inside ``jit``/``pmap``) rather than concrete arrays."""
+    return any(isinstance(x, jax.core.Tracer) for x in jax.tree.leaves(args))
+
+
 def _eager(fn):
+    """Run ``fn`` really un-jitted: under ``jax.disable_jit()`` (inner ``jit``s included), checked."""
+
     def run(*args):
+        def probed(*a):
+            assert not _traced(a), "the eager variant traced the update"
+            return fn(*a)
+
         with jax.disable_jit():
-            return fn(*args)
+            return probed(*args)
 
     return run
+
+
+def _jitted(fn):
+    """``jax.jit(fn)``, checked to trace ``fn``."""
+
+    def probed(*args):
+        assert _traced(args), "the jitted variant did not trace the update"
+        return fn(*args)
+
+    return jax.jit(probed)
 
 
 def _pmapped(fn):
@@ -140,7 +162,21 @@ def _pmapped(fn):
     return run
 
 
-_VARIANTS = {"jit": jax.jit, "eager": _eager, "pmap": _pmapped}
+_VARIANTS = {"jit": _jitted, "eager": _eager, "pmap": _pmapped}
+# What each variant is compared with: a reference computed once per case in the *other* mode, never by
+# the variant's own wrapper (an eager run compared with an eager run cannot fail).
+_REFERENCE_MODE = {"jit": "eager", "eager": "jit", "pmap": "eager"}
+
+
+@functools.cache
+def _reference(name: str, mode: str):
+    """``(updates, new_state)`` of case ``name``'s first update, computed once, jitted or eager."""
+    case = next(c for c in CASES if c.name == name)
+    tx = case.make()
+    params = _params()
+    state = tx.init(params)
+    grads = jax.grad(_quadratic)(params)
+    return _VARIANTS[mode](lambda g, s, p: tx.update(g, s, p))(grads, state, params)
 
 
 def _params(dtype=jnp.float32):
@@ -190,26 +226,44 @@ def _run(tx, params, steps):
 class TestContract:
     @pytest.mark.parametrize("variant", ["jit", "eager", "pmap"])
     def test_same_updates_jitted_eager_and_pmapped(self, case, variant):
-        tx = case.make()
+        tx = case.make()  # a fresh instance: the reference's is another one
         params = _params()
         state = tx.init(params)
         grads = jax.grad(_quadratic)(params)
         updates, new_state = _VARIANTS[variant](lambda g, s, p: tx.update(g, s, p))(
             grads, state, params
         )
-        with jax.disable_jit():
-            reference, ref_state = tx.update(grads, state, params)
+        reference, ref_state = _reference(case.name, _REFERENCE_MODE[variant])
         chex.assert_trees_all_close(updates, reference, rtol=1e-6, atol=1e-7)
         chex.assert_trees_all_close(new_state, ref_state, rtol=1e-6, atol=1e-7)
+        if variant == "pmap":  # also against the jitted run
+            reference, ref_state = _reference(case.name, "jit")
+            chex.assert_trees_all_close(updates, reference, rtol=1e-6, atol=1e-7)
+            chex.assert_trees_all_close(new_state, ref_state, rtol=1e-6, atol=1e-7)
 
     def test_inside_chain(self, case):
-        tx = optax.chain(optax.clip_by_global_norm(1e3), case.make(), optax.scale(1.0))
+        """Between an elementwise clip and a negation, over two steps, with the ``value=`` a train step
+        passes: the chain's updates are minus the case's own updates of the clipped gradients (the clip
+        and the negation applied by hand), and the case's state is the chain's second entry, threaded
+        from one step to the next."""
+        tx = optax.chain(optax.clip(0.5), case.make(), optax.scale(-1.0))
+        alone = optax.with_extra_args_support(case.make())
         params = _params()
-        updates, _ = jax.jit(tx.update)(jax.grad(_quadratic)(params), tx.init(params), params)
-        expected, _ = case.make().update(
-            jax.grad(_quadratic)(params), case.make().init(params), params
-        )
-        chex.assert_trees_all_close(updates, expected, rtol=1e-6)
+        state, alone_state = tx.init(params), alone.init(params)
+        update, alone_update = jax.jit(tx.update), jax.jit(alone.update)
+        for _ in range(2):
+            grads = jax.grad(_quadratic)(params)
+            value = _quadratic(params)
+            clipped = jax.tree.map(lambda g: jnp.minimum(jnp.maximum(g, -0.5), 0.5), grads)
+            assert any(bool(jnp.any(jnp.abs(g) > 0.5)) for g in jax.tree.leaves(grads))
+            updates, state = update(grads, state, params, value=value)
+            expected, alone_state = alone_update(clipped, alone_state, params, value=value)
+            negated = jax.tree.map(lambda u: -u, expected)
+            chex.assert_trees_all_close(updates, negated, rtol=1e-6, atol=1e-7)
+            assert len(state) == 3
+            assert isinstance(state[0], optax.EmptyState) and isinstance(state[2], optax.EmptyState)
+            chex.assert_trees_all_close(state[1], alone_state, rtol=1e-6, atol=1e-7)
+            params = optax.apply_updates(params, expected)  # descend with the case's own step
 
     def test_inside_masked(self, case):
         # The head is masked off: its gradients must pass through untouched.

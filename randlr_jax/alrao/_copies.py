@@ -7,10 +7,10 @@ The model output is the mixture (Blier et al. 2019, Eq. 5)
     \\log p(y|x) = \\log \\sum_{j=1}^{N} a_j\\, p_j(y|x),
 
 computed with ``logsumexp`` from the copies' log-probabilities and the averaging weights ``a`` (the switch
-posterior by default, ALGORITHMS.md §1.3). The copies' parameters are stacked on a leading axis of size ``N``
-and evaluated with one vmapped matmul. The averaging state lives in the Flax collection ``"alrao_switch"``
-(not trained by gradient descent), so it is part of the model's variables, checkpointed with them, and
-updated inside the jitted training step (:func:`randlr_jax.make_alrao_train_step`).
+posterior by default, :func:`randlr_jax.alrao.switch_update`). The copies' parameters are stacked on a
+leading axis of size ``N`` and evaluated with one vmapped matmul. The averaging state lives in the Flax
+collection ``"alrao_switch"`` (not trained by gradient descent), so it is part of the model's variables,
+checkpointed with them, and updated inside the jitted training step (:func:`randlr_jax.make_alrao_train_step`).
 
 Copy ``j`` (``j = 0..N-1``) is trained with the learning rate
 
@@ -18,14 +18,18 @@ Copy ``j`` (``j = 0..N-1``) is trained with the learning rate
 
     \\eta_j = \\exp\\left(\\log\\eta_{\\min} + \\tfrac{j}{N-1}\\log(\\eta_{\\max}/\\eta_{\\min})\\right),
 
-and with ``N = 1`` the single copy uses ``eta_min`` (as the authors' code).
+which is the paper's ``log eta_j = log eta_min + (j-1)/(N-1) log(eta_max/eta_min)``, ``j = 1..N``, with
+the index counted from zero. The paper's formula is undefined for ``N = 1``; then the single copy uses
+``eta_min``, as the authors' code does (:func:`copy_learning_rates`).
 
 A copy whose parameters are non-finite (its learning rate was too large) is dropped from the mixture, as if
-``a_j = 0``. If no copy is finite the output is the uniform distribution (regression: zero), never NaN.
+``a_j = 0`` (the remaining weights renormalised). If no copy is finite the output is the uniform
+distribution (regression: zero), never NaN. The paper does not treat diverging copies; this is our choice.
 
 Regression (the paper: "the case of regression is similar"): each copy predicts a mean ``mu_j``; the
-likelihood is Gaussian with fixed ``sigma`` (1 by default, as the reference code); the output is the
-posterior-weighted mean ``sum_j a_j mu_j``.
+likelihood is Gaussian with fixed ``sigma`` (1 by default, as the authors' code; the ``sigma`` field),
+the mixture loss ``-log sum_j a_j N(y; mu_j, sigma^2 I)`` (:func:`randlr_jax.alrao.alrao_loss`) and the
+output is the posterior-weighted mean ``sum_j a_j mu_j``.
 
 References:
   Blier, Wolinski, Ollivier, `Learning with Random Learning Rates <https://arxiv.org/abs/1810.01322>`_, 2019.
@@ -76,15 +80,17 @@ def check_copy_chunk_size(
 def copy_learning_rates(lr_min: float, lr_max: float, num_copies: int) -> np.ndarray:
     """The copies' learning rates, log-spaced from ``lr_min`` to ``lr_max`` (``(N,)`` float32).
 
-    The arguments in the order of :func:`randlr_jax.alrao.alrao_sgd` (interval, then ``N``), all
-    concrete.
+    ``eta_j = exp(log lr_min + j / (N - 1) * log(lr_max / lr_min))`` for ``j = 0..N-1`` (the paper's
+    Section 2), computed in float64 and rounded to float32; with ``N = 1``, where the paper's formula
+    divides by zero, the single rate is ``lr_min`` (the authors' code's choice). The arguments in the
+    order of :func:`randlr_jax.alrao.alrao_sgd` (interval, then ``N``), all concrete.
 
     Raises:
       ValueError: a bad interval (:func:`randlr_jax.alrao._features.check_lr_interval`) or
         ``num_copies`` not a positive integer, naming the argument.
 
     Example:
-      >>> copy_learning_rates(1e-3, 1e-1, 3).round(6).tolist()
+      >>> [round(float(lr), 6) for lr in copy_learning_rates(1e-3, 1e-1, 3)]
       [0.001, 0.01, 0.1]
     """
     lr_min, lr_max = check_lr_interval(lr_min, lr_max)
@@ -192,7 +198,9 @@ class AlraoHead(nn.Module):
       task: ``"classification"`` or ``"regression"``.
       sigma: standard deviation of the Gaussian likelihood (regression).
       averaging: ``"switch"`` (default), ``"bayes"`` or ``"uniform"``.
-      theta: the switch's prior probability of not switching again (ALGORITHMS.md §1.3).
+      theta: the switch's prior probability, at each switch, of switching again later, in ``(0, 1)``
+        (default ``0.9999``, the authors' code; the paper's text says ``0.999``), see
+        :func:`randlr_jax.alrao.switch_init`.
       kernel_init, bias_init: initialisers of each copy (as ``nn.Dense``'s defaults).
       copy_chunk_size: ``None`` (default: all copies at once) or ``c`` in ``[1, N]``: ``__call__`` and
         the Alrao step loop over chunks of ``c`` copies and never hold the ``(N, ..., K)`` outputs, only

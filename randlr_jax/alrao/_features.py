@@ -129,6 +129,24 @@ def default_feature_rules(lstm_gates: str = "shared") -> tuple[FeatureRule, ...]
     norm ``scale``, ``bias`` ``(C,)``              channel                   scale and bias
     =============================================  ========================  =====================
 
+    The paper (Section 2) says what a feature is for three layer types: a unit of a fully connected
+    layer (all its incoming weights share its rate), a filter (output channel) of a convolution, and a
+    unit of an LSTM ("the vector of learning rates is the same for input gates, for forget gates,
+    etc."). The other rows are our choices where it says nothing:
+
+    * Dense and Conv: the last axis of Flax's ``(in, out)`` / ``(h, w, in, out)`` kernel, and the bias
+      entry of the same unit shares its rate. (The authors' PyTorch code uses dim 0 of PyTorch's
+      ``(out, in)`` layout: the same features.) Depthwise and grouped convolutions too get one rate per
+      output channel.
+    * Embeddings: one rate per embedding dimension, shared by all tokens, as the authors' code.
+    * Normalisation layers (BatchNorm, LayerNorm, ...): one rate per channel, shared by the scale and
+      the bias of that channel (the authors' code samples each of their scalars independently); the
+      channel is a feature of the layer it normalises.
+    * Attention ``query/key/value`` kernels ``(in, heads, head_dim)``: one rate per ``(head, dim)``
+      output unit.
+    * A parameter no rule matches falls back to one rate per scalar, with an
+      :class:`UnrecognisedParameterWarning` naming its path (:func:`sample_feature_lrs`).
+
     With ``lstm_gates="separate"`` (the behaviour of the authors' PyTorch code) every gate row of a
     recurrent cell has its own rate, independently for the input and the recurrent weights; the
     default ``"shared"`` follows the paper: all gates of a hidden unit share one rate.
@@ -201,7 +219,7 @@ def sample_feature_lrs(
       lr_max: largest rate, finite.
       per: ``"feature"`` or ``"weight"``.
       rules: extra :class:`FeatureRule` s for user layers, tried before the built-in ones.
-      lstm_gates: ``"shared"`` (paper) or ``"separate"`` (reference code), see
+      lstm_gates: ``"shared"`` (paper) or ``"separate"`` (the authors' code), see
         :func:`default_feature_rules`.
       dtype: floating dtype of the rates.
 
@@ -321,7 +339,7 @@ def scale_by_feature_lrs(
       lr_max: largest rate, finite.
       per: ``"feature"`` (paper) or ``"weight"`` (Appendix E, one rate per scalar).
       rules: extra :class:`FeatureRule` s for user layers, tried before the built-in ones.
-      lstm_gates: ``"shared"`` (paper) or ``"separate"`` (reference code).
+      lstm_gates: ``"shared"`` (paper) or ``"separate"`` (the authors' code).
 
     Every argument is checked when the transformation is built; all of them must be concrete (under
     ``optax.inject_hyperparams``: ``static_args``), the rates being drawn from them once in ``init``.

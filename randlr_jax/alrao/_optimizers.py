@@ -4,7 +4,7 @@ Alrao (Blier, Wolinski, Ollivier 2019) trains the pre-classifier with one random
 (:mod:`randlr_jax.alrao`) and ``N`` copies of the classifier layer with log-spaced rates
 (:mod:`randlr_jax.alrao`), averaged by the switch posterior (:mod:`randlr_jax.alrao`).
 
-Gradients (ALGORITHMS.md §1.2) come from one backward pass of the scalar
+Gradients (the paper's Section 2, "The Alrao update") come from one backward pass of the scalar
 
 .. math::
 
@@ -17,7 +17,21 @@ loss "as if it were the only output" (the ``a_j`` are constants). ``sg`` is ``st
 the copies' forward pass once (``stop_gradient`` is the identity in the forward pass).
 
 A copy whose loss or parameters are non-finite is dropped from the mixture, its update is zeroed and its
-switch observation is ``-inf``; the pre-classifier's update and the output stay finite.
+switch observation is ``-inf``; the pre-classifier's update and the output stay finite. (The paper does not
+say what happens to a copy whose rate is too large to train; this is our choice, so that such a copy cannot
+turn the whole model into NaN.)
+
+Choices made where the paper leaves room (it describes SGD and says "other optimizers like Adam are
+treated similarly"):
+
+* On any base optimizer the per-feature rate multiplies the base optimizer's rate-free direction,
+  ``-eta ⊙ d`` with ``d = m_hat / (sqrt(v_hat) + eps)`` for Adam, and every copy runs the same base
+  optimizer with its scalar rate ``eta_j`` (:func:`alrao`, :func:`alrao_adam`).
+* Momentum is ordinary heavy-ball momentum, ``m <- mu m + g``, as ``optax.sgd`` (:func:`alrao_sgd`). The
+  authors' PyTorch code decays its momentum buffer by ``1 - mu * min(sqrt(eta), 1/mu)`` instead, a
+  rate-dependent variant the paper does not mention; it is not reproduced.
+* Learning-rate schedules compose: ``learning_rate_scale`` (a number or an Optax schedule) multiplies every
+  Alrao rate, the "divide all Alrao learning rates by a time-dependent constant" of the paper's Section 4.
 
 The objective needs only each copy's label log-likelihood ``log p_j(y|x)``: :func:`alrao_loss_chunked`
 computes it over chunks of copies (``lax.scan`` with a rematerialised body), so that output-heavy models
@@ -213,7 +227,7 @@ def alrao(
         (a callable, not checked).
       per: ``"feature"`` (default) or ``"weight"`` (Appendix E).
       rules: extra feature rules (see :mod:`randlr_jax.alrao`).
-      lstm_gates: ``"shared"`` (paper) or ``"separate"`` (reference code).
+      lstm_gates: ``"shared"`` (paper) or ``"separate"`` (the authors' code).
       head_key: the parameter-path key of the classifier copies (a non-empty str).
 
     Every argument is checked when the optimizer is built. Under ``optax.inject_hyperparams`` only
@@ -278,7 +292,10 @@ def alrao_sgd(
     """Alrao-SGD (the paper's main method), with optional ordinary momentum.
 
     The direction is the gradient, or with ``momentum`` ``mu`` heavy-ball momentum ``m <- mu m + g``
-    (its Nesterov form with ``nesterov``), as ``optax.sgd``. ``per``, ``rules``, ``lstm_gates`` and
+    (its Nesterov form with ``nesterov``), as ``optax.sgd``; the update of a body weight of feature ``f``
+    is ``-eta_f m`` and that of copy ``j`` is ``-eta_j m_j``. This is ordinary momentum, not the
+    rate-dependent decay ``1 - mu * min(sqrt(eta), 1/mu)`` of the authors' PyTorch code (module
+    docstring). ``per``, ``rules``, ``lstm_gates`` and
     ``head_key`` are as in :func:`alrao`. The numeric hyperparameters (``momentum``,
     ``learning_rate_scale``) can be driven by ``optax.inject_hyperparams`` with
     ``static_args=("key", "lr_min", "lr_max", "num_copies")``: a concrete ``momentum`` is checked
@@ -293,7 +310,14 @@ def alrao_sgd(
         ``True`` without a momentum.
 
     Example:
-      >>> tx = alrao_sgd(jax.random.key(0), lr_min=1e-5, lr_max=10.0, num_copies=10)
+      >>> params = {"body": {"Dense_0": {"kernel": jnp.zeros((5, 4)), "bias": jnp.zeros(4)}},
+      ...           "head": {"copies": {"kernel": jnp.zeros((3, 4, 2)), "bias": jnp.zeros((3, 2))}}}
+      >>> tx = alrao_sgd(jax.random.key(0), lr_min=1e-5, lr_max=10.0, num_copies=3)
+      >>> state = tx.init(params)
+      >>> grads = jax.tree.map(jnp.ones_like, params)
+      >>> updates, state = jax.jit(tx.update)(grads, state)
+      >>> [round(float(u), 6) for u in updates["head"]["copies"]["bias"][:, 0]]  # -eta_j, log-spaced
+      [-1e-05, -0.01, -10.0]
     """
     base = _sgd_direction(momentum, nesterov)
     return alrao(
@@ -362,6 +386,15 @@ def alrao_loss(
     sigma: float = 1.0,
 ) -> tuple[jax.Array, dict]:
     """The Alrao objective from the copies' outputs (``(N, B, ..., K)``), see the module docstring.
+
+    ``loss = L_mix + sum_j L_j`` with, over the batch means, ``L_mix = -log sum_j a_j p_j(y|x)`` (its
+    gradient reaches the features only) and ``L_j = -log p_j(y|x)`` (its gradient reaches copy ``j``
+    only). Classification: ``p_j = softmax(logits_j)[y]``. Regression (the paper only says "the case of
+    regression is similar"): copy ``j`` predicts a mean ``mu_j`` and ``p_j(y|x) = N(y; mu_j, sigma^2 I)``
+    with a fixed ``sigma`` (1 by default, as the authors' code), so
+    ``L_mix = -log sum_j a_j N(y; mu_j, sigma^2 I)`` and the prediction is ``sum_j a_j mu_j``. The
+    ``a_j`` are renormalised over the finite copies; the switch observation is each finite copy's batch
+    mean of ``log p_j(y|x)`` (``-inf`` for a dropped copy).
 
     Args:
       copy_outputs_own: the copies' outputs on ``stop_gradient(features)`` (gradients flow to the copies).

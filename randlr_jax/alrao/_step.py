@@ -1,8 +1,13 @@
 """The jitted Alrao training step: forward, all gradients, both updates and the posterior update.
 
-The gradients are those of :func:`randlr_jax.alrao.alrao_loss` (ALGORITHMS.md §1.2); the averaging state lives
-in the model's ``"alrao_switch"`` collection and is updated with the copies' batch-mean log-likelihoods from
-the forward pass, before the parameter update (ALGORITHMS.md §1.3). Usable as ``fit(..., train_step=...)``.
+The gradients are those of :func:`randlr_jax.alrao.alrao_loss` (the pre-classifier follows the averaged
+model's loss, each copy its own loss); the averaging state lives in the model's ``"alrao_switch"``
+collection. The switch is fed, once per minibatch, the vector of the copies' batch-mean log-likelihoods
+``mean_b log p_j(y_b|x_b)``, taken from this step's forward pass, i.e. at the parameters *before* this step's
+update (the paper leaves open whether an observation is one sample or one minibatch; one minibatch with the
+batch mean is the choice of the authors' code, followed here). So the forward pass of step ``t`` uses the
+posterior after ``t - 1`` observations, as a sequential prediction should. Usable as
+``fit(..., train_step=...)``.
 
 The step is :func:`randlr_jax.training.make_train_step` with Alrao's hooks: the loss (features, the copies
 and :func:`~randlr_jax.alrao.alrao_loss`), the gradients and updates of non-finite copies zeroed, the
@@ -54,7 +59,8 @@ def make_alrao_train_step(
       task: ``"classification"``, ``"language_model"`` (per-token classification with a carry) or
         ``"regression"`` (``batch["y"]`` float ``(B, K)``).
       catch_up: reset copies whose log-posterior is below ``catch_up_threshold`` to the posterior-weighted
-        average of all copies (the reference code's ``catch_up``; off by default).
+        average of all copies (the optional hard catch-up of the authors' code, not in the paper; off
+        by default, threshold ``-20`` as there).
       extra_args_fn: optional ``(state, batch, loss) -> dict`` of extra keyword arguments for ``tx.update``.
       feature_guard: our extension (not in the paper; off by default): a feature of the body (a unit of
         a ``nn.Dense``, a channel of a ``nn.Conv``) whose output or parameters turn non-finite is

@@ -20,7 +20,7 @@ Conventions shared by all rules (``ell`` is one observation, shape ``(N,)``):
 * an entry of ``ell`` that is not finite (NaN, ``+inf``, ``-inf``) is read as ``-inf``: a head whose
   loss or parameters blew up has zero likelihood and must not poison the others;
 * an observation whose entries are all ``-inf`` carries no usable information: it is skipped, the
-  state is returned unchanged, ``step`` included (the reference PyTorch code would produce NaN
+  state is returned unchanged, ``step`` included (the authors' PyTorch code would produce NaN
   here);
 * everything stays in log space and is jit-able; the shape of ``ell`` is static and checked eagerly.
 """
@@ -73,7 +73,9 @@ class SwitchState(NamedTuple):
     """State of the switch model averaging over ``N`` heads.
 
     The arrays are the whole state: rebuilding the tuple from saved arrays resumes the recursion
-    exactly.
+    exactly. In particular the step counter ``t`` is saved: the authors' PyTorch code does not save
+    it, so a switch reloaded there restarts the prior's ``pi_t = 1/(t+1)`` at ``t = 1``; that is not
+    copied.
     """
 
     log_weights: chex.Array  # (2, N) float32; row 0 "will switch again", row 1 "last segment"
@@ -179,7 +181,9 @@ def switch_init(num_models: int, theta: chex.Numeric = DEFAULT_THETA) -> SwitchS
     Args:
       num_models: number of heads ``N >= 1``, a concrete integer.
       theta: prior probability, at each switch, of switching again later, in ``(0, 1)``. The
-        reference code uses ``0.9999`` (the Alrao paper text says ``0.999``). May be a traced
+        default is ``0.9999``, the value of the authors' code (the Alrao paper's text says
+        ``0.999``): where the two differ we follow the code that produced the paper's results. May
+        be a traced
         scalar (then it is not validated and its logarithms are computed in float32).
 
     Raises:
@@ -192,8 +196,8 @@ def switch_init(num_models: int, theta: chex.Numeric = DEFAULT_THETA) -> SwitchS
     Example:
       >>> state = switch_init(3)
       >>> state = switch_update(state, jnp.array([-1.0, -2.0, -3.0]))
-      >>> switch_posterior(state)  # doctest: +SKIP
-      Array([0.4993038 , 0.2890265 , 0.21166979], dtype=float32)
+      >>> switch_posterior(state)
+      Array([0.4993..., 0.2890..., 0.2116...], dtype=float32)
 
     References:
       Blier et al, `Learning with Random Learning Rates <https://arxiv.org/abs/1810.01322>`_, 2019
@@ -436,8 +440,9 @@ def make_averager(kind: str, num_models: int, theta: chex.Numeric = DEFAULT_THET
 
     Example:
       >>> averager = make_averager("switch", num_models=4)
-      >>> state = averager.update(averager.init(), jnp.zeros(4))
-      >>> weights = averager.posterior(state)
+      >>> state = jax.jit(averager.update)(averager.init(), jnp.array([-0.5, -1.0, -1.0, -1.0]))
+      >>> averager.posterior(state)
+      Array([0.3023..., 0.2325..., 0.2325..., 0.2325...], dtype=float32)
     """
     checks.one_of("kind", kind, _KINDS)
     num_models = _check_num_models(num_models)
@@ -481,13 +486,13 @@ def catch_up(
 
     where the sums run over the heads whose entry is finite (a diverged head's NaN parameters must
     not poison the average it is reset to); an entry with no finite contribution is left as it was.
-    The other heads are untouched. This is the reference code's optional ``catch_up`` flag (off by
-    default in Alrao).
+    The other heads are untouched. This is the optional ``catch_up`` flag of the authors' code (not
+    described in the paper; off by default).
 
     Args:
       head_params: pytree whose every leaf has the head axis first, shape ``(N, ...)``.
       log_posterior: ``(N,)`` log-weights, e.g. :func:`switch_log_posterior`; normalised here.
-      threshold: log-weight below which a head is reset (reference: ``-20``), a scalar in
+      threshold: log-weight below which a head is reset (the authors' code: ``-20``), a scalar in
         ``[-inf, 0]`` (``-inf`` resets nothing; above 0 every head would be reset, log-weights being
         ``<= 0``). May be traced (then unchecked).
 
@@ -499,7 +504,9 @@ def catch_up(
 
     Example:
       >>> params = {"kernel": jnp.ones((3, 4, 2)), "bias": jnp.zeros((3, 2))}
-      >>> params = catch_up(params, jnp.log(jnp.array([0.5, 0.5, 1e-12])))
+      >>> params = jax.jit(catch_up)(params, jnp.log(jnp.array([0.5, 0.5, 1e-12])))
+      >>> params["kernel"][2, 0]  # head 2 (weight 1e-12) reset to the others' weighted average
+      Array([1., 1.], dtype=float32)
 
     References:
       Blier et al, `Learning with Random Learning Rates <https://arxiv.org/abs/1810.01322>`_, 2019

@@ -2,12 +2,33 @@
 
 For a fixed learning rate, the angle between two consecutive per-period displacements of the parameters
 (the *angular velocity*) first grows and then saturates; AutoDrop drops the rate at saturation, after a
-delay during which it averages the parameters (seed 004, Algorithm 1; ALGORITHMS.md §2). The whole state
-machine lives in the state of one Optax transformation that scales the updates of any base optimizer.
+delay during which it averages the parameters (the paper's Algorithm 1, spelled out in :func:`autodrop`).
+The whole state machine lives in the state of one Optax transformation that scales the updates of any base
+optimizer.
+
+Where the paper is ambiguous or inconsistent, the choices made here (each stated again where it is
+implemented):
+
+* The text calls the average of the drop phase "exponential"; Algorithm 1 weights the parameters at the
+  end of the phase's periods ``k = 1 .. n_d + 1`` linearly, by ``k`` (the triggering period is ``k = 1``).
+  We follow the algorithm.
+* The drop phase's weighted average is normalised by the sum of its weights, ``sum_{k=1}^{n_d+1} k``.
+  The paper's Algorithm 1 multiplies by ``2 / ((n_d + 1) n_d)``, which does not make the weights
+  ``1 .. n_d + 1`` sum to one and would scale the parameters by ``(n_d + 2) / n_d`` at every drop.
+* The drop condition is not tested again while a drop phase runs: as printed, Algorithm 1 re-tests it
+  during the delay, which would restart the phase (and its average) on every saturated period.
+* The angle is computed in a form that is accurate in float32 near 0° and 180° (:func:`angle_degrees`);
+  it equals the paper's ``arccos`` formula in exact arithmetic.
+* The paper's recommended defaults are the defaults: ``alpha_min = 1e-4``, ``theta_0 = 0.01°``,
+  ``theta_max = 1°``, ``n_d = 20`` periods; ``rho`` should be the drop factor of the step schedule being
+  replaced (default ``0.2``).
+* Algorithm 2 (the variant the paper analyses: drop whenever the finite-difference derivative of the
+  angular velocity falls below ``tau``) is offered as ``criterion="derivative"``.
 
 References:
-  Anonymous, `AutoDrop: Training Deep Learning Models with Automatic Learning Rate Drop`, 2021 (under
-  review; seed 004 of this project).
+  Teng, Wang, Choromanska, `AutoDrop: Training Deep Learning Models with Automatic Learning Rate Drop
+  <https://arxiv.org/abs/2111.15317>`_, 2021. Algorithm, section and figure numbers here are those of the
+  version submitted for double-blind review (anonymous authors).
 """
 
 from __future__ import annotations
@@ -49,7 +70,7 @@ def angle_degrees(u: Any, v: Any) -> jax.Array:
     one computed: it equals the first in exact arithmetic and stays accurate in float32 near 0° and 180°,
     where ``arccos`` of a rounded cosine is off by up to ~0.03°, more than AutoDrop's threshold of 0.01°.
     A zero vector has no direction: its unit vector is taken as 0, which gives 90°, the value of the
-    seed's ``arccos(<u, v> / (|u||v| + eps))`` (a zero cosine).
+    AutoDrop paper's ``arccos(<u, v> / (|u||v| + eps))`` (a zero cosine).
 
     Args:
       u: a pytree of arrays.
@@ -156,7 +177,7 @@ def autodrop(
     Chain it last, after a base optimizer that uses the initial rate ``alpha_0 = learning_rate``:
     ``optax.chain(optax.sgd(alpha_0, momentum=0.9), autodrop(alpha_0))`` or
     ``optax.chain(optax.adam(alpha_0), autodrop(alpha_0))``. It multiplies the incoming updates by
-    ``alpha / alpha_0`` and runs Algorithm 1 of the seed (ALGORITHMS.md §2) at the end of each period
+    ``alpha / alpha_0`` and runs the AutoDrop paper's Algorithm 1 at the end of each period
     (``steps_per_period`` steps, or when ``tx.update(..., end_of_period=True)``). At the end of period ``t``,
     with ``x`` the parameters after this step's update and ``y`` those at the period's start:
 
@@ -179,10 +200,14 @@ def autodrop(
         \\alpha \\leftarrow \\max(\\underline\\alpha, \\rho\\alpha), \\qquad
         \\theta \\leftarrow \\min(\\overline\\theta, \\theta / \\rho),
 
-    and the phase ends. The drop condition is not re-tested during a phase, and the average is normalised by
-    ``sum_j j`` (the seed's ``2 / ((n_d + 1) n_d)`` would inflate the parameters by ``(n_d + 2) / n_d``);
-    ALGORITHMS.md §2 records both choices. ``window=20, steps_per_period=1, drop_delay=0`` is the
-    per-iteration rule of the noisy-quadratic experiment (seed Fig. 3).
+    and the phase ends. Two choices where the paper's Algorithm 1 cannot be followed as printed: the drop
+    condition is not re-tested during a phase (re-testing it would restart the phase on every saturated
+    period of the delay), and the average is normalised by ``sum_j j`` (the paper's ``2 / ((n_d + 1) n_d)``
+    does not make the weights sum to one and would inflate the parameters by ``(n_d + 2) / n_d``).
+    ``window=20, steps_per_period=1, drop_delay=0, drop_factor=0.5, threshold=max_threshold=0.01`` is the
+    simple per-iteration rule of the paper's noisy-quadratic experiment (its Fig. 3: halve the rate when the
+    change of the 20-iteration mean angle between consecutive iterations is below ``0.01°``, from
+    ``alpha_0 = 0.06`` down to ``min_learning_rate = 0.001``).
 
     Memory: three parameter-sized buffers (float32, or the parameters' dtype if wider): the parameters at
     the period's start, the last displacement ``s_{t-1}`` and the running weighted average ``z``; two when
@@ -194,16 +219,19 @@ def autodrop(
     Args:
       learning_rate: ``alpha_0``, the base optimizer's (initial) rate; only used to report the absolute rate
         ``state.learning_rate`` and to apply ``min_learning_rate``.
-      drop_factor: ``rho`` in ``(0, 1)``; each drop multiplies the rate by it (the seed: as the baseline
-        schedule's factor, e.g. 0.2).
-      steps_per_period: steps in one period (one epoch in the seed). ``None``: the period ends when
+      drop_factor: ``rho`` in ``(0, 1)``; each drop multiplies the rate by it (the paper: the drop factor
+        of the step schedule AutoDrop replaces, e.g. 0.2).
+      steps_per_period: steps in one period (one epoch in the paper). ``None``: the period ends when
         ``update`` is called with ``end_of_period=True`` (a keyword argument, which also overrides the step
         count when given).
-      min_learning_rate: ``alpha_min``, the rate is never dropped below it; ``<= learning_rate``.
-      threshold: ``theta_0`` in degrees per period (``tau`` for ``criterion="derivative"``), ``>= 0``.
+      min_learning_rate: ``alpha_min``, the rate is never dropped below it; ``<= learning_rate`` (paper's
+        default ``1e-4``).
+      threshold: ``theta_0`` in degrees per period (``tau`` for ``criterion="derivative"``), ``>= 0``
+        (paper's default ``0.01``).
       max_threshold: ``theta_max``, ``>= threshold``; the threshold grows by ``1 / rho`` per drop up to it
-        (set it to ``threshold`` for a fixed threshold).
-      drop_delay: ``n_d``, periods between the trigger and the drop, during which parameters are averaged.
+        (set it to ``threshold`` for a fixed threshold; paper's default ``1``).
+      drop_delay: ``n_d``, periods between the trigger and the drop, during which parameters are averaged
+        (paper's default ``20``).
       window: ``W``, the angular velocity is averaged over the last ``W`` angles (1 in Algorithm 1).
       criterion: ``"change"`` (Algorithm 1) or ``"derivative"`` (Algorithm 2).
 
@@ -225,14 +253,17 @@ def autodrop(
       end_of_period=None, **extra_args)`` needs ``params``; other extra arguments (``value=``) are ignored.
 
     Example:
+      >>> params = {"w": jnp.ones(3)}
       >>> tx = optax.chain(optax.sgd(0.1, momentum=0.9), autodrop(0.1, 0.2, steps_per_period=390))
       >>> state = tx.init(params)
-      >>> updates, state = tx.update(grads, state, params)
+      >>> updates, state = jax.jit(tx.update)({"w": jnp.full(3, 0.5)}, state, params)
       >>> get_autodrop_state(state).learning_rate  # the current rate, for logging
+      Array(0.1, dtype=float32)
 
     References:
-      Anonymous, AutoDrop: Training Deep Learning Models with Automatic Learning Rate Drop, 2021 (seed 004):
-      Algorithm 1, Algorithm 2 and Section 3.
+      Teng, Wang, Choromanska, `AutoDrop: Training Deep Learning Models with Automatic Learning Rate Drop
+      <https://arxiv.org/abs/2111.15317>`_, 2021: Algorithm 1, Algorithm 2 and Section 3 (numbered as in
+      the version submitted for double-blind review).
     """
     _check_args(
         learning_rate,

@@ -6,12 +6,16 @@
     \\ \\Sigma = \\mathrm{diag}(\\sigma^2),
 
 minimised by gradient descent ``x_{t+1} = x_t - alpha A (x_t - c_t)`` (or any Optax transformation). The
-seed takes ``x in R^200`` and ``a_i = i / 10``; it does not give ``Sigma``: ALGORITHMS.md §2 uses
-``Sigma = A`` (Zhang et al. 2019), configurable here.
+AutoDrop paper takes ``x in R^200`` and ``a_i = i / 10`` (:func:`seed_problem`); it does not give ``Sigma``.
+We take ``Sigma = A`` (times ``noise_scale``): gradient noise whose covariance equals the curvature, the
+usual choice of the noisy quadratic model of Zhang et al. (2019), which the AutoDrop paper cites; any
+other diagonal ``Sigma`` can be given through :class:`NoisyQuadratic`.
 
-Stationary closed forms (ALGORITHMS.md §2, Theorem 1 derived again), with ``s_t = x_{t+1} - x_t``, per
-coordinate ``Var x = alpha a sigma^2 / (2 - alpha a)``, ``E[s_t^2] = 2 alpha^2 a^2 sigma^2 / (2 - alpha a)``
-and ``E[s_t s_{t+1}] = -alpha^3 a^3 sigma^2 / (2 - alpha a)``, hence
+Stationary closed forms. The paper's Theorem 1 is printed garbled, so these are derived again from the
+recursion: per coordinate ``x_{t+1} = (1 - alpha a) x_t + alpha a c_t`` is a stable AR(1) process for
+``0 < alpha a < 2``, and with ``s_t = x_{t+1} - x_t`` its stationary moments are
+``Var x = alpha a sigma^2 / (2 - alpha a)``, ``E[s_t^2] = 2 alpha^2 a^2 sigma^2 / (2 - alpha a)`` and
+``E[s_t s_{t+1}] = -alpha^3 a^3 sigma^2 / (2 - alpha a)``, hence (summing the independent coordinates)
 
 .. math::
 
@@ -20,10 +24,15 @@ and ``E[s_t s_{t+1}] = -alpha^3 a^3 sigma^2 / (2 - alpha a)``, hence
         \\frac{\\sum_i a_i^3 \\sigma_i^2 / (2 - \\alpha a_i)}{\\sum_i a_i^2 \\sigma_i^2 / (2 - \\alpha a_i)}
         \\in [-\\tfrac12, 0].
 
+``C*`` is the ratio of the expectations ``E<s_t, s_{t+1}> / E|s_t|^2``, which stands for the expected cosine
+between consecutive steps (close to it when ``d`` is large and the step norms concentrate); its angle
+``arccos C*`` is the level at which the angular velocity saturates for a constant rate.
+
 References:
   Zhang et al., `Which Algorithmic Choices Matter at Which Batch Sizes? Insights From a Noisy Quadratic
   Model <https://arxiv.org/abs/1907.04164>`_, 2019.
-  Anonymous, AutoDrop: Training Deep Learning Models with Automatic Learning Rate Drop, 2021 (seed 004).
+  Teng, Wang, Choromanska, `AutoDrop: Training Deep Learning Models with Automatic Learning Rate Drop
+  <https://arxiv.org/abs/2111.15317>`_, 2021 (Section 3, the noisy quadratic model, and Theorem 1).
 """
 
 from __future__ import annotations
@@ -48,7 +57,10 @@ class NoisyQuadratic(NamedTuple):
 
 
 def seed_problem(dim: int = 200, noise_scale: float = 1.0) -> NoisyQuadratic:
-    """The seed's NQM: ``a_i = i / 10`` for ``i = 1..dim`` and ``Sigma = noise_scale * A``.
+    """The AutoDrop paper's NQM: ``a_i = i / 10`` for ``i = 1..dim`` and ``Sigma = noise_scale * A``.
+
+    The paper gives ``dim = 200`` and ``a_i = i / 10`` but not the noise covariance; ``Sigma = A`` (the
+    gradient-noise covariance equal to the curvature, as in Zhang et al. 2019) is our choice.
 
     Raises:
       ValueError: ``dim`` not a positive integer or ``noise_scale`` not a finite number ``> 0``.

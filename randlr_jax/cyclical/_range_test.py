@@ -6,6 +6,16 @@ once it exceeds ``diverge_threshold`` times its best. The loss-versus-rate curve
 where the smoothed loss falls fastest (steepest descent w.r.t. ``log lr``), the rate of its minimum
 divided by 10, a ``(min, max)`` range for cyclical schedules and an interval for Alrao.
 
+Choices where the sources leave room (Smith's paper describes the test; Morris's article and fastai's
+``lr_find`` fix the practice): the defaults ``start = 1e-7``, ``end = 10``, ``num_iter = 100``, exponential
+growth, EMA ``beta = 0.98`` with bias correction and the stop at 4x the best smoothed loss are fastai's. The
+article reads the curve as: the maximum of a cycle "a little below" the rate of the loss minimum, where the
+loss still falls fast, and the minimum "the maximum divided by a factor such as 3 or 10".
+:attr:`RangeTestResult.cyclic_range` takes ``max = lr_min_loss / 3`` and ``min = max / 4`` (Smith's "a
+third or a quarter"). For Alrao, which samples log-uniformly and is harmed only by rates that diverge,
+:attr:`RangeTestResult.alrao_range` takes every rate at which the test made progress instead: from the
+rate where 5% of the descent was made (at most ``max / 10``) to ``lr_min_loss``.
+
 One jitted step serves the whole test: the rate is an argument (a traced value), and the optimizer is
 rebuilt from it inside the step, so the test compiles once for batches of one shape. The caller's
 parameters are never modified (nothing is donated).
@@ -13,7 +23,8 @@ parameters are never modified (nothing is donated).
 References:
   Smith, `Cyclical Learning Rates for Training Neural Networks <https://arxiv.org/abs/1506.01186>`_, 2017
   (Section 3.3, the "LR range test").
-  Morris, an article on learning rates: LR range test, cyclical rates, 1cycle (project seed 003).
+  Morris (Arizona State University), a tutorial article on the LR range test, cyclical learning rates and
+  the 1cycle policy, after the fast.ai course: the source of the reading of the curve used here.
 """
 
 from __future__ import annotations
@@ -542,7 +553,7 @@ def classification_loss(model: Any, *, train: bool = True) -> LossFn:
       >>> model = make_model("mlp", num_classes=3, widths=(8,))
       >>> params = model.init(jax.random.key(0), jnp.zeros((1, 5)))["params"]
       >>> loss_fn = classification_loss(model)
-      >>> float(loss_fn(params, {"x": jnp.zeros((4, 5)), "y": jnp.zeros(4, jnp.int32)})) > 0
+      >>> float(jax.jit(loss_fn)(params, {"x": jnp.zeros((4, 5)), "y": jnp.zeros(4, jnp.int32)})) > 0
       True
     """
 

@@ -16,7 +16,8 @@ References:
   Smith, `Cyclical Learning Rates for Training Neural Networks <https://arxiv.org/abs/1506.01186>`_, 2017.
   Smith, Topin, `Super-Convergence: Very Fast Training of Neural Networks Using Large Learning Rates
   <https://arxiv.org/abs/1708.07120>`_, 2018.
-  Morris, an article on the LR range test, cyclical rates and 1cycle (project seed 003).
+  Morris (Arizona State University), a tutorial article on the LR range test, cyclical learning rates and
+  the 1cycle policy, after the fast.ai course.
 """
 
 from __future__ import annotations

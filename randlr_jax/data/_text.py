@@ -25,7 +25,7 @@ class CharVocabulary:
     Example:
       >>> vocabulary = CharVocabulary("\\n !?ab")
       >>> vocabulary.encode("ab!z").tolist(), vocabulary.decode(vocabulary.encode("ab!"))
-      ([5, 6, 2, 3], 'ab!')
+      ([4, 5, 2, 3], 'ab!')
     """
 
     characters: str

@@ -55,8 +55,8 @@ class CharLSTM(nn.Module):
       >>> body = CharLSTM(vocab_size=50)
       >>> carry = body.initial_carry(4)
       >>> tokens = jnp.zeros((4, 70), jnp.int32)
-      >>> variables = body.init(jax.random.key(0), tokens, carry)
-      >>> features, carry = body.apply(variables, tokens, carry)
+      >>> variables = jax.eval_shape(body.init, jax.random.key(0), tokens, carry)  # shapes only
+      >>> features, carry = jax.eval_shape(body.apply, variables, tokens, carry)
       >>> features.shape
       (4, 70, 100)
 

@@ -33,8 +33,8 @@ class CNN1D(nn.Module):
     Example:
       >>> import jax, jax.numpy as jnp
       >>> body = CNN1D()
-      >>> variables = body.init(jax.random.key(0), jnp.zeros((2, 40)))
-      >>> body.apply(variables, jnp.zeros((2, 40))).shape
+      >>> variables = jax.eval_shape(body.init, jax.random.key(0), jnp.zeros((2, 40)))
+      >>> jax.eval_shape(body.apply, variables, jnp.zeros((2, 40))).shape
       (2, 125)
 
     References:

@@ -42,7 +42,7 @@ class MLP(nn.Module):
 
     References:
       Fu et al, Neural Optimizers with Hypergradients for Tuning Parameter-Wise Learning Rates, 2017
-      (the optimizee MLP; project seed 002).
+      (its optimizee: ``MLP(widths=(20, 20), activation="sigmoid")``, batch 120).
     """
 
     widths: Sequence[int] = (100, 100)

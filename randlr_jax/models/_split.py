@@ -1,8 +1,8 @@
 """A model is a pre-classifier (``body``) followed by a classifier layer (``head``).
 
-Every model of the zoo is built this way so that methods acting on the output layer only (Alrao's classifier
-copies, ALGORITHMS.md §1.2) can swap the head and route the two parameter groups by path: the parameters of a
-:class:`Classifier` are ``{"body": ..., "head": ...}``.
+Every model of the zoo is built this way so that methods acting on the output layer only (the classifier
+copies of Alrao, Blier et al. 2019, Section 2) can swap the head and route the two parameter groups by path:
+the parameters of a :class:`Classifier` are ``{"body": ..., "head": ...}``.
 """
 
 from __future__ import annotations

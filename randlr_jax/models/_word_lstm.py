@@ -35,8 +35,8 @@ class WordLSTM(CharLSTM):
       >>> import jax, jax.numpy as jnp
       >>> body = WordLSTM(vocab_size=10_000)
       >>> tokens = jnp.zeros((4, 35), jnp.int32)
-      >>> variables = body.init(jax.random.key(0), tokens, body.initial_carry(4))
-      >>> body.apply(variables, tokens, body.initial_carry(4))[0].shape
+      >>> variables = jax.eval_shape(body.init, jax.random.key(0), tokens, body.initial_carry(4))
+      >>> jax.eval_shape(body.apply, variables, tokens, body.initial_carry(4))[0].shape
       (4, 35, 200)
 
     References:

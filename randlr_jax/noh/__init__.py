@@ -3,9 +3,14 @@
 :func:`noh_adam` (an LSTM proposes parameter-wise Adam rates, meta-trained by hypergradients through
 unrolls: :func:`meta_train`), Adam-HD and SGD-HD (:func:`adam_hd`, :func:`sgd_hd`, Baydin et al. 2018), the
 Andrychowicz et al. (2016) LSTM optimizer (:func:`lstm_optimizer`) and the shipped meta-trained weights
-(:func:`pretrained_optimizer`, read and written by :func:`load_lstm_params` / :func:`save_lstm_params`).
+(:func:`pretrained_optimizer`, read and written by :func:`load_lstm_params` / :func:`save_lstm_params`), and
+the meta-test of a frozen learned optimizer on a fresh optimizee (:func:`meta_evaluate`).
 """
 
+from randlr_jax.noh._evaluation import make_split_evaluator as make_split_evaluator
+from randlr_jax.noh._evaluation import meta_evaluate as meta_evaluate
+from randlr_jax.noh._evaluation import sample_coordinates as sample_coordinates
+from randlr_jax.noh._evaluation import trace_learning_rates as trace_learning_rates
 from randlr_jax.noh._hypergradient import HypergradientState as HypergradientState
 from randlr_jax.noh._hypergradient import adam_hd as adam_hd
 from randlr_jax.noh._hypergradient import hypergradient_descent as hypergradient_descent

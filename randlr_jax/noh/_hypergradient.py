@@ -16,9 +16,10 @@ so one step of gradient descent on the scalar rate, with the hypergradient learn
 
     \\alpha_t = \\alpha_{t-1} + \\beta \\langle g_t, u_{t-1} \\rangle,
 
-the inner product taken over the whole parameter tree (ALGORITHMS.md §3). At the first step there is no
-``u_0`` (it is zero), so the rate is unchanged. The rate is not clipped (as in the paper): a ``beta`` that
-is too large can drive it negative.
+the inner product taken over the whole parameter tree (one scalar rate for the whole model, as in Baydin
+et al.'s algorithms). At the first step there is no previous direction (it is stored as zero), so the rate
+is unchanged and the first step uses ``alpha_0``. The rate is not clipped (as in the paper): a ``beta``
+that is too large can drive it negative.
 
 The rate lives in the state (``HypergradientState.learning_rate``) and can be read for logging, e.g.
 ``optax.tree_utils.tree_get(opt_state, "learning_rate")``.

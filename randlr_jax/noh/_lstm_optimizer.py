@@ -1,6 +1,6 @@
 """The coordinatewise LSTM optimizer of Andrychowicz et al. (2016), which outputs the updates itself.
 
-The baseline called "DMopt" in seed 002: every step, each coordinate's gradient goes through the
+The baseline called "DMopt" by Fu et al. (2017): every step, each coordinate's gradient goes through the
 preprocessing of :func:`randlr_jax.noh.preprocess_gradients` into a 2-layer, 20-unit LSTM shared by all
 coordinates (one state per coordinate), and a linear read-out scaled by ``0.1`` is the update:
 
@@ -107,6 +107,7 @@ def lstm_optimizer(
       ValueError: ``proposer`` not a Flax module, or ``lstm_params`` not matching it.
 
     Example:
+      >>> from randlr_jax.noh import init_proposer_params
       >>> proposer = LSTMUpdateProposer()
       >>> tx = lstm_optimizer(init_proposer_params(proposer, jax.random.key(0)), proposer=proposer)
 

@@ -2,7 +2,7 @@
 
 A coordinatewise LSTM (weights shared by all coordinates, one hidden state per coordinate) reads each
 parameter's gradient averaged over the last ``S`` steps and proposes that parameter's learning rate; Adam
-then runs with those rates, held fixed for ``S`` steps (seed 002, ALGORITHMS.md §3):
+then runs with those rates, held fixed for ``S`` steps (Fu et al. 2017, Sections 2.2-2.3):
 
 .. math::
 
@@ -10,30 +10,38 @@ then runs with those rates, held fixed for ``S`` steps (seed 002, ALGORITHMS.md 
     (\\alpha^k, c^k) = \\mathrm{LSTM}_\\phi(h(\\bar g^k), c^k), \\qquad
     w^k \\leftarrow w^k - \\alpha^k \\frac{\\hat m^k}{\\sqrt{\\hat v^k} + \\epsilon},
 
-with the preprocessing of Andrychowicz et al. (2016), ``c = 10``:
+with the preprocessing of Andrychowicz et al. (2016), which the paper adopts:
 
 .. math::
 
     h(g) = (\\log|g| / c,\\ \\mathrm{sign}\\, g) \\text{ if } |g| \\ge e^{-c},
     \\quad (-1,\\ e^{c} g) \\text{ otherwise}.
 
-The seed does not say how the LSTM output becomes a rate. Here (ALGORITHMS.md §3) it is produced in log
-space: ``alpha = exp(clip(log(alpha_init) + output_scale * linear(h), log(alpha_min), log(alpha_max)))``
-with ``alpha_init = 1e-3`` (Adam's usual rate, so an untrained proposer behaves like Adam at about that
-rate), ``output_scale = 1`` and ``[alpha_min, alpha_max] = [1e-8, 1]``. Where the clip is active the rate
-receives no gradient. ``output_scale = 0.1`` (Andrychowicz et al.'s value) was tried first: the log-rate can
-then move by only about ``0.1 x`` the read-out's change, and 5 meta-iterations of Adam at ``1e-2`` barely
-moved the rates; an untrained proposer with scale 1 spreads the rates by a factor of about ``e^{±0.5}``.
+The paper writes ``log(g)`` and leaves ``c > 0`` open; we take ``log|g|`` and ``c = 10``, Andrychowicz et
+al.'s value (``preprocess_c``). It writes the rule with SGD's gradient but trains with Adam: the rate
+multiplies Adam's direction ``m_hat / (sqrt(v_hat) + eps)``, as above.
+
+The paper does not say how the LSTM output becomes a rate. Our choice: it is produced in log space, so that
+it is positive and can move over orders of magnitude,
+``alpha = exp(clip(log(alpha_init) + output_scale * linear(h), log(alpha_min), log(alpha_max)))``
+(:class:`LSTMRateProposer`), with ``alpha_init = 1e-3`` (the read-out's bias starts at zero, so an
+untrained proposer starts around Adam's usual rate), ``output_scale = 1`` and
+``[alpha_min, alpha_max] = [1e-8, 1]``. Where the clip is active the rate receives no gradient.
+``output_scale = 0.1`` (Andrychowicz et al.'s value) was tried first: the log-rate can then move by only
+about ``0.1 x`` the read-out's change, and 5 meta-iterations of Adam at ``1e-2`` barely moved the rates; an
+untrained proposer with scale 1 spreads the rates by a factor of about ``e^{±0.5}``.
 
 Proposals happen at steps ``0, S, 2S, ...`` (``lax.cond`` on the step count, no host branching): at step 0
 from the first gradient, at step ``kS`` from the mean of the ``S`` gradients of steps ``(k-1)S + 1 .. kS``.
+(The paper does not say which rates are used before the first ``S`` gradients exist; proposing at step 0
+from the first gradient alone is our choice. It does not give ``S`` either: :func:`noh_adam` defaults to
+``update_every=10``.)
 The LSTM parameters are an argument of :func:`noh_adam`, so the same transformation is differentiated
 through during meta-training (:mod:`randlr_jax.noh`) and used with frozen, trained parameters.
 
 References:
-  Fu, Ng, Chen, Ilievski, Pal, Chua, `Neural Optimizers with Hypergradients for Tuning Parameter-Wise
-  Learning Rates <https://www.automl.org/wp-content/uploads/2019/05/AutoML_Book_Chapter3.pdf>`_, 2017
-  (AutoML workshop; project seed 002).
+  Fu, Ng, Chen, Ilievski, Pal, Chua, Neural Optimizers with Hypergradients for Tuning Parameter-Wise
+  Learning Rates, 2017 (ICML 2017 AutoML workshop).
   Andrychowicz et al, `Learning to learn by gradient descent by gradient descent
   <https://arxiv.org/abs/1606.04474>`_, 2016.
 """

@@ -21,6 +21,7 @@ import optax
 
 from randlr_jax import _checks as checks
 from randlr_jax.runner._optimizers import OPTIMIZERS, make_optimizer
+from randlr_jax.runner._splits import load_splits
 from randlr_jax.training import _run_record as run_record
 from randlr_jax.training._loop import FitResult, LoopConfig, StepCallback, fit
 
@@ -125,30 +126,18 @@ def _check_validation_size(validation_size: Any) -> None:
         checks.fail("validation_size", what, validation_size)
 
 
-def load_splits(config: TrainConfig) -> tuple[dict, Any, str]:
-    """The in-memory splits, the dataset spec and the task of ``config.dataset``."""
-    from randlr_jax import data as rdata
-
-    spec = rdata.get_spec(config.dataset)
-    if spec.kind == "language_model":
-        splits = {
-            split: rdata.load_tokens(config.dataset, split, data_dir=config.data_dir)
-            for split in spec.splits
-        }
-        return splits, spec, "language_model"
-    splits = rdata.train_val_test(
-        config.dataset,
-        validation_size=config.validation_size,
-        seed=config.loop.seed,
-        data_dir=config.data_dir,
-    )
-    return splits, spec, "classification"
-
-
 ALRAO_OPTIMIZERS = ("alrao_sgd", "alrao_adam")
 
 
 def build_model(config: TrainConfig, spec: Any, head: Any = None) -> Any:
+    """The model of ``config`` (``config.model`` with ``config.model_kwargs``) for the dataset ``spec``.
+
+    Args:
+      config: the run's config.
+      spec: the dataset's ``randlr_jax.data`` spec (:func:`load_splits` returns it): a classifier
+        gets ``num_classes=spec.num_classes``, a language model ``vocab_size=spec.num_classes``.
+      head: the output layer (``None``: the model's own), e.g. an :class:`~randlr_jax.AlraoHead`.
+    """
     from randlr_jax import models
 
     if spec.kind == "language_model":
@@ -308,6 +297,7 @@ def train_and_evaluate(
     tx: optax.GradientTransformation | None = None,
     callbacks: Sequence[StepCallback] = (),
     run_info: Mapping[str, Any] | None = None,
+    max_train_tokens: int | None = None,
 ) -> FitResult:
     """Run ``config`` in ``workdir`` (resuming if it holds a checkpoint of the same settings).
 
@@ -319,6 +309,8 @@ def train_and_evaluate(
         ``"custom (tx=...)"``).
       callbacks: handed to ``fit``.
       run_info: the optimizer ``tx`` is: ``{"optimizer": name, "learning_rate": rate, ...}``.
+      max_train_tokens: language models: train on the first this many tokens only (and a tenth as
+        many, at least 2,000, validation and test tokens; :func:`load_splits`).
 
     Raises:
       ValueError: ``workdir`` holds a run of other settings (another optimizer, rate, model, data or
@@ -329,7 +321,7 @@ def train_and_evaluate(
             "run_info describes a tx= override; without tx the config's optimizer "
             f"({config.optimizer!r}) runs and config.json records it."
         )
-    splits, spec, task = load_splits(config)
+    splits, spec, task = load_splits(config, max_train_tokens=max_train_tokens)
     train_step = place_state = None
     overridden = tx is not None
     if config.optimizer in ALRAO_OPTIMIZERS and tx is None:

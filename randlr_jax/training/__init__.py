@@ -5,6 +5,9 @@ handed to :func:`fit` (``train_step=``, ``place_state=``).
 """
 
 from randlr_jax.training import _distributed as distributed  # noqa: F401 -- a namespace
+from randlr_jax.training._batching import apply_token_budget as apply_token_budget
+from randlr_jax.training._batching import endless_batches as endless_batches
+from randlr_jax.training._batching import eval_token_budget as eval_token_budget
 from randlr_jax.training._checkpoint import Checkpointer as Checkpointer
 from randlr_jax.training._config import LoopConfig as LoopConfig
 from randlr_jax.training._early_stopping import EarlyStopping as EarlyStopping
@@ -21,6 +24,8 @@ from randlr_jax.training._population import make_population_eval_step as make_po
 from randlr_jax.training._population import make_population_optimizer as make_population_optimizer
 from randlr_jax.training._population import make_population_train_step as make_population_train_step
 from randlr_jax.training._population import member_history as member_history
+from randlr_jax.training._records import JsonLinesLog as JsonLinesLog
+from randlr_jax.training._records import read_jsonl as read_jsonl
 from randlr_jax.training._run_record import check_or_write as check_or_write
 from randlr_jax.training._run_record import fingerprint as fingerprint
 from randlr_jax.training._sharding import make_mesh as make_mesh

@@ -226,3 +226,128 @@ def _lm_batches(streams, seq_len, start_batch, count) -> Iterator[dict[str, np.n
             "x": np.ascontiguousarray(streams[:, start : start + seq_len]),
             "y": np.ascontiguousarray(streams[:, start + 1 : start + seq_len + 1]),
         }
+
+
+def endless_batches(
+    arrays: dict[str, np.ndarray],
+    batch_size: int,
+    *,
+    seed: int,
+    shuffle: bool = True,
+    drop_remainder: bool = True,
+    start_epoch: int = 0,
+) -> Iterator[dict[str, np.ndarray]]:
+    """Batches of ``arrays`` epoch after epoch, without end: for consumers that take as many as they need.
+
+    Pass ``e = start_epoch, start_epoch + 1, ...`` is :func:`batch_iterator` at ``epoch=e``: with
+    ``shuffle`` it visits the examples in the order ``epoch_permutation(n, seed=seed, epoch=e)``
+    (``np.random.default_rng([seed, e]).permutation(n)``), so every pass is reshuffled and the stream
+    is a pure function of ``(seed, start_epoch)``; batch ``b`` of pass ``e`` holds the examples at
+    positions ``b*B .. (b+1)*B - 1`` of that order. An LR range test, or any loop counted in steps
+    rather than epochs, reads the same batches as an epoch loop over the same ``(seed, epoch)``.
+    Arguments are checked when this is called, not at the first ``next``.
+
+    Args:
+      arrays: dict of arrays sharing the leading dimension ``n``.
+      batch_size: ``0 < B <= n`` (so every pass yields at least one batch).
+      seed: non-negative int.
+      shuffle: permute the examples each pass (``False``: stored order every pass).
+      drop_remainder: drop each pass's last batch when it is smaller than ``B``.
+      start_epoch: the first pass's epoch number (non-negative).
+
+    Returns:
+      An infinite iterator of ``{key: array[batch]}`` dicts.
+
+    Raises:
+      ValueError: as :func:`batch_iterator`.
+
+    Example:
+      >>> stream = endless_batches({"y": np.arange(5)}, 2, seed=0)
+      >>> [len(next(stream)["y"]) for _ in range(5)]  # 2 batches a pass, passes without end
+      [2, 2, 2, 2, 2]
+    """
+    check_seed(start_epoch, "start_epoch")
+    first = batch_iterator(
+        arrays, batch_size, shuffle=shuffle, seed=seed, epoch=start_epoch,
+        drop_remainder=drop_remainder,
+    )  # fmt: skip
+    return _endless(first, arrays, batch_size, shuffle, seed, int(start_epoch), drop_remainder)
+
+
+def _endless(first, arrays, batch_size, shuffle, seed, epoch, drop_remainder):
+    yield from first
+    while True:
+        epoch += 1
+        yield from batch_iterator(
+            arrays, batch_size, shuffle=shuffle, seed=seed, epoch=epoch,
+            drop_remainder=drop_remainder,
+        )  # fmt: skip
+
+
+def eval_token_budget(train_tokens: int, *, divisor: int = 10, minimum: int = 2000) -> int:
+    """Validation and test tokens for a training budget: ``max(floor(train_tokens / divisor), minimum)``.
+
+    A shortened language-model run (a CPU budget that reads only the first ``train_tokens`` of the
+    training text) evaluates on a proportionally shortened validation and test text, never on fewer
+    than ``minimum`` tokens so that its perplexity stays a mean over many targets. Integer arithmetic:
+    the result does not depend on floating-point rounding.
+
+    Example:
+      >>> eval_token_budget(70_000), eval_token_budget(3_000)
+      (7000, 2000)
+    """
+    _check_positive_int(train_tokens, "train_tokens")
+    _check_positive_int(divisor, "divisor")
+    check_seed(minimum, "minimum")
+    return max(int(train_tokens) // int(divisor), int(minimum))
+
+
+def apply_token_budget(
+    splits: dict[str, np.ndarray],
+    *,
+    train_tokens: int | None = None,
+    eval_tokens: int | None = None,
+) -> dict[str, np.ndarray]:
+    """Language-model splits cut to a token budget: the first tokens of each text.
+
+    ``train`` becomes ``train[:train_tokens]`` and every other split (``validation``, ``test``)
+    ``split[:eval_tokens]``; ``None`` keeps a text whole. The first tokens, not a sample: the text
+    stays contiguous, as :func:`lm_batch_iterator`'s streams need, and a larger budget reads a
+    superset of a smaller one's text. A budget beyond a text's length keeps the whole text (as
+    slicing does). Pair with :func:`eval_token_budget` to tie the evaluation budget to the training
+    one.
+
+    Args:
+      splits: split name -> 1-D token array; must hold ``"train"``.
+      train_tokens: tokens of ``train`` to keep (``> 0``), or ``None``: all.
+      eval_tokens: tokens of each other split to keep (``> 0``), or ``None``: all.
+
+    Returns:
+      A new dict with the same keys; the arrays are views of the inputs.
+
+    Raises:
+      ValueError: a split that is not a 1-D array, no ``"train"`` split, a budget that is not a
+        positive int or ``None``.
+
+    Example:
+      >>> splits = {"train": np.arange(10), "validation": np.arange(6), "test": np.arange(4)}
+      >>> {k: len(v) for k, v in apply_token_budget(splits, train_tokens=8, eval_tokens=5).items()}
+      {'train': 8, 'validation': 5, 'test': 4}
+    """
+    if not isinstance(splits, dict) or "train" not in splits:
+        checks.fail(
+            "splits", "a dict of 1-D token arrays holding 'train'", splits,
+            shown=checks.brief(splits),
+        )  # fmt: skip
+    for name, tokens in splits.items():
+        if np.ndim(tokens) != 1:
+            checks.fail(
+                f"splits[{name!r}]", "a 1-D token array", tokens, shown=checks.brief(tokens)
+            )
+    for name, budget in (("train_tokens", train_tokens), ("eval_tokens", eval_tokens)):
+        if budget is not None:
+            _check_positive_int(budget, name)
+    return {
+        name: np.asarray(tokens)[: train_tokens if name == "train" else eval_tokens]
+        for name, tokens in splits.items()
+    }

@@ -340,8 +340,16 @@ def fit_population(
       FileExistsError: ``workdir`` is a file.
 
     Example:
-      >>> result = fit_population(model, [1e-3, 1e-2, 1e-1], splits, LoopConfig(epochs=5), "runs/grid")
-      >>> result.summary["best_learning_rate"]
+      >>> from randlr_jax.models import make_model
+      >>> rng = np.random.default_rng(0)
+      >>> def split(n):
+      ...     return {"x": rng.normal(size=(n, 4)).astype(np.float32), "y": rng.integers(0, 2, n)}
+      >>> splits = {"train": split(32), "validation": split(16), "test": split(16)}
+      >>> model = make_model("mlp", num_classes=2, widths=(8,))
+      >>> config = LoopConfig(epochs=1, batch_size=16, progress=False, num_devices=1)
+      >>> result = fit_population(model, [1e-2, 1e-1], splits, config, "runs/grid")
+      >>> len(result.members), result.summary["best_learning_rate"] in (1e-2, 1e-1)
+      (2, True)
     """
     checks.model("model", model)
     rates = _check_rates(learning_rates)

@@ -28,9 +28,15 @@ What the fingerprint holds:
   enough to tell two data sets or two cuts apart).
 
 Example:
+  >>> import optax
+  >>> from randlr_jax.models import make_model
+  >>> from randlr_jax.training import LoopConfig
+  >>> config, model, tx = LoopConfig(epochs=3), make_model("mlp", num_classes=2), optax.sgd(0.1)
+  >>> splits = {"train": {"x": np.zeros((8, 4), np.float32), "y": np.zeros(8, np.int32)}}
   >>> record = fingerprint(config, task="classification", model=model, splits=splits, optimizer=tx,
   ...                      run_info={"optimizer": "sgd", "learning_rate": 0.1})
-  >>> check_or_write(workdir, record)  # first call: writes workdir/run.json; then: compares
+  >>> check_or_write("runs/example", record)  # first call: writes runs/example/run.json
+  >>> check_or_write("runs/example", record)  # later calls compare: the same settings pass
 """
 
 from __future__ import annotations

@@ -9,8 +9,9 @@ device, up to the floating-point order of the sums.
 
 Several hosts (processes): call :func:`randlr_jax.training._distributed.initialize` first; the mesh then
 spans every device of every process. Each process computes the same global batch (the order is a function of
-the seed and the epoch) and places only the rows its own devices hold (:func:`shard_batch`); what comes back
-to the host (metrics, evaluation sums) is replicated or gathered across processes (:func:`to_host`).
+the run's random seed and the epoch) and places only the rows its own devices hold (:func:`shard_batch`);
+what comes back to the host (metrics, evaluation sums) is replicated or gathered across processes
+(:func:`to_host`).
 """
 
 from __future__ import annotations

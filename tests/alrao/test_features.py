@@ -1,4 +1,6 @@
-"""Tests of randlr_jax.alrao: per-feature random learning rates (ALGORITHMS.md §1.1, §1.2)."""
+"""Tests of randlr_jax.alrao: per-feature random learning rates (Blier et al. 2019, Section 2: what a
+feature is, per layer type), Alrao over other base directions (momentum, Adam) and schedules that divide
+every rate (the paper's Section 4)."""
 
 import math
 import warnings

@@ -11,7 +11,8 @@ from absl.testing import parameterized
 
 from randlr_jax.alrao import _switch as sw
 
-# ALGORITHMS.md §1.3: reference PyTorch code, float32, N = 3, theta = 0.9999.
+# Posteriors computed by the Switch of the Alrao authors' PyTorch code (float32, N = 3, theta = 0.9999),
+# fed these three observations directly.
 _VECTOR_ELL = np.array([[-1.0, -2.0, -3.0], [-0.5, -0.1, -4.0], [-2.0, -0.2, -0.3]], np.float32)
 _VECTOR_POSTERIOR = np.array(
     [

@@ -1,4 +1,4 @@
-"""AutoDrop (ALGORITHMS.md §2): angles, the Algorithm 1 state machine on scripted parameters, both criteria,
+"""AutoDrop (Teng et al. 2021): angles, the Algorithm 1 state machine on scripted parameters, both criteria,
 the windowed rule, save/restore mid-phase, bad input, and the noisy quadratic model against I* and C*."""
 
 from __future__ import annotations
@@ -123,7 +123,8 @@ def test_drop_triggers_at_the_right_period_waits_and_sets_the_weighted_average()
     assert int(states[6].num_drops) == 1 and int(states[5].num_drops) == 0
     np.testing.assert_allclose(float(states[6].threshold), 0.01 / rho, rtol=1e-6)
     np.testing.assert_allclose(float(states[6].scale), rho, rtol=1e-6)
-    # Parameters at the end of t = 5, 6, 7 without the jump, weighted 1, 2, 3 (ALGORITHMS.md §2).
+    # Parameters at the end of t = 5, 6, 7 without the jump, weighted 1, 2, 3 and divided by 1 + 2 + 3
+    # (Algorithm 1's weights k, normalised by their sum: autodrop's docstring says why).
     x5, x6 = xs[4], xs[5]
     x7 = x6 + _SCRIPT[6]
     expected = (1 * x5 + 2 * x6 + 3 * x7) / 6.0
@@ -292,14 +293,48 @@ def test_save_and_restore_in_the_middle_of_a_drop_phase_continues_identically(tm
 # ------------------------------------------------------------------------------------- memory and API
 
 
-@pytest.mark.parametrize("drop_delay, buffers", [(20, 3), (0, 2)])
-def test_parameter_sized_buffers(drop_delay, buffers):
+# AutoDropState's fields and their documented shapes and dtypes: "scalar" is one value, "window" the
+# ``(window + 1,)`` latest angles, "params" a float32 (at least) buffer shaped like the parameters,
+# "params_or_none" the same, or None without a drop phase (``drop_delay == 0``).
+_STATE_LAYOUT = {
+    "count": ("scalar", jnp.int32),
+    "period": ("scalar", jnp.int32),
+    "learning_rate": ("scalar", jnp.float32),
+    "scale": ("scalar", jnp.float32),
+    "threshold": ("scalar", jnp.float32),
+    "angles": ("window", jnp.float32),
+    "drop_phase": ("scalar", jnp.int32),
+    "num_drops": ("scalar", jnp.int32),
+    "period_start": ("params", None),
+    "displacement": ("params", None),
+    "average": ("params_or_none", None),
+}
+
+
+@pytest.mark.parametrize("drop_delay, window", [(20, 1), (0, 1), (5, 3)])
+def test_parameter_sized_buffers(drop_delay, window):
     params = {"w": jnp.ones((5, 7)), "b": jnp.ones((7,), jnp.bfloat16)}
-    state = autodrop(0.1, drop_delay=drop_delay, steps_per_period=10).init(params)
-    param_size = sum(x.size for x in jax.tree.leaves(params))
-    state_size = sum(x.size for x in jax.tree.leaves(state))
-    assert state_size - param_size * buffers == 7 + 2  # 7 scalars, window + 1 = 2 angles
-    assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(state.period_start))
+    state = autodrop(0.1, drop_delay=drop_delay, steps_per_period=10, window=window).init(params)
+    assert AutoDropState._fields == tuple(_STATE_LAYOUT)  # a field added or removed fails here
+    expected_size = 0
+    for name, (kind, dtype) in _STATE_LAYOUT.items():
+        value = getattr(state, name)
+        if kind == "scalar":
+            assert value.shape == () and value.dtype == dtype, name
+            expected_size += 1
+        elif kind == "window":
+            assert value.shape == (window + 1,) and value.dtype == dtype, name
+            expected_size += window + 1
+        elif kind == "params_or_none" and drop_delay == 0:
+            assert value is None, name
+        else:  # a parameter-sized buffer, float32 at least (the bfloat16 leaf is held in float32)
+            assert jax.tree.structure(value) == jax.tree.structure(params), name
+            for buffer, param in zip(jax.tree.leaves(value), jax.tree.leaves(params), strict=True):
+                assert buffer.shape == param.shape and buffer.dtype == jnp.float32, name
+                expected_size += param.size
+    assert sum(x.size for x in jax.tree.leaves(state)) == expected_size
+    # By hand: 42 parameters; 7 scalars and window + 1 angles; 3 buffers (2 without a drop phase).
+    assert expected_size == 42 * (3 if drop_delay else 2) + 7 + window + 1
 
 
 def test_state_is_found_inside_chains_and_readable():

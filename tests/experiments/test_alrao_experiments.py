@@ -11,8 +11,18 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from experiments import alrao_appendix, alrao_compare, alrao_interval, alrao_posterior, demo
+from experiments import (
+    _common,
+    alrao_appendix,
+    alrao_compare,
+    alrao_interval,
+    alrao_posterior,
+    demo,
+)
 from randlr_jax import models
+from randlr_jax.training import read_jsonl
+
+SGD_GRID = _common.SGD_GRID
 
 
 def _finite(*values):
@@ -33,11 +43,11 @@ def test_compare_quick_writes_a_row_for_every_method(tmp_path, capsys):
     assert set(result["rows"]) == {"sgd_best", "adam", "alrao_sgd"}
     for row in result["rows"].values():
         assert _finite(*row["loss"], *row["accuracy"])
-    assert [r["learning_rate"] for r in result["sgd_grid"]] == list(alrao_compare.SGD_GRID)
-    assert result["rows"]["sgd_best"]["learning_rate"] in alrao_compare.SGD_GRID
+    assert [r["learning_rate"] for r in result["sgd_grid"]] == list(SGD_GRID)
+    assert result["rows"]["sgd_best"]["learning_rate"] in SGD_GRID
     table = (tmp_path / "table.md").read_text()
     assert "| digits_mlp | 1 |" in table
-    assert table.count("| digits_mlp | ") == 1 + len(alrao_compare.SGD_GRID)
+    assert table.count("| digits_mlp | ") == 1 + len(SGD_GRID)
     with open(tmp_path / "results.json") as f:
         assert "digits_mlp" in json.load(f)["results"]
     _png(result["figure"])
@@ -48,7 +58,7 @@ def test_compare_quick_writes_a_row_for_every_method(tmp_path, capsys):
     assert (adam["optimizer"], adam["learning_rate"]) == ("adam", 1e-3)
     grid = json.loads((root / "sgd_grid" / "config.json").read_text())
     assert grid["optimizer"] == "sgd" and grid["learning_rate"] is None
-    assert grid["learning_rates"] == list(alrao_compare.SGD_GRID)
+    assert grid["learning_rates"] == list(SGD_GRID)
     alrao = json.loads((root / "alrao_sgd" / "config.json").read_text())
     assert alrao["optimizer"] == "alrao_sgd" and alrao["optimizer_kwargs"]["lr_max"] == 10.0
     assert all(c["loop"]["epochs"] == 1 for c in (adam, grid, alrao))
@@ -67,7 +77,7 @@ def test_demo_quick_prints_the_table_and_the_figure(tmp_path, capsys):
     )
     printed = capsys.readouterr().out
     assert "Alrao-SGD" in printed and "Adam" in printed and "SGD, best rate" in printed
-    assert printed.count("| SGD ") == len(alrao_compare.SGD_GRID)
+    assert printed.count("| SGD ") == len(SGD_GRID)
     _png(summary["result"]["figure"])
     assert os.path.abspath(summary["result"]["figure"]) in printed
 
@@ -88,10 +98,11 @@ def test_interval_quick_writes_the_heatmap(tmp_path):
 
 def test_posterior_quick_records_a_distribution_over_the_copies(tmp_path):
     out = alrao_posterior.main(["--workdir", str(tmp_path), "--quick", "--setting", "digits_mlp"])
-    assert len(out["copy_learning_rates"]) == alrao_compare.SETTINGS["digits_mlp"].num_copies
+    assert len(out["copy_learning_rates"]) == _common.ALRAO_SETTINGS["digits_mlp"].num_copies
     np.testing.assert_allclose(sum(out["final_posterior"]), 1.0, rtol=1e-4)
-    trace = alrao_posterior._read_trace(os.path.join(tmp_path, "posterior.jsonl"))
+    trace = read_jsonl(os.path.join(tmp_path, "posterior.jsonl"))
     assert len(trace) >= 2
+    assert [e["step"] for e in trace] == sorted({e["step"] for e in trace})  # one record a step
     for entry in trace:
         np.testing.assert_allclose(sum(entry["posterior"]), 1.0, rtol=1e-4)
     assert out["argmax_learning_rate"] in [pytest.approx(r) for r in out["copy_learning_rates"]]
@@ -103,7 +114,10 @@ def test_appendix_quick_runs_every_study(tmp_path):
         ["all", "--workdir", str(tmp_path), "--quick", "--setting", "digits_mlp", "--epochs", "1"]
         + ["--mesh", "data=1"]  # one device: the 8-device path is covered by the compare test
     )
-    assert set(out) == set(alrao_appendix.COMMANDS)
+    assert set(out) == {*alrao_appendix.COMMANDS, "config", "wall_time_s"}
+    assert json.loads((tmp_path / "results.json").read_text())["params"] == json.loads(
+        json.dumps(out["params"])
+    )
     assert {(r["per"]) for r in out["per_weight"]["rows"]} == {"feature", "weight"}
     assert [r["p"] for r in out["fraction"]["rows"]] == [0.25, 1.0]
     assert out["fraction"]["rows"][1]["trained_weight_fraction"] == 1.0
@@ -117,21 +131,12 @@ def test_appendix_quick_runs_every_study(tmp_path):
 
 
 def test_parameter_counts_add_the_copies_of_the_classifier():
-    out = alrao_appendix.params(_Args(), None, _mkdir())
+    rows, figure = alrao_appendix.params(alrao_appendix.quick(alrao_appendix.DEFAULT))
+    assert figure is None
     for row, (classes, features, copies) in zip(
-        out["rows"], [(10, 100, 10), (10, 125, 10), (88, 100, 6)], strict=True
+        rows, [(10, 100, 10), (10, 125, 10), (88, 100, 6)], strict=True
     ):
         assert row["with_alrao"] - row["without_alrao"] == (copies - 1) * (features + 1) * classes
-
-
-class _Args:
-    quick = True
-
-
-def _mkdir():
-    import tempfile
-
-    return tempfile.mkdtemp()
 
 
 def test_fraction_rates_share_a_feature_and_hit_the_fraction():

@@ -8,16 +8,17 @@ import math
 from experiments import alrao_feature_guard
 
 
-def test_quick_writes_a_row_per_run_and_resumes(tmp_path, capsys, monkeypatch):
+def test_quick_writes_a_row_per_run_and_resumes(tmp_path, capsys):
     # The [1e-5, 100] and [1e-5, 10] pairs (the [1e-3, 100] pair is the same code, other numbers).
-    runs = tuple(r for r in alrao_feature_guard.RUNS if r[1] == 1e-5)
+    runs = [name for name, (lr_min, _, _) in alrao_feature_guard.RUNS.items() if lr_min == 1e-5]
     assert len(runs) == 4
-    monkeypatch.setattr(alrao_feature_guard, "RUNS", runs)
     argv = ["--workdir", str(tmp_path), "--quick", "--epochs", "1", "--setting", "digits_mlp"]
+    argv += ["--runs", *runs]
     out = alrao_feature_guard.main(argv + ["--mesh", "data=1"])
     rows = out["runs"]
-    assert list(rows) == [name for name, *_ in runs]
-    for name, lr_min, lr_max, guard in runs:
+    assert list(rows) == runs
+    for name in runs:
+        lr_min, lr_max, guard = alrao_feature_guard.RUNS[name]
         row = rows[name]
         assert (row["lr_min"], row["lr_max"], row["feature_guard"]) == (lr_min, lr_max, guard)
         assert row["dead_features"] >= 0 and set(row["dead_features_per_layer"]) == {

@@ -12,6 +12,8 @@ from experiments import noh as noh_experiment
 from randlr_jax.noh import _meta_training as mt
 from randlr_jax.noh import _noh as noh
 
+QUICK = noh_experiment.quick(noh_experiment.CONFIGS["default"])
+
 
 def test_quick_run_writes_results_and_resumes(tmp_path, capsys):
     workdir = str(tmp_path / "noh")
@@ -27,7 +29,7 @@ def test_quick_run_writes_results_and_resumes(tmp_path, capsys):
         assert os.path.getsize(os.path.join(workdir, name)) > 0, name
     runs = summary["final"]["mnist1d"]
     assert set(runs) == {"adam_best", "adam_hd", "dmopt", "noh", "noh_paper_meta_lr"}
-    assert runs["adam_best"]["learning_rate"] in noh_experiment.QUICK.adam_grid
+    assert runs["adam_best"]["learning_rate"] in QUICK.adam_grid
     for run in runs.values():
         assert math.isfinite(run["train_loss"]) and 0.0 <= run["test_accuracy"] <= 1.0
     # Trained parameters load back into the module they were trained for.
@@ -35,7 +37,7 @@ def test_quick_run_writes_results_and_resumes(tmp_path, capsys):
     noh.noh_adam(params, proposer=noh.LSTMRateProposer(**config["module"]))
     with open(os.path.join(workdir, "eval_mnist1d.json")) as f:
         rates = json.load(f)["runs"]["noh"]["traced_rates"]
-    assert len(rates) == noh_experiment.QUICK.eval_horizon
+    assert len(rates) == QUICK.eval_horizon
     assert "| mnist1d | NOH |" in capsys.readouterr().out
     # A second run resumes: nothing is re-trained, the same results come back.
     again = noh_experiment.main(["--workdir", workdir, "--quick", "--mesh", "data=1"])

@@ -194,7 +194,7 @@ def test_word_lstm_shapes_defaults_and_parameter_counts():
 
 
 def test_parameter_counts_reproduce_the_papers_threefold():
-    counts = alrao_word_lm.parameter_counts(alrao_word_lm.SETTINGS["default"], 10_000)
+    counts = alrao_word_lm.parameter_counts(alrao_word_lm.CONFIGS["default"], 10_000)
     assert counts["body"] == 10_000 * 200 + 2 * 4 * (200 * 200 + 200 * 200 + 200)
     assert counts["head"] == 200 * 10_000 + 10_000
     assert counts["alrao_head"] == 6 * counts["head"]
@@ -211,7 +211,9 @@ def test_quick_experiment_writes_finite_results(tmp_path, tfds_data_dir, capsys)
     argv = ["--workdir", workdir, "--quick", "--sgd-rates", "1", "--data-dir", tfds_data_dir,
             "--no-progress", "--mesh", "data=2,copies=2", "--copy-chunk-size", "4"]  # fmt: skip
     out = alrao_word_lm.main(argv)
-    setting = dataclasses.replace(alrao_word_lm.SETTINGS["quick"], sgd_rates=(1.0,))
+    setting = dataclasses.replace(
+        alrao_word_lm.quick(alrao_word_lm.CONFIGS["default"]), sgd_rates=(1.0,)
+    )
     assert set(out["methods"]) == {"sgd_1", "adam", "alrao_sgd"}
     for method, row in out["methods"].items():
         for key in ("validation_perplexity", "test_perplexity"):
@@ -249,7 +251,7 @@ def test_quick_experiment_writes_finite_results(tmp_path, tfds_data_dir, capsys)
 
 
 def test_copy_chunk_size_reaches_the_head_and_is_validated_eagerly(tmp_path):
-    setting = alrao_word_lm.SETTINGS["quick"]
+    setting = alrao_word_lm.quick(alrao_word_lm.CONFIGS["default"])
     assert alrao_word_lm.alrao_head(setting, 7, 2).copy_chunk_size == 2
     assert alrao_word_lm.alrao_head(setting, 7, None).copy_chunk_size is None
     for bad in (0, 7, 2.5):

@@ -114,6 +114,82 @@ def test_truncation_loss_and_meta_gradient_of_unrolled_sgd_by_hand(second_order)
     np.testing.assert_allclose(grads["lr"], dtotal, rtol=1e-5)
 
 
+def _hand_sgd_problem():
+    """``l(w; B) = 0.5 mean_{b in B} (w - b)^2`` (gradient ``w - mean B``), three steps from ``w = 2``."""
+
+    def loss_fn(params, batch):
+        return 0.5 * jnp.mean((params["w"] - batch["b"]) ** 2)
+
+    data = {"b": jnp.array([1.0, -2.0, 0.5, 3.0])}
+    indices = jnp.array([[0, 1], [2, 3], [1, 2]], jnp.int32)
+    return loss_fn, data, indices, 2.0
+
+
+def _hand_sgd_terms(rate, w0, data, indices):
+    """By hand: ``w_{t+1} = w_t - rate (w_t - c_t)`` and the terms ``l(w_{t+1}; B_t)``."""
+    b = np.asarray(data["b"], np.float64)
+    w, terms = w0, []
+    for idx in np.asarray(indices):
+        w = w - rate * (w - b[idx].mean())
+        terms.append(0.5 * np.mean((w - b[idx]) ** 2))
+    return w, terms
+
+
+def test_meta_step_scores_each_updated_iterate_and_reports_the_last_one():
+    # The meta-loss is the sum of l(w_{t+1}; B_t), the updated iterate on the batch that moved it:
+    # not l(w_t; B_t) (the iterate before the update), and final_loss is its last term.
+    loss_fn, data, indices, w0 = _hand_sgd_problem()
+    meta_optimizer = optax.sgd(0.0)
+    step = jax.jit(mt.make_meta_step(lambda phi: optax.sgd(phi["lr"]), loss_fn, meta_optimizer))
+    phi = {"lr": jnp.array(0.3)}
+    meta = mt.MetaState(
+        phi, meta_optimizer.init(phi), jnp.zeros([], jnp.int32), jnp.zeros([], jnp.int32)
+    )
+    optimizee = mt.OptimizeeState({"w": jnp.array(w0)}, optax.sgd(0.3).init({"w": jnp.array(w0)}))
+    _, after, metrics = step(meta, optimizee, data, indices)
+    w, terms = _hand_sgd_terms(0.3, w0, data, indices)
+    np.testing.assert_allclose(metrics["meta_loss"], sum(terms), rtol=1e-6)
+    np.testing.assert_allclose(metrics["final_loss"], terms[-1], rtol=1e-6)
+    np.testing.assert_allclose(after.params["w"], w, rtol=1e-6)
+    # The iterate before each update would score otherwise: the two differ on this problem.
+    b = np.asarray(data["b"], np.float64)
+    before = 0.5 * np.mean((w0 - b[np.asarray(indices)[0]]) ** 2)  # l(w_0; B_0)
+    assert abs(terms[0] - before) > 0.1
+
+
+def test_a_finite_meta_loss_with_a_non_finite_meta_gradient_is_skipped():
+    # The optimizee's rate 0.1 + sqrt(phi): at phi = 0 the loss is finite but d sqrt(phi) / d phi is
+    # infinite, so the meta-gradient is not finite. The truncation is skipped: phi and the
+    # meta-optimizer's state (Adam's count and moments) exactly as before, the skip counted; the
+    # optimizee still advances (at rate 0.1).
+    loss_fn, data, indices, w0 = _hand_sgd_problem()
+    meta_optimizer = mt.make_meta_optimizer(0.1)
+    step = jax.jit(
+        mt.make_meta_step(lambda phi: optax.sgd(0.1 + jnp.sqrt(phi["lr"])), loss_fn, meta_optimizer)
+    )
+
+    def start(lr):
+        phi = {"lr": jnp.array(lr)}
+        zero = jnp.zeros([], jnp.int32)
+        return mt.MetaState(phi, meta_optimizer.init(phi), zero, zero)
+
+    optimizee = mt.OptimizeeState({"w": jnp.array(w0)}, optax.sgd(0.1).init({"w": jnp.array(w0)}))
+    before = start(0.0)
+    meta, after, metrics = step(before, optimizee, data, indices)
+    w, terms = _hand_sgd_terms(0.1, w0, data, indices)
+    np.testing.assert_allclose(metrics["meta_loss"], sum(terms), rtol=1e-6)
+    assert not np.isfinite(float(metrics["meta_grad_norm"])) and not bool(metrics["finite"])
+    chex.assert_trees_all_equal(meta.lstm_params, before.lstm_params)
+    chex.assert_trees_all_equal(meta.opt_state, before.opt_state)
+    assert (int(meta.step), int(meta.skipped)) == (1, 1)
+    np.testing.assert_allclose(after.params["w"], w, rtol=1e-6)
+    # Where the meta-gradient is finite (phi = 0.04: rate 0.3) the step is applied and not counted.
+    applied, _, metrics = step(start(0.04), optimizee, data, indices)
+    assert bool(metrics["finite"]) and (int(applied.step), int(applied.skipped)) == (1, 0)
+    assert float(applied.lstm_params["lr"]) != 0.04
+    assert int(optax.tree_utils.tree_get(applied.opt_state, "count")) == 1
+
+
 def test_remat_gives_the_same_meta_gradient():
     plain = _meta_grad(_noh_maker(2, SMALL), SMALL, unroll=3)
     remat = _meta_grad(_noh_maker(2, SMALL), SMALL, unroll=3, remat=True)
@@ -215,6 +291,19 @@ def test_batch_indices_are_shuffled_epochs():
     for epoch in range(2):
         seen = indices[3 * epoch : 3 * epoch + 3].reshape(-1)
         assert len(set(seen.tolist())) == 9
+
+
+def test_batch_indices_follow_the_key_rule_and_reshuffle_every_epoch():
+    # Epoch e draws its order from the e-th of split(key, epochs): permutation(k_e, n), the remainder
+    # (n mod B examples) dropped; the epochs concatenated and cut into batches.
+    key = jax.random.key(4)
+    indices = mt.sample_batch_indices(key, 10, 7, 3)  # 3 batches an epoch: 3 epochs drawn
+    orders = [np.asarray(jax.random.permutation(k, 10))[:9] for k in jax.random.split(key, 3)]
+    np.testing.assert_array_equal(indices, np.concatenate(orders).reshape(-1, 3)[:7])
+    epoch0, epoch1 = indices[:3].reshape(-1), indices[3:6].reshape(-1)
+    assert not np.array_equal(epoch0, epoch1)  # reshuffled, not the same order again
+    # Another key, another order.
+    assert not np.array_equal(mt.sample_batch_indices(jax.random.key(5), 10, 7, 3), indices)
 
 
 def test_save_and_load_round_trip(tmp_path):

@@ -22,6 +22,7 @@ from randlr_jax.training import (
     make_eval_step,
     make_train_step,
 )
+from randlr_jax.training._early_stopping import MemberEarlyStopping
 from randlr_jax.training._sharding import make_mesh, pad_batch, shard_batch
 from tests.helpers import blob_splits, blobs
 
@@ -148,6 +149,36 @@ def test_interrupted_run_resumes_to_identical_parameters(tmp_path, checkpoint_ev
         assert a["validation_loss"] == pytest.approx(b["validation_loss"], rel=1e-6)
 
 
+def test_fit_reads_each_epoch_in_the_documented_order(tmp_path, monkeypatch):
+    """Epoch ``e`` visits the training examples in ``default_rng([seed, e]).permutation(n)``, batch ``b``
+    the positions ``b*B .. (b+1)*B - 1`` of it: the exact indices fed to the steps, epochs 0 and 1."""
+    from randlr_jax.training import _engine
+
+    splits = blob_splits()
+    n, batch_size, seed = len(splits["train"]["y"]), 32, 3
+    splits["train"]["x"][:, 0] = np.arange(n)  # each example says its index
+    fed = []
+    place = _engine.shard_batch
+
+    def recording(batch, mesh):
+        fed.append(np.asarray(batch["x"][:, 0]).astype(int))
+        return place(batch, mesh)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(_engine, "shard_batch", recording)
+        fit(_model(), optax.sgd(0.1), splits, _config(epochs=2, batch_size=batch_size, seed=seed),
+            tmp_path / "order")  # fmt: skip
+    expected = [
+        np.random.default_rng([seed, epoch]).permutation(n)[b * batch_size : (b + 1) * batch_size]
+        for epoch in range(2)
+        for b in range(n // batch_size)
+    ]
+    assert len(fed) == len(expected) == 6
+    for got, want in zip(fed, expected, strict=True):
+        np.testing.assert_array_equal(got, want)
+    assert not np.array_equal(np.concatenate(fed[:3]), np.concatenate(fed[3:]))  # reshuffled
+
+
 def test_early_stopping_keeps_best_epoch(tmp_path):
     splits = blob_splits()
     steps_per_epoch = 96 // 16
@@ -174,6 +205,58 @@ def test_early_stopping_unit():
     assert EarlyStopping.from_dict(stopper.to_dict()) == stopper
     with pytest.raises(ValueError, match="patience"):
         EarlyStopping(patience=0)
+
+
+# Patience 2 on a hand-made validation curve: epochs 1, 2 and 4 improve (best 3.0 at epoch 4); epoch 3 is
+# one bad epoch, reset by epoch 4; epochs 5 and 6 are two bad epochs in a row: the run stops after epoch 6
+# (without the reset at epoch 4 it would stop after epoch 5, counting epoch 3 too).
+_HAND_CURVE = [5.0, 4.0, 4.5, 3.0, 3.5, 3.6, 2.0, 1.0]
+_HAND_STOP_EPOCH, _HAND_BEST_EPOCH = 6, 4
+
+
+def test_early_stopping_stops_at_the_hand_computed_epoch():
+    stopper = EarlyStopping(patience=2)
+    improved, stop_epoch = [], None
+    for epoch, value in enumerate(_HAND_CURVE, start=1):
+        improved.append(stopper.update(value, epoch))
+        if stopper.should_stop:
+            stop_epoch = epoch
+            break
+    assert stop_epoch == _HAND_STOP_EPOCH
+    assert improved == [True, True, False, True, False, False]
+    assert (stopper.best_epoch, stopper.best_value, stopper.bad_epochs) == (4, 3.0, 2)
+    # Per member: the same curve, and one that never stops (it improves every epoch).
+    members = MemberEarlyStopping.create(2, patience=2)
+    for epoch, value in enumerate(_HAND_CURVE, start=1):
+        members.update([value, 10.0 - epoch], epoch)
+        if epoch == _HAND_STOP_EPOCH - 1:
+            assert members.active.tolist() == [True, True]
+    assert members.active.tolist() == [False, True]
+    assert members.best_epoch == [_HAND_BEST_EPOCH, len(_HAND_CURVE)]
+
+
+def test_fit_stops_at_the_hand_computed_epoch_and_keeps_that_epochs_params(tmp_path, monkeypatch):
+    """The loop reads the patience counter: validation losses replaced by the hand-made curve."""
+    from randlr_jax.training import _loop
+
+    real = _loop._Single.evaluate
+    curve = iter(_HAND_CURVE)
+
+    def hand_made(self, split, state):
+        values = real(self, split, state)
+        return {**values, "loss": next(curve)} if split == "validation" else values
+
+    splits, model, tx = blob_splits(), _model(), optax.sgd(0.1)
+    with monkeypatch.context() as patch:
+        patch.setattr(_loop._Single, "evaluate", hand_made)
+        result = fit(model, tx, splits, _config(epochs=8, patience=2), tmp_path / "stop")
+    assert len(result.history) == _HAND_STOP_EPOCH
+    assert [r["validation_loss"] for r in result.history] == _HAND_CURVE[:_HAND_STOP_EPOCH]
+    assert result.summary["best_epoch"] == _HAND_BEST_EPOCH
+    assert int(result.state.step) == _HAND_STOP_EPOCH * 96 // 16
+    # The best parameters are those after epoch 4, exactly (the same steps run by a 4-epoch fit).
+    four = fit(model, tx, splits, _config(epochs=4), tmp_path / "four")
+    chex.assert_trees_all_equal(result.best_params, four.state.params)
 
 
 def test_language_model_fit_and_resume(tmp_path):
@@ -249,6 +332,32 @@ def test_checkpointer_roundtrip_keeps_structure(tmp_path):
         jax.random.key_data(restored["key"]).tolist() == jax.random.key_data(tree["key"]).tolist()
     )
     assert meta["epoch"] == 2
+
+
+def test_checkpointer_restores_the_newest_step_with_that_steps_values_exactly(tmp_path):
+    from randlr_jax.training import Checkpointer
+
+    def tree(step):  # values that say which step wrote them
+        return {
+            "w": jnp.arange(6.0).reshape(2, 3) / 7.0 + step,
+            "count": jnp.asarray(step, jnp.int32),
+            "key": jax.random.key(step),
+        }
+
+    with Checkpointer(tmp_path, max_to_keep=2) as ckpt:
+        for step in (3, 5, 8):
+            ckpt.save(step, tree(step), {"step": step})
+        assert ckpt.latest_step() == 8
+        for asked, expected in ((None, 8), (5, 5)):
+            restored, meta = ckpt.restore(tree(0), step=asked)
+            assert meta["step"] == expected
+            np.testing.assert_array_equal(restored["w"], tree(expected)["w"])
+            assert int(restored["count"]) == expected
+            assert jax.random.key_data(restored["key"]).tolist() == (
+                jax.random.key_data(jax.random.key(expected)).tolist()
+            )
+        with pytest.raises(RuntimeError, match="could be restored"):
+            ckpt.restore(tree(0), step=3)  # the oldest, deleted: two are kept
 
 
 def test_create_train_state_unaliases_shared_buffers():
