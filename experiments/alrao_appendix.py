@@ -255,6 +255,7 @@ def fraction(config: Config, setting: _common.AlraoSetting, workdir: str, mesh=N
         shapes = _parameter_shapes(base, setting)
         key = jax.random.fold_in(jax.random.key(config.seed), 2)
         rates = fraction_learning_rates(key, shapes, config.eta0, p)
+        trained = _trained_fraction(rates["body"], shapes["body"])  # (training donates the rates)
         run = runner.train_and_evaluate(
             base,
             os.path.join(workdir, f"p{p:g}"),
@@ -265,7 +266,7 @@ def fraction(config: Config, setting: _common.AlraoSetting, workdir: str, mesh=N
         rows.append(
             {
                 "p": p,
-                "trained_weight_fraction": _trained_fraction(rates["body"], shapes["body"]),
+                "trained_weight_fraction": trained,
                 **_result(run.summary, setting.metric),
             }
         )

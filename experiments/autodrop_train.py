@@ -58,14 +58,12 @@ import time
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import optax
 
 from experiments import _common
 from randlr_jax import autodrop, models
 from randlr_jax import data as rdata
-from randlr_jax.autodrop import get_autodrop_state
 from randlr_jax.training import (
     LoopConfig,
     check_or_write,
@@ -200,28 +198,6 @@ def make_tx(
     )
 
 
-def logged_step(model: Any, tx: optax.GradientTransformation):
-    """The standard step plus AutoDrop's state as a vector metric (the loop keeps the epoch's last one).
-
-    ``autodrop``: ``[learning_rate, angle, drop_phase, num_drops]`` of the optimizer state after the step.
-    """
-
-    def autodrop_metrics(state, new_state, batch, aux):
-        ad = get_autodrop_state(new_state.opt_state)
-        return {
-            "autodrop": jnp.stack(
-                [
-                    ad.learning_rate,
-                    ad.angle,
-                    ad.drop_phase.astype(jnp.float32),
-                    ad.num_drops.astype(jnp.float32),
-                ]
-            )
-        }
-
-    return make_train_step(model, tx, extra_metrics=autodrop_metrics)
-
-
 # The Config fields a run of each kind depends on (besides data, model and loop): its run record.
 _COMMON_FIELDS = ("momentum", "weight_decay")
 _METHOD_FIELDS = {
@@ -263,7 +239,11 @@ def run_one(
         num_devices=mesh.num_devices,
         copy_shards=mesh.copies,
     )
-    train_step = None if method == "baseline" else logged_step(model, tx)
+    train_step = (
+        None
+        if method == "baseline"
+        else make_train_step(model, tx, extra_metrics=autodrop.autodrop_metrics)
+    )
     run_dir = os.path.join(workdir, name)
     # A directory holding a run of other settings (e.g. another --threshold) is refused, not resumed.
     record = fingerprint(
@@ -284,13 +264,9 @@ def run_one(
         rates = [float(schedule(h["step"])) for h in history]
         angles, drops = [], []
     else:
-        logs = np.asarray([h["last_autodrop"] for h in history])
-        rates, angles = logs[:, 0].tolist(), logs[:, 1].tolist()
-        counts = logs[:, 3]
-        drops = [
-            int(history[i]["epoch"]) for i in range(len(history)) if i and counts[i] > counts[i - 1]
-        ]
-        drops = ([int(history[0]["epoch"])] if counts[0] > 0 else []) + drops
+        # The rate and angle logged by ``autodrop_metrics`` at each epoch's last step.
+        curves = autodrop.autodrop_curves(history)
+        rates, angles, drops = curves["learning_rate"], curves["angle"], curves["drop_epochs"]
     test_error = [1.0 - h["test_accuracy"] for h in history]
     return {
         "method": method,

@@ -114,7 +114,9 @@ def test_docstring_examples(module_name, tmp_path, monkeypatch):
         runner.run(test, out=report.write, clear_globs=True)
     results = runner.summarize(verbose=False)
     if results.failed and runner.missing:
-        pytest.skip(f"{module_name}'s examples need the optional dependency {sorted(runner.missing)}")
+        pytest.skip(
+            f"{module_name}'s examples need the optional dependency {sorted(runner.missing)}"
+        )
     assert results.failed == 0, (
         f"{results.failed} of {results.attempted} examples of {module_name} failed "
         f"(run from {os.getcwd()}):\n{report.getvalue()}"

@@ -1,7 +1,8 @@
 """AutoDrop: drop the learning rate when the angular velocity of the parameters saturates.
 
 :func:`autodrop` wraps any Optax optimizer with a state machine held in its optimizer state;
-``noisy_quadratic`` is the noisy quadratic model whose closed-form stationary angles motivate the rule.
+``noisy_quadratic`` is the noisy quadratic model whose closed-form stationary angles motivate the rule;
+:func:`autodrop_metrics` logs the state machine during training and :func:`autodrop_curves` reads it back.
 """
 
 import sys as _sys
@@ -12,6 +13,9 @@ from randlr_jax.autodrop._autodrop import AutoDropState as AutoDropState
 from randlr_jax.autodrop._autodrop import angle_degrees as angle_degrees
 from randlr_jax.autodrop._autodrop import autodrop as autodrop
 from randlr_jax.autodrop._autodrop import get_autodrop_state as get_autodrop_state
+from randlr_jax.autodrop._logging import AUTODROP_FIELDS as AUTODROP_FIELDS
+from randlr_jax.autodrop._logging import autodrop_curves as autodrop_curves
+from randlr_jax.autodrop._logging import autodrop_metrics as autodrop_metrics
 
 
 class _CallableNamespace(_types.ModuleType):

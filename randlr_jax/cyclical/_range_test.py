@@ -41,6 +41,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from randlr_jax.training._plotting import new_figure, save_figure
 from randlr_jax.training._steps import apply_step
 
 MODES = ("exponential", "linear")
@@ -264,14 +265,7 @@ class RangeTestResult:
         own_figure = ax is None
         if own_figure and path is not None:
             # A file only: a figure outside pyplot, whatever backend the user has chosen.
-            try:
-                from matplotlib.figure import Figure
-            except ImportError as error:
-                raise ImportError(
-                    "RangeTestResult.plot needs matplotlib: pip install 'randlr_jax[plotting]'."
-                ) from error
-
-            fig = Figure(figsize=(6, 4))
+            fig = new_figure(figsize=(6, 4))
             ax = fig.subplots()
         elif own_figure:
             try:
@@ -313,13 +307,8 @@ class RangeTestResult:
             ax.set_title(title)
         if path is None:
             return ax
-        path = os.fspath(path)
-        if own_figure:
-            fig.tight_layout()
-            fig.savefig(path, dpi=110)
-        else:
-            ax.figure.savefig(path, dpi=110)
-        return path
+        # The caller's axis keeps the caller's layout; a figure of our own is laid out tightly.
+        return save_figure(ax.figure, path, tight=own_figure)
 
     def _plot_suggestions(self, ax: Any) -> None:
         lrs = self.learning_rates

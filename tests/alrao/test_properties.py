@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -34,9 +35,20 @@ NUM_RATES = 4000  # one large draw per example for the KS statistic
 
 SETTINGS = settings(max_examples=40, deadline=None, database=None)
 
-# One compiled function for every example: the observations and the state's values vary, not shapes.
-_switch_sequence = jax.jit(switch_update_sequence)
-_switch_log_posterior = jax.jit(switch_log_posterior)
+
+# One compiled function for every example: the observations and the state's values vary, not shapes
+# (a second trace would fail the test).
+@jax.jit
+@chex.assert_max_traces(n=1)
+def _switch_sequence(state, log_likelihoods):
+    return switch_update_sequence(state, log_likelihoods)
+
+
+@jax.jit
+@chex.assert_max_traces(n=1)
+def _switch_log_posterior(state):
+    return switch_log_posterior(state)
+
 
 # A copy's log-likelihood: a finite value, or one of the non-finite values the switch reads as -inf.
 _log_likelihood = st.one_of(

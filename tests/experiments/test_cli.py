@@ -35,10 +35,12 @@ CASES = [
     ("alrao_word_lm", ["--batch-size", "0"], "argument --batch-size: must be an integer >= 1"),
     ("alrao_word_lm", ["--sgd-rates", "nan"], "argument --sgd-rates: must be a finite number > 0"),
     ("alrao_word_lm", ["--time-steps", "-1"], "argument --time-steps: must be an integer >= 0"),
+    ("alrao_word_lm", ["--setting", "huge"], "argument --setting: invalid choice: 'huge'"),
     ("autodrop_train", ["--epochs", "0"], "argument --epochs: must be an integer >= 1, got '0'"),
     ("autodrop_train", ["--seeds", "0"], "argument --seeds: must be an integer >= 1, got '0'"),
     ("autodrop_train", ["--threshold", "0"], "argument --threshold: must be a finite number > 0"),
     ("autodrop_train", ["--drop-delay", "-1"], "argument --drop-delay: must be an integer >= 0"),
+    ("autodrop_train", ["--preset", "imagenet"], "argument --preset: invalid choice: 'imagenet'"),
     (
         "alrao_feature_guard",
         ["--epochs", "0"],
