@@ -1,6 +1,7 @@
 """Alrao on an output-heavy model: a word-level LSTM language model on Shakespeare (10,000 words).
 
-The Alrao paper (Blier, Wolinski, Ollivier 2019) trains its LSTM at the *character* level because at the
+The Alrao paper (Blier, Wolinski, Ollivier, *Learning with Random Learning Rates*, 2019,
+https://arxiv.org/abs/1810.01322) trains its LSTM at the *character* level because at the
 word level "10,000 classes on PTB" make the ``N`` classifier copies dominate the model (Section 4,
 Appendix D: threefold). Here is that word-level model: :class:`~randlr_jax.models.WordLSTM` (2 x 200
 LSTM, embeddings of 200, dropout 0.2, nothing tied) on ``shakespeare_word`` (the 77 Shakespeare texts
@@ -24,7 +25,8 @@ patience 3, SGD at ``{0.1, 1, 10}``); ``medium`` (a CPU budget: ``shakespeare_wo
 the first 120,000 training tokens, 3 epochs, the first 20,000 validation/test tokens:
 :func:`randlr_jax.training.apply_token_budget`). ``--quick`` shrinks either to the same path on 1,200
 training tokens (400 validation/test), 4 streams x 10 steps, SGD at ``{0.1, 1}``, one epoch: finite
-perplexities, not a result.
+perplexities, not a result (on one CPU device: validation perplexity 1597.0 for SGD 0.1, 129.5 for SGD 1,
+130.3 for Adam and 174.0 for Alrao-SGD; the test suite runs it).
 
 Flags: ``--mesh`` (:mod:`randlr_jax.training`; default every device) runs every method
 data parallel (the batch must be a multiple of the ``data`` axis: ``--batch-size``), and with
@@ -140,6 +142,9 @@ class Config:
     model_kwargs: dict = dataclasses.field(default_factory=dict)
     seeds: tuple[int, ...] = (0,)
 
+
+# The former name: code rendering tables from results.json builds it from its keys.
+Setting = Config
 
 DEFAULT = Config()
 CONFIGS: dict[str, Config] = {

@@ -118,6 +118,9 @@ class Config:
     table2_seeds: int = 2  # seeds of the extra initial rates (the first ones of ``seeds``)
 
 
+# The former name: code rendering tables from results.json builds it from its keys.
+Setup = Config
+
 DEFAULT = Config()
 CONFIGS = {
     "mnist1d_cnn": DEFAULT,

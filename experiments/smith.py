@@ -117,6 +117,9 @@ class Config:
     alrao_interval: tuple[float, float] = (1e-5, 10.0)
 
 
+# The former name: code rendering tables from summary.json builds it from its keys.
+Settings = Config
+
 CONFIGS = {"default": Config()}
 
 

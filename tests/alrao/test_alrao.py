@@ -223,20 +223,51 @@ def test_large_lr_max_stays_finite_where_sgd_diverges():
     assert np.isfinite(np.asarray(out)).all()
 
 
+def _head_momentum(opt_state):
+    """The momentum (``trace``) of the head's copies, ``{"kernel", "bias"}`` with the copy axis first."""
+    found = {}
+    for path, leaf in jax.tree_util.tree_flatten_with_path(opt_state)[0]:
+        where = jax.tree_util.keystr(path)
+        if "['head']" in where and ".trace" in where:
+            found[where.rsplit("['", 1)[1].rstrip("']")] = np.asarray(leaf)
+    assert set(found) == {"kernel", "bias"}, found
+    return found
+
+
 def test_nonfinite_copy_is_dropped_and_frozen():
     model = _model()
     tx = alrao.alrao_sgd(jax.random.key(0), 1e-3, 1.0, N, momentum=0.9)
     state = _state(model, tx)
-    head = jax.tree.map(lambda p: p.at[2].set(jnp.nan), state.params["head"])
-    state = state.replace(params={**state.params, "head": head})
-    batch = _data(16)
     step = jax.jit(alrao_step.make_alrao_train_step(model, tx))
-    for _ in range(3):
+    for s in range(2):  # every copy trains: its momentum is now non-zero
+        state, _ = step(state, _data(16, seed=s))
+    # Copy 2's bias goes NaN: the copy is dropped; its kernel stays finite, so freezing is visible.
+    bias = state.params["head"]["copies"]["bias"].at[2].set(jnp.nan)
+    head = {"copies": {**state.params["head"]["copies"], "bias": bias}}
+    state = state.replace(params={**state.params, "head": head})
+    kernel_at_drop = np.asarray(state.params["head"]["copies"]["kernel"]).copy()
+    momentum_at_drop = _head_momentum(state.opt_state)
+    assert np.abs(momentum_at_drop["kernel"][2]).min() > 0
+    batch = _data(16)
+    for k in range(1, 4):
         state, metrics = step(state, batch)
+        assert float(metrics["posterior"][2]) == 0.0 and int(metrics["num_dropped"]) == 1
+        assert np.isfinite(float(metrics["loss"]))
+        kernel = np.asarray(state.params["head"]["copies"]["kernel"])
+        # Frozen: the dropped copy's kernel bit for bit as it was, though its momentum is not zero...
+        np.testing.assert_array_equal(kernel[2], kernel_at_drop[2])
+        # ... and no gradient reaches its momentum, which only decays: m_k = 0.9^k m_0 (closed form).
+        momentum = _head_momentum(state.opt_state)
+        np.testing.assert_allclose(
+            momentum["kernel"][2], 0.9**k * momentum_at_drop["kernel"][2], rtol=1e-5
+        )
+        np.testing.assert_allclose(
+            momentum["bias"][2], 0.9**k * momentum_at_drop["bias"][2], rtol=1e-5
+        )
+        # The other copies train on: their kernels move.
+        for j in (0, 1, 3):
+            assert not np.array_equal(kernel[j], kernel_at_drop[j]), j
     chex.assert_tree_all_finite(state.params["body"])
-    assert float(metrics["posterior"][2]) == 0.0
-    assert int(metrics["num_dropped"]) == 1
-    assert np.isfinite(float(metrics["loss"]))
     kept = jax.tree.map(lambda p: p[jnp.array([0, 1, 3])], state.params["head"])
     chex.assert_tree_all_finite(kept)
     out = model.apply({"params": state.params, **state.model_state}, batch["x"])
@@ -443,6 +474,37 @@ def test_copy_with_overflowing_outputs_is_frozen_and_its_momentum_stays_finite()
     for leaf in jax.tree.leaves(state.opt_state):
         if jnp.issubdtype(leaf.dtype, jnp.floating):
             assert np.isfinite(np.asarray(leaf)).all()
+    chex.assert_tree_all_finite(state.params["body"])
+
+
+@pytest.mark.parametrize("chunk_size", [None, 2])
+def test_a_copy_with_finite_params_whose_outputs_overflow_is_dropped_though_its_losses_are_finite(
+    chunk_size,
+):
+    """``alrao_loss`` drops a copy whose parameters *or outputs* are non-finite. Copy 2's class-0 logit
+    overflows to ``-inf`` (its kernel column at ``-3e38``, every parameter finite) on a batch with no
+    label 0: its log-likelihoods stay finite, so only the outputs' check can drop it. Unchunked and in
+    chunks of copies alike."""
+    model = _model(**({} if chunk_size is None else {"copy_chunk_size": chunk_size}))
+    tx = alrao.alrao_sgd(jax.random.key(0), 1e-2, 1.0, N)
+    state = _state(model, tx)
+    data = _data(64, seed=7)
+    batch = {k: v[data["y"] != 0][:16] for k, v in data.items()}
+    kernel = state.params["head"]["copies"]["kernel"].at[2, :, 0].set(-3e38)
+    head = {"copies": {**state.params["head"]["copies"], "kernel": kernel}}
+    state = state.replace(params={**state.params, "head": head})
+    chex.assert_tree_all_finite(state.params)
+    # The premise, by hand: copy 2's outputs are not all finite, its targets' log-probabilities are.
+    features = model.apply({"params": state.params}, batch["x"], method="features")
+    outputs = cc.apply_copies(state.params["head"], features)[2]
+    assert not np.isfinite(np.asarray(outputs)).all()
+    target_logp = jnp.take_along_axis(jax.nn.log_softmax(outputs), batch["y"][:, None], -1)
+    assert np.isfinite(np.asarray(target_logp)).all()
+    frozen = np.asarray(kernel[2]).copy()
+    state, metrics = jax.jit(alrao_step.make_alrao_train_step(model, tx))(state, batch)
+    assert int(metrics["num_dropped"]) == 1 and float(metrics["posterior"][2]) == 0.0
+    assert np.isfinite(float(metrics["loss"]))
+    np.testing.assert_array_equal(state.params["head"]["copies"]["kernel"][2], frozen)
     chex.assert_tree_all_finite(state.params["body"])
 
 

@@ -320,16 +320,16 @@ def test_suggestions_on_a_hand_made_curve_are_the_hand_computed_rates():
     """Every suggestion of a seven-point curve, worked out by hand from the documented rules.
 
     Rates ``10^-4 .. 10^2`` (one decade apart, so ``log lr`` is evenly spaced by ``h = ln 10``) and the
-    smoothed losses ``3.0, 2.95, 2.35, 2.30, 1.85, 1.45, 5.0``: the minimum is at index 5 (rate 10).
+    smoothed losses ``3.0, 2.90, 2.35, 2.30, 1.85, 1.45, 5.0``: the minimum is at index 5 (rate 10).
     The steepest descent is read over indices 0..5 with central differences (one-sided at the ends):
-    ``h * slope = -0.05, -0.325, -0.325, -0.25, -0.425, -0.40``, the most negative at index 4 (rate 1).
+    ``h * slope = -0.10, -0.325, -0.30, -0.25, -0.425, -0.40``, the most negative at index 4 (rate 1).
     The curve is built so that a forward difference (index 1), a backward one (index 2) or a slope in
     ``lr`` instead of ``log lr`` would each pick another rate. The Alrao low end: the descent from the
-    first loss, ``0, 0.05, 0.65, 0.70, 1.15, 1.55``, is below 5% of its total ``1.55`` (0.0775) up to
-    index 1 (rate 1e-3), which is below ``lr_max / 10 = 1``.
+    first loss, ``0, 0.10, 0.65, 0.70, 1.15, 1.55``, is below 5% of its total ``1.55`` (0.0775) at
+    index 0 only (rate 1e-4; a 10% rule would take index 1), below ``lr_max / 10 = 1``.
     """
     rates = 10.0 ** np.arange(-4, 3)
-    smoothed = np.array([3.0, 2.95, 2.35, 2.30, 1.85, 1.45, 5.0])
+    smoothed = np.array([3.0, 2.90, 2.35, 2.30, 1.85, 1.45, 5.0])
     result = rt.RangeTestResult(rates, smoothed.copy(), smoothed, "diverged", 7)
     assert result.min_index == 5
     assert result.lr_min_loss == pytest.approx(10.0, rel=1e-12)
@@ -337,13 +337,17 @@ def test_suggestions_on_a_hand_made_curve_are_the_hand_computed_rates():
     assert result.lr_steepest == pytest.approx(1.0, rel=1e-12)
     low, high = result.cyclic_range  # max_lr = lr_min_loss / 3, base_lr = max_lr / 4
     assert (low, high) == pytest.approx((10.0 / 12.0, 10.0 / 3.0), rel=1e-12)
-    assert result.alrao_range == pytest.approx((1e-3, 10.0), rel=1e-12)
+    assert result.alrao_range == pytest.approx((1e-4, 10.0), rel=1e-12)
     # A low end capped at lr_max / 10: losses 2.0, 1.999, 1.998, 1.997, 1.0 at rates 1e-4, 1e-3, 1e-2,
     # 0.05, 0.1 descend by 0, 0.001, 0.002, 0.003, 1.0: below 5% of 1.0 up to index 3 (rate 0.05),
     # above lr_max / 10 = 0.01, so the low end is 0.01.
     capped_smoothed = np.array([2.0, 1.999, 1.998, 1.997, 1.0])
     capped = rt.RangeTestResult(
-        np.array([1e-4, 1e-3, 1e-2, 0.05, 0.1]), capped_smoothed.copy(), capped_smoothed, "num_iter", 5
+        np.array([1e-4, 1e-3, 1e-2, 0.05, 0.1]),
+        capped_smoothed.copy(),
+        capped_smoothed,
+        "num_iter",
+        5,
     )
     assert capped.alrao_range == pytest.approx((0.01, 0.1), rel=1e-12)
     assert result.suggestions() == {

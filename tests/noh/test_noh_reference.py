@@ -116,7 +116,9 @@ def test_rate_proposer_is_the_log_space_lstm_read_out_with_its_scale_and_clip():
 
 
 def test_lstm_optimizer_update_is_the_scaled_read_out():
-    proposer = lo.LSTMUpdateProposer(num_layers=2, hidden_size=4, preprocess_c=3.0, output_scale=0.3)
+    proposer = lo.LSTMUpdateProposer(
+        num_layers=2, hidden_size=4, preprocess_c=3.0, output_scale=0.3
+    )
     lstm_params = noh.init_proposer_params(proposer, jax.random.key(5))
     tx = lo.lstm_optimizer(lstm_params, proposer=proposer)
     params = {"w": jnp.zeros((4, 5)), "b": jnp.zeros((3,))}

@@ -11,7 +11,8 @@ import pytest
 
 from randlr_jax import models
 from randlr_jax.data import lm_batch_iterator
-from randlr_jax.training import LoopConfig, create_train_state, fit, make_train_step
+from randlr_jax.training import LoopConfig, _population, create_train_state, fit, make_train_step
+from randlr_jax.training import _engine as engine
 from randlr_jax.training._population import (
     fit_population,
     init_population,
@@ -73,13 +74,110 @@ def test_early_stopping_is_per_member_and_freezes_the_stopped(tmp_path):
     assert pop.summary["best_member"] == 0
     single = fit(model, optax.sgd(1e4), splits, config, tmp_path / "single")
     assert single.summary["epochs_run"] == diverged["epochs_run"]
-    # Frozen after its last epoch: the final state is the state after epoch 1.
-    one_epoch = fit_population(model, rates, splits, _config(epochs=1), tmp_path / "one")
-    chex.assert_trees_all_equal(
-        jax.tree.map(lambda x: x[1], pop.state.params),
-        jax.tree.map(lambda x: x[1], one_epoch.state.params),
-    )
+    # Frozen after its last epoch. Its parameters are NaN (and NaN == NaN for a tree comparison), so the
+    # step counter shows it: 96 examples / 16 = 6 steps, epoch 1's only; the other member's go on.
+    assert not np.isfinite(np.asarray(jax.tree.leaves(pop.state.params)[0][1])).all()
+    assert np.asarray(pop.state.step).tolist() == [6 * pop.members[0]["epochs_run"], 6]
     assert [r["trained"] for r in pop.history][1] == [True, False]
+
+
+@pytest.fixture(scope="module")
+def after_epochs(tmp_path_factory):
+    """The population of ``RATES`` after 1 and after 2 epochs (nothing frozen): the references."""
+    splits, model, root = blob_splits(), _model(), tmp_path_factory.mktemp("after")
+    return {
+        epochs: fit_population(model, RATES, splits, _config(epochs=epochs), root / str(epochs))
+        for epochs in (1, 2)
+    }
+
+
+def _member(tree, k):
+    return jax.tree.map(lambda x: np.asarray(x[k]), tree)
+
+
+def _declare_dead(patch, member):
+    """From now on the engine sees ``member``'s steps as dead (its parameters stay finite: a member
+    that really diverges has NaN parameters, which a comparison cannot tell apart)."""
+    real = engine.dead_mask
+
+    def dead_mask(metrics):
+        dead = np.array(real(metrics), bool)
+        dead[member] = True
+        return dead
+
+    patch.setattr(engine, "dead_mask", dead_mask)
+
+
+def test_a_dead_member_keeps_its_params_of_when_it_died_also_across_a_mid_epoch_resume(
+    tmp_path, monkeypatch, after_epochs
+):
+    """Member 1, seen dead at epoch 1's end, is frozen: after 3 epochs its parameters and optimizer
+    state are bit for bit those after epoch 1 (finite), its step counter 6; the others train on. A run
+    that crashes inside epoch 2 and resumes from its step-8 checkpoint ends the same, still frozen."""
+    from randlr_jax.training._feed import SplitFeed
+
+    splits, model = blob_splits(), _model()
+    with monkeypatch.context() as patch:
+        _declare_dead(patch, 1)
+        straight = fit_population(model, RATES, splits, _config(), tmp_path / "straight")
+        config = _config(checkpoint_every_steps=4)
+        load = SplitFeed.train_batches
+
+        def crashing(self, epoch, start_batch=0):
+            for i, batch in enumerate(load(self, epoch, start_batch), start=start_batch):
+                if epoch == 1 and i == 4:  # after step 10, past the step-8 checkpoint
+                    raise RuntimeError("loader crashed")
+                yield batch
+
+        with monkeypatch.context() as crash:
+            crash.setattr(SplitFeed, "train_batches", crashing)
+            with pytest.raises(RuntimeError, match="loader crashed"):
+                fit_population(model, RATES, splits, config, tmp_path / "crashed")
+        resumed = fit_population(model, RATES, splits, config, tmp_path / "crashed")
+    at_death = after_epochs[1].state
+    for run in (straight, resumed):
+        assert [m["diverged_epoch"] for m in run.members] == [None, 1, None]
+        assert [r["trained"] for r in run.history] == [[True] * 3] + [[True, False, True]] * 2
+        assert np.asarray(run.state.step).tolist() == [18, 6, 18]
+        frozen = _member(run.state.params, 1)
+        chex.assert_tree_all_finite(frozen)
+        chex.assert_trees_all_equal(frozen, _member(at_death.params, 1))
+        chex.assert_trees_all_equal(_member(run.state.opt_state, 1), _member(at_death.opt_state, 1))
+        moved = _member(run.state.params, 0)
+        assert not np.array_equal(jax.tree.leaves(moved)[0], jax.tree.leaves(at_death.params)[0][0])
+    chex.assert_trees_all_equal(resumed.state.params, straight.state.params)
+    for a, b in zip(resumed.history, straight.history, strict=True):
+        assert a["train_loss"] == b["train_loss"] and a["validation_loss"] == b["validation_loss"]
+
+
+def test_each_member_keeps_the_params_of_its_own_best_epoch(tmp_path, monkeypatch, after_epochs):
+    """Hand-made validation losses give the members different best epochs (2, 1 and 3): each member's
+    best parameters are exactly its parameters after that epoch."""
+    curves = {0: [3.0, 2.0, 2.5], 1: [1.0, 2.0, 3.0], 2: [3.0, 2.0, 1.5]}
+    real = _population._Population.evaluate
+    epoch = iter(range(3))
+
+    def hand_made(self, split, state):
+        values = real(self, split, state)
+        if split != "validation":
+            return values
+        e = next(epoch)
+        return {**values, "loss": [curves[k][e] for k in range(len(RATES))]}
+
+    with monkeypatch.context() as patch:
+        patch.setattr(_population._Population, "evaluate", hand_made)
+        pop = fit_population(_model(), RATES, blob_splits(), _config(), tmp_path / "best")
+    assert [m["best_epoch"] for m in pop.members] == [2, 1, 3]
+    assert [m["best_validation_loss"] for m in pop.members] == [2.0, 1.0, 1.5]
+    assert pop.summary["best_member"] == 1
+    for k, best_epoch in enumerate((2, 1, 3)):
+        reference = pop.state if best_epoch == 3 else after_epochs[best_epoch].state
+        chex.assert_trees_all_equal(_member(pop.best_params, k), _member(reference.params, k))
+    # Not the final parameters, where the best epoch was earlier.
+    assert not np.array_equal(
+        jax.tree.leaves(_member(pop.best_params, 1))[0],
+        jax.tree.leaves(_member(pop.state.params, 1))[0],
+    )
 
 
 def test_resume_continues_exactly(tmp_path):
