@@ -1,12 +1,13 @@
 # Two commands do everything on a fresh machine:
 #   make demo   -- the flagship quick run on embedded data (CPU, a few minutes)
-#   make test   -- the whole test suite
+#   make test   -- lint (ruff check + ruff format --check), then the whole test suite
 # Each first creates/updates the virtual environment at .venv (skipped when up to date).
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 RUN_DIR ?= runs/demo
+LINT_PATHS := randlr_jax experiments tests benchmarks
 
 .PHONY: demo test venv lint clean bench
 
@@ -23,11 +24,13 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(PY) -m experiments.demo --workdir $(RUN_DIR)
 
-test: $(STAMP)
+# Lint first: a lint error fails `make test` (and so CI, which runs it) before the suite starts.
+test: lint
 	$(PY) -m pytest -q -n 2 --dist loadfile tests
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check randlr_jax experiments tests benchmarks
+	$(VENV)/bin/ruff check $(LINT_PATHS)
+	$(VENV)/bin/ruff format --check $(LINT_PATHS)
 
 bench: $(STAMP)
 	$(PY) -m benchmarks.run_all
