@@ -378,7 +378,8 @@ def run(
     saved = None  # the point of the newest checkpoint (``None``: none of this run)
     if checkpointer.latest_step() is not None:
         try:
-            point = saved = _restore(checkpointer, face, point)
+            point, diverged = _restore(checkpointer, face, point)
+            saved = point
         except BaseException:  # e.g. no intact checkpoint: the manager's threads go too
             checkpointer.close()
             raise
@@ -418,6 +419,8 @@ def run(
             "early_stopping": p.stopper.to_dict(),
             face.step_key: p.step,
         }
+        if diverged is not None:  # a re-run of a stopped run stops here again (and a warned one
+            meta["diverged"] = diverged  # is not warned twice)
         if p.step > steps_per_epoch * len(p.history):  # inside an epoch: what its record needs
             fields = p.fields if p.metrics is None else face.epoch_fields(p.metrics)
             losses = _host_losses(p.epoch_losses).tolist()
@@ -430,7 +433,13 @@ def run(
     t_start = time.perf_counter()
     steps_timed = 0
     try:
-        while len(point.history) < config.epochs and not point.stopper.should_stop:
+        if diverged is not None and diverged["stopped"]:  # it stopped there: say so again
+            _warn_again(config, diverged, checkpointer.directory)
+        while (
+            len(point.history) < config.epochs
+            and not point.stopper.should_stop
+            and not (diverged is not None and diverged["stopped"])
+        ):
             epoch = len(point.history)
             epoch_end = steps_per_epoch * (epoch + 1)
             start_batch = point.step - steps_per_epoch * epoch
@@ -475,11 +484,10 @@ def run(
                     progress.update(1)
                     if dead is not None and diverged is None and face.all_dead(dead):
                         stop = config.on_divergence == "stop"
-                        if stop and point is not saved:
+                        diverged = report(point, host["loss"], dead, stop)
+                        if stop:  # the checkpoint records the divergence (a re-run stops here)
                             save(point)
                             saved = point
-                        diverged = report(point, host["loss"], dead, stop)
-                        if stop:
                             break
             if diverged is not None and diverged["stopped"]:
                 break
@@ -522,12 +530,12 @@ def run(
             point = _Point(point.step, (point.state, None), stopper, best, (*point.history, record))
             if main_process:
                 append_jsonl(metrics_path, record)
-            save(point)
-            saved = point
             if dead is not None and diverged is None and face.all_dead(np.asarray(dead, bool)):
                 diverged = report(point, last_loss, dead, config.on_divergence == "stop")
-                if diverged["stopped"]:
-                    break
+            save(point)  # with the divergence, if just seen
+            saved = point
+            if diverged is not None and diverged["stopped"]:
+                break
     except KeyboardInterrupt:
         why = ""
         if point is not saved:
@@ -624,8 +632,20 @@ def _listed(dead: Any) -> Any:
     return None if dead is None else np.asarray(dead, bool).tolist()
 
 
-def _restore(checkpointer: Checkpointer, face: Face, initial: _Point) -> _Point:
-    """The point of the newest intact checkpoint (the structure and placement of ``initial``)."""
+def _warn_again(config: LoopConfig, diverged: dict, directory: str) -> None:
+    """A re-run of a run that stopped on divergence: the same warning, and no training."""
+    warnings.warn(
+        f"{config.description}: training diverged at step {diverged['step']}: {diverged['reason']}; "
+        f"stopped there (as recorded in {directory}): nothing to resume. Use another run directory "
+        "to train again.",
+        TrainingDiverged,
+        stacklevel=4,
+    )
+
+
+def _restore(checkpointer: Checkpointer, face: Face, initial: _Point) -> tuple[_Point, dict | None]:
+    """The point of the newest intact checkpoint (the structure and placement of ``initial``) and the
+    divergence it records (``None``: none seen before it)."""
     (state, best), meta = checkpointer.restore((initial.state, initial.best))
     epoch = decode_record(meta.get("epoch") or {})  # a checkpoint inside an epoch
     losses = tuple(np.asarray(loss, np.float64) for loss in epoch.get("train_losses", ()))
@@ -638,7 +658,7 @@ def _restore(checkpointer: Checkpointer, face: Face, initial: _Point) -> _Point:
         losses=losses,
         fields=epoch.get("fields"),
         dead=None if epoch.get("dead") is None else np.asarray(epoch["dead"], bool),
-    )
+    ), meta.get("diverged")
 
 
 def _host_losses(losses: tuple) -> np.ndarray:
