@@ -239,7 +239,7 @@ def environment() -> dict:
     """The device, software and host facts every results file and the report's header carry."""
     devices = jax.devices()
     return {
-        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "backend": backend(),
         "device_kind": devices[0].device_kind,
         "device_count": len(devices),

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import doctest
 import importlib
-import importlib.util
 import io
 import os
 import pkgutil
@@ -37,23 +36,28 @@ OPTIONAL_DEPENDENCIES = (
 )
 
 
-def _modules_with_examples() -> list[str]:
-    """Names of the modules of ``randlr_jax`` whose source holds a ``>>>`` line, sorted.
+def _module_files(package_dir: str, package: str):
+    """``(module name, source file)`` of a package and everything below it, without importing any.
 
-    The source is read, not imported, so collecting the tests stays cheap (only the packages'
-    ``__init__`` run, to walk them).
+    (``pkgutil.walk_packages`` imports each package to recurse, and leaves out a package whose import
+    fails: the modules of ``randlr_jax.data`` would vanish silently without TFDS instead of being
+    skipped by name.)
     """
-    names = [randlr_jax.__name__]
-    names += [
-        info.name
-        for info in pkgutil.walk_packages(randlr_jax.__path__, prefix=randlr_jax.__name__ + ".")
-    ]
+    yield package, os.path.join(package_dir, "__init__.py")
+    for info in pkgutil.iter_modules([package_dir]):
+        path = os.path.join(package_dir, info.name)
+        if info.ispkg:
+            yield from _module_files(path, f"{package}.{info.name}")
+        else:
+            yield f"{package}.{info.name}", path + ".py"
+
+
+def _modules_with_examples() -> list[str]:
+    """Names of the modules of ``randlr_jax`` whose source holds a ``>>>`` line, sorted."""
+    (package_dir,) = randlr_jax.__path__
     with_examples = []
-    for name in names:
-        spec = importlib.util.find_spec(name)
-        if spec is None or spec.origin is None or not spec.origin.endswith(".py"):
-            continue
-        with open(spec.origin, encoding="utf-8") as source:
+    for name, path in _module_files(package_dir, randlr_jax.__name__):
+        with open(path, encoding="utf-8") as source:
             if ">>>" in source.read():
                 with_examples.append(name)
     return sorted(with_examples)
@@ -62,12 +66,20 @@ def _modules_with_examples() -> list[str]:
 MODULES = _modules_with_examples()
 
 
-def _missing_optional(error: BaseException) -> str | None:
-    """The optional dependency whose absence raised ``error``, or ``None``."""
-    if isinstance(error, ModuleNotFoundError) and error.name:
-        top = error.name.split(".")[0]
-        if top in OPTIONAL_DEPENDENCIES:
-            return top
+def _missing_optional(error: BaseException | None) -> str | None:
+    """The optional dependency whose absence raised ``error`` (or what it was raised from), or ``None``.
+
+    ``randlr_jax.data`` re-raises TFDS's ``ModuleNotFoundError`` as an ``ImportError`` naming the extra;
+    the chain of causes leads back to the missing module.
+    """
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, ModuleNotFoundError) and error.name:
+            top = error.name.split(".")[0]
+            if top in OPTIONAL_DEPENDENCIES:
+                return top
+        error = error.__cause__ or error.__context__
     return None
 
 
@@ -92,20 +104,31 @@ def test_modules_found():
 
 
 @pytest.mark.parametrize("module_name", MODULES)
-def test_docstring_examples(module_name, tmp_path, monkeypatch):
+def test_docstring_examples(module_name, tmp_path, monkeypatch, tfds_data_dir):
     try:
         module = importlib.import_module(module_name)
-    except ModuleNotFoundError as error:
+    except ImportError as error:
         missing = _missing_optional(error)
         if missing is None:
             raise
         pytest.skip(f"{module_name} needs the optional dependency {missing!r}")
-    # Examples that write files (a run directory, a checkpoint) write them under a fresh directory.
+    # Examples that write files (a run directory, a checkpoint) write them under a fresh directory,
+    # and the embedded datasets they load are built in the session's TFDS data dir, not in ~.
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("TFDS_DATA_DIR", tfds_data_dir)
     finder = doctest.DocTestFinder(exclude_empty=True)
     tests = sorted(finder.find(module, module_name), key=lambda test: test.name)
     tests = [test for test in tests if test.examples]
     assert tests, f"{module_name} has '>>>' lines but doctest finds no example in its docstrings"
+    skipped = [
+        f"{test.name} (line {(test.lineno or 0) + example.lineno + 1})"
+        for test in tests
+        for example in test.examples
+        if example.options.get(doctest.SKIP)
+    ]
+    assert not skipped, (
+        f"examples marked '+SKIP' do not run (show noisy output with '...'): {skipped}"
+    )
     runner = _Runner(optionflags=OPTION_FLAGS, verbose=False)
     report = io.StringIO()
     for test in tests:

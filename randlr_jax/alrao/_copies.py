@@ -212,8 +212,12 @@ class AlraoHead(nn.Module):
     outside ``[1, N]``, ``kernel_init`` / ``bias_init`` not callable.
 
     Example:
+      >>> from randlr_jax.models import make_model
       >>> head = AlraoHead(num_outputs=10, num_copies=6)
-      >>> model = randlr_jax.models.make_model("mlp", num_classes=10, head=head)  # doctest: +SKIP
+      >>> model = make_model("mlp", head=head)
+      >>> variables = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((2, 784)))
+      >>> jax.tree.map(lambda leaf: leaf.shape, variables["params"]["head"]["copies"])
+      {'bias': (6, 10), 'kernel': (6, 100, 10)}
     """
 
     num_outputs: int

@@ -16,10 +16,20 @@ are strided over the copy axis (:func:`randlr_jax.alrao._copies.to_copy_chunks`)
 ``"copies"`` axis size divides ``c``, each chunk is spread over all copy shards.
 
 Example:
-  >>> mesh = make_copy_mesh(data=4, copies=2)  # doctest: +SKIP
-  >>> state = shard_state(state, mesh)  # doctest: +SKIP
-  >>> step = jit_sharded_step(make_alrao_train_step(model, tx), state, mesh)  # doctest: +SKIP
-  >>> state, metrics = step(state, jax.device_put(batch, batch_sharding(mesh)))  # doctest: +SKIP
+  >>> import jax.numpy as jnp
+  >>> from randlr_jax.alrao import AlraoHead, alrao_sgd, make_alrao_train_step
+  >>> from randlr_jax.models import make_model
+  >>> from randlr_jax.training import create_train_state
+  >>> model = make_model("mlp", widths=(8,), head=AlraoHead(num_outputs=3, num_copies=4))
+  >>> tx = alrao_sgd(jax.random.key(0), 1e-3, 1.0, num_copies=4)
+  >>> state = create_train_state(model, tx, jax.random.key(1), jnp.zeros((1, 5)))
+  >>> mesh = make_copy_mesh(data=4, copies=2)  # 8 devices: 4-way data, 2-way copies
+  >>> state = shard_state(state, mesh)
+  >>> step = jit_sharded_step(make_alrao_train_step(model, tx), state, mesh)
+  >>> batch = {"x": jnp.zeros((8, 5)), "y": jnp.zeros(8, jnp.int32)}
+  >>> state, metrics = step(state, jax.device_put(batch, batch_sharding(mesh)))
+  >>> state.params["head"]["copies"]["kernel"].sharding.spec  # (4, 8, 3): two copies per shard
+  P('copies',)
 
 References:
   Blier, Wolinski, Ollivier, `Learning with Random Learning Rates <https://arxiv.org/abs/1810.01322>`_, 2019.

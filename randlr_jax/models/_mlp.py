@@ -36,8 +36,8 @@ class MLP(nn.Module):
     Example:
       >>> import jax, jax.numpy as jnp
       >>> body = MLP(widths=(20, 20), activation="sigmoid")
-      >>> variables = body.init(jax.random.key(0), jnp.zeros((4, 28, 28, 1)))
-      >>> body.apply(variables, jnp.zeros((4, 28, 28, 1))).shape
+      >>> variables = jax.eval_shape(body.init, jax.random.key(0), jnp.zeros((4, 28, 28, 1)))
+      >>> jax.eval_shape(body.apply, variables, jnp.zeros((4, 28, 28, 1))).shape
       (4, 20)
 
     References:
