@@ -1,9 +1,9 @@
-"""The README's result tables, rendered from committed results: one command rewrites every one of them.
+"""The README's result tables, rendered from committed results: one command rewrites them all.
 
 Commands (from the repository root)::
 
-    .venv/bin/python -m experiments.readme_tables            # rewrite README.md's marked tables
-    .venv/bin/python -m experiments.readme_tables --check    # exit 1, printing a diff, if README.md is stale
+    .venv/bin/python -m experiments.readme_tables          # rewrite README.md's marked tables
+    .venv/bin/python -m experiments.readme_tables --check  # exit 1, with a diff, if README is stale
     .venv/bin/python -m experiments.readme_tables record demo runs/demo/summary.json \\
         --command ".venv/bin/python -m experiments.demo --workdir runs/demo" --wall-time-s 191.0
 
@@ -13,19 +13,24 @@ Each result table of README.md's "Results" section sits between two markers::
     ...generated: one line (command, hardware, date, wall time), then the table...
     <!-- /results -->
 
-``<stem>`` names a results file: ``experiments/results/<stem>.json`` (one experiment run, written by
-``record``) or ``benchmarks/results/<stem>.json`` (one benchmark run, written by the benchmark). ``<table>``
-names a table of that file (:data:`TABLES`, :data:`BENCHMARK_TABLES`). The tables are rendered by the
-experiments' and benchmarks' own table functions (``experiments.demo.demo_table``,
-``experiments.alrao_compare.table``, ``benchmarks.alrao_step.readme_table``, ...), so the README shows what
-the script printed for that run. A table of the section that is not a result (a list of scripts, a
-dataset's statistics) is preceded by a ``<!-- not a result: <why> -->`` line instead; ``--check`` fails on
-any other table outside the markers, with its line number.
+``<stem>`` names a results file: ``experiments/results/<stem>.json`` (one experiment run, written
+by ``record``) or ``benchmarks/results/<stem>.json`` (one benchmark run, written by the
+benchmark). ``<table>`` names a table of that file (:data:`TABLES`; a benchmark file has one,
+``table``). The tables are rendered by the experiments' and benchmarks' own table functions
+(``experiments.demo.demo_table``, ``experiments.alrao_compare.table``,
+``benchmarks.alrao_step.readme_table``, ...), so the README shows what the script printed for that
+run. A table of the section that is not a result (a list of scripts, a dataset's statistics) is
+preceded by a ``<!-- not a result: <why> -->`` line instead; ``--check`` fails on any other table
+outside the markers, with its line number.
 
-``record`` wraps one run's ``results.json`` (``summary.json`` for ``demo``, ``noh`` and ``smith``) as
-``experiments/results/<stem>.json``: ``{"command", "hardware", "versions", "date", "wall_time_s",
-"results"}``, with ``results`` the script's file as it wrote it. ``alrao_appendix all`` writes one
-``results.json`` per study: ``record alrao_appendix runs/alrao_appendix`` reads the directory.
+``record`` wraps one run's ``results.json`` (``summary.json`` for ``demo``, ``noh`` and ``smith``)
+as ``experiments/results/<stem>.json``: ``{"command", "hardware", "versions", "date",
+"wall_time_s", "results"}``, with ``results`` the script's file as it wrote it, less the traces no
+table needs that ``--drop`` names (``--drop 'runs[].curves'`` for ``autodrop_train``; the file
+lists them under ``"dropped"``). ``alrao_appendix all`` writes one ``results.json`` per study:
+``record alrao_appendix runs/alrao_appendix`` reads the directory. The committed files were run
+from a copy of the repository (``cd <copy> && nice -n 5 .venv/bin/python -m experiments.<name>``)
+and recorded with the wall time of the whole command, measured outside it.
 """
 
 from __future__ import annotations
@@ -43,6 +48,8 @@ import re
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
+
+from experiments._common import positive_float
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 README = os.path.join(ROOT, "README.md")
@@ -67,7 +74,7 @@ def _demote_headings(text: str) -> str:
     )
 
 
-# --- experiments: one renderer per table, from the recorded file's ``results`` ---------------------
+# --- experiments: one renderer per table, from the recorded file's ``results`` ---------------
 
 
 def _demo(results: dict) -> str:
@@ -103,7 +110,7 @@ def _appendix(study: str) -> Callable[[dict], str]:
 
 
 def _word_lm(part: str) -> Callable[[dict], str]:
-    """One ``## ...`` part of the script's table: ``perplexity``, ``parameters`` or ``step_time``."""
+    """One ``## ...`` part of the script's table: ``perplexity``, ``parameters``, ``step_time``."""
 
     def render(results: dict) -> str:
         module = _module("alrao_word_lm")
@@ -175,8 +182,8 @@ class Table:
 
     Attributes:
       render: the recorded file's ``results`` (or, with ``whole_file``, the whole file) -> Markdown.
-      provenance: start the block with the run's command, hardware, date and wall time (``False`` for
-        a table that is no measurement, such as the paper's numbers).
+      provenance: start the block with the run's command, hardware, date and wall time
+        (``False`` for a table that is no measurement, such as the paper's numbers).
       whole_file: ``render`` takes the whole recorded file (it needs ``table_args``).
     """
 
@@ -328,7 +335,7 @@ def rewrite(text: str, **dirs: str) -> str:
 
 
 def _results_section(lines: Sequence[str]) -> tuple[int, int]:
-    """First and one-past-last line index of the Results section (its ``##`` heading to the next)."""
+    """First and one-past-last line index of the Results section (its heading to the next)."""
     start = next((k for k, line in enumerate(lines) if line.strip() == SECTION), None)
     if start is None:
         raise ValueError(f"README has no {SECTION!r} heading")
@@ -437,6 +444,24 @@ def _read_results(stem: str, path: str) -> dict:
         return json.load(f)
 
 
+def drop_keys(results: Any, path: str) -> int:
+    """Delete ``path`` from ``results`` in place; return how many entries went.
+
+    ``path`` is dotted; ``[]`` after a name walks every element of that list:
+    ``"runs[].curves"`` drops each run's per-epoch curves.
+    """
+    head, _, rest = path.partition(".")
+    each = head.endswith("[]")
+    name = head[:-2] if each else head
+    if not isinstance(results, dict) or name not in results:
+        return 0
+    if not rest:
+        del results[name]
+        return 1
+    children = results[name] if each else [results[name]]
+    return sum(drop_keys(child, rest) for child in children)
+
+
 def _smith_table_args(results: dict) -> dict:
     from randlr_jax import data as rdata
 
@@ -458,12 +483,20 @@ def record(
     date: str | None = None,
     hardware: str | None = None,
     load_note: str | None = None,
+    drop: Sequence[str] = (),
     results_dir: str = RESULTS_DIR,
 ) -> str:
-    """Write ``<results_dir>/<stem>.json`` from a run's results file; return its path."""
+    """Write ``<results_dir>/<stem>.json`` from a run's results file; return its path.
+
+    ``drop``: paths (:func:`drop_keys`) of large traces no table needs; the file lists them under
+    ``"dropped"``.
+    """
     if wall_time_s <= 0:
         raise ValueError(f"wall_time_s must be positive, got {wall_time_s!r}")
     results = _read_results(stem, path)
+    for key in drop:
+        if drop_keys(results, key) == 0:
+            raise ValueError(f"{stem}: nothing at {key!r} to drop")
     if hardware is None:
         hardware = f"{cpu_model()}, {os.cpu_count()} CPU cores"
         hardware += f" ({load_note})" if load_note else ""
@@ -471,10 +504,12 @@ def record(
         "command": command,
         "hardware": hardware,
         "versions": versions(),
-        "date": date or datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "date": date or datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "wall_time_s": round(float(wall_time_s), 1),
         "results": results,
     }
+    if drop:
+        doc["dropped"] = list(drop)
     if stem in TABLE_ARGS:
         doc["table_args"] = TABLE_ARGS[stem](results)
     os.makedirs(results_dir, exist_ok=True)
@@ -495,10 +530,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.add_argument("stem", help="results file name, e.g. alrao_compare")
         parser.add_argument("path", help="the run's results.json / summary.json (or directory)")
         parser.add_argument("--command", required=True, help="the exact command that was run")
-        parser.add_argument("--wall-time-s", type=float, required=True)
+        parser.add_argument("--wall-time-s", type=positive_float, required=True)
         parser.add_argument("--date", default=None, help="when it ran (default: now, UTC)")
         parser.add_argument("--hardware", default=None, help="default: CPU model and core count")
         parser.add_argument("--load-note", default=None, help="appended to the default hardware")
+        parser.add_argument(
+            "--drop",
+            action="append",
+            default=[],
+            help="a trace no table needs, e.g. 'runs[].curves' (repeatable)",
+        )
         parser.add_argument("--results-dir", default=RESULTS_DIR)
         args = parser.parse_args(argv[1:])
         print(
@@ -510,6 +551,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 date=args.date,
                 hardware=args.hardware,
                 load_note=args.load_note,
+                drop=args.drop,
                 results_dir=args.results_dir,
             )
         )

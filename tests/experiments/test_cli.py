@@ -51,6 +51,11 @@ CASES = [
     ("noh", ["--meta-learning-rate", "0"], "argument --meta-learning-rate: must be a finite"),
     ("smith", ["--epochs", "0"], "argument --epochs: must be an integer >= 1, got '0'"),
     ("smith", ["--epochs", "two"], "argument --epochs: must be an integer >= 1, got 'two'"),
+    (
+        "readme_tables",
+        ["record", "demo", "summary.json", "--command", "c", "--wall-time-s", "0"],
+        "argument --wall-time-s: must be a finite number > 0, got '0'",
+    ),
 ]
 
 

@@ -1,11 +1,13 @@
 """README.md's result tables are the ones ``python -m experiments.readme_tables`` renders.
 
-Rendering only: the committed ``experiments/results/*.json`` and ``benchmarks/results/*.json`` through the
-experiments' own table functions; no experiment runs.
+Rendering only: the committed ``experiments/results/*.json`` and ``benchmarks/results/*.json``
+through the experiments' own table functions; no experiment runs.
 """
 
 from __future__ import annotations
 
+import json
+import pathlib
 import re
 
 import pytest
@@ -79,3 +81,28 @@ def test_a_table_outside_the_markers_is_reported_with_its_line():
         ]
     )
     assert readme_tables.unmarked_tables(text) == [12]
+
+
+def test_record_wraps_a_run_and_drops_traces(tmp_path):
+    run = tmp_path / "results.json"
+    run.write_text(json.dumps({"runs": [{"final": 1.0, "curves": [1, 2]}, {"final": 2.0}]}))
+    path = readme_tables.record(
+        "autodrop_train",
+        str(run),
+        command="python -m experiments.autodrop_train",
+        wall_time_s=12.34,
+        date="2026-01-01 00:00 UTC",
+        drop=["runs[].curves"],
+        results_dir=str(tmp_path / "out"),
+    )
+    doc = json.loads(pathlib.Path(path).read_text())
+    assert set(doc) == {
+        "command", "hardware", "versions", "date", "wall_time_s", "results", "dropped"
+    }  # fmt: skip
+    assert doc["results"] == {"runs": [{"final": 1.0}, {"final": 2.0}]}
+    assert doc["wall_time_s"] == 12.3 and set(doc["versions"]) >= {"python", "jax", "numpy"}
+    with pytest.raises(ValueError, match="nothing at 'runs\\[\\].missing'"):
+        readme_tables.record(
+            "x", str(run), command="c", wall_time_s=1.0, drop=["runs[].missing"],
+            results_dir=str(tmp_path / "out"),
+        )  # fmt: skip
