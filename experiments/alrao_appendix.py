@@ -46,8 +46,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from experiments import _alrao, _common
-from experiments._alrao import finite_or_nan
+from experiments import _common
+from experiments._common import finite_or_nan
 from randlr_jax import AlraoHead, runner
 from randlr_jax import models as rmodels
 from randlr_jax.alrao import sample_feature_lrs, scale_by_lr_tree
@@ -80,7 +80,7 @@ class Config:
 
     Attributes:
       commands: the studies run (of :data:`COMMANDS`).
-      setting: the model of ``_alrao.ALRAO_SETTINGS`` (``params`` counts its own models).
+      setting: the model of ``_common.ALRAO_SETTINGS`` (``params`` counts its own models).
       seed: one seed.
       epochs: ``None``: the setting's (early stopping with its patience).
       lm_train_chars: a language model's training characters (``None``: the setting's).
@@ -110,9 +110,9 @@ class Config:
     param_cases: tuple[str, ...] = tuple(PARAM_CASES)
 
     def __post_init__(self):
-        if self.setting not in _alrao.ALRAO_SETTINGS:
+        if self.setting not in _common.ALRAO_SETTINGS:
             raise ValueError(
-                f"setting must be one of {sorted(_alrao.ALRAO_SETTINGS)}, got {self.setting!r}."
+                f"setting must be one of {sorted(_common.ALRAO_SETTINGS)}, got {self.setting!r}."
             )
         for name, allowed in (("commands", COMMANDS), ("param_cases", tuple(PARAM_CASES))):
             unknown = [v for v in getattr(self, name) if v not in allowed]
@@ -123,7 +123,7 @@ class Config:
 DEFAULT = Config()
 CONFIGS: dict[str, Config] = {
     "default": DEFAULT,
-    **{name: dataclasses.replace(DEFAULT, setting=name) for name in _alrao.ALRAO_SETTINGS},
+    **{name: dataclasses.replace(DEFAULT, setting=name) for name in _common.ALRAO_SETTINGS},
 }
 
 
@@ -132,8 +132,8 @@ def quick(config: Config) -> Config:
     (1-2), a language model on 3,000 characters."""
     return dataclasses.replace(
         config,
-        epochs=_alrao.ALRAO_SETTINGS[config.setting].quick_epochs,
-        lm_train_chars=_alrao.QUICK_LM_TOKENS,
+        epochs=_common.ALRAO_SETTINGS[config.setting].quick_epochs,
+        lm_train_chars=_common.QUICK_LM_TOKENS,
         intervals=((1e-3, 1.0),),
         fractions=(0.25, 1.0),
         param_cases=tuple(PARAM_CASES)[:3],
@@ -144,7 +144,7 @@ def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("command", choices=COMMANDS + ("all",))
     _common.add_config_arguments(parser, CONFIGS, workdir="runs/alrao_appendix")
-    parser.add_argument("--setting", choices=sorted(_alrao.ALRAO_SETTINGS))
+    parser.add_argument("--setting", choices=sorted(_common.ALRAO_SETTINGS))
     parser.add_argument("--epochs", type=_common.positive_int, help="override the setting's")
     parser.add_argument(
         "--eta0", type=_common.positive_float, help="SGD rate of the fraction study"
@@ -156,8 +156,8 @@ def main(argv=None) -> dict:
     if args.command != "all":
         config = dataclasses.replace(config, commands=(args.command,))
     mesh = distributed.from_args(args)
-    setting = _alrao.ALRAO_SETTINGS[config.setting]
-    reason = _alrao.unprepared_reason(setting)
+    setting = _common.ALRAO_SETTINGS[config.setting]
+    reason = _common.unprepared_reason(setting)
     if reason:
         print(f"skipping {config.setting}: {reason}")
         return {"skipped": reason}
@@ -181,9 +181,9 @@ def main(argv=None) -> dict:
     )
 
 
-def _base(config: Config, setting: _alrao.AlraoSetting, description: str, mesh) -> Any:
+def _base(config: Config, setting: _common.AlraoSetting, description: str, mesh) -> Any:
     epochs = setting.epochs if config.epochs is None else config.epochs
-    return _alrao.alrao_train_config(
+    return _common.alrao_train_config(
         setting, config.seed, epochs=epochs, description=description, mesh=mesh
     )
 
@@ -197,14 +197,14 @@ def _result(summary: dict, metric: str) -> dict:
     }
 
 
-def per_weight(config: Config, setting: _alrao.AlraoSetting, workdir: str, mesh=None):
+def per_weight(config: Config, setting: _common.AlraoSetting, workdir: str, mesh=None):
     """Appendix E: ``per="feature"`` vs ``per="weight"`` over several intervals."""
     rows = []
     for lr_min, lr_max in config.intervals:
         for per in ("feature", "weight"):
             base = _base(config, setting, f"per {per} [{lr_min:g}, {lr_max:g}]", mesh)
             run = runner.train_and_evaluate(
-                _alrao.with_alrao(base, setting, lr_min=lr_min, lr_max=lr_max, per=per),
+                _common.with_alrao(base, setting, lr_min=lr_min, lr_max=lr_max, per=per),
                 os.path.join(workdir, f"{per}_{lr_min:g}_{lr_max:g}"),
                 max_train_tokens=setting.max_train_tokens,
             )
@@ -247,7 +247,7 @@ def fraction_learning_rates(key: jax.Array, params: Any, learning_rate: float, p
     return {"body": body, "head": head}
 
 
-def fraction(config: Config, setting: _alrao.AlraoSetting, workdir: str, mesh=None):
+def fraction(config: Config, setting: _common.AlraoSetting, workdir: str, mesh=None):
     """Appendix F: SGD at ``eta0`` training a random fraction ``p`` of the features."""
     rows = []
     for p in config.fractions:
@@ -285,7 +285,7 @@ def fraction(config: Config, setting: _alrao.AlraoSetting, workdir: str, mesh=No
     return rows, fig
 
 
-def _parameter_shapes(config: Any, setting: _alrao.AlraoSetting) -> Any:
+def _parameter_shapes(config: Any, setting: _common.AlraoSetting) -> Any:
     """The model's parameters as shapes (``jax.eval_shape``: nothing computed)."""
     splits, spec, task = runner.load_splits(config, max_train_tokens=setting.max_train_tokens)
     model = runner.build_model(config, spec)
@@ -306,7 +306,7 @@ def _trained_fraction(rates: Any, shapes: Any) -> float:
     return trained / max(total, 1)
 
 
-def adam(config: Config, setting: _alrao.AlraoSetting, workdir: str, mesh=None):
+def adam(config: Config, setting: _common.AlraoSetting, workdir: str, mesh=None):
     """Appendix C: Alrao-Adam vs Adam at several rates (one vmapped population)."""
     lr_min, lr_max = config.alrao_adam_interval
     label = f"Alrao-Adam [{_rate(lr_min)}, {_rate(lr_max)}]"
@@ -318,7 +318,7 @@ def adam(config: Config, setting: _alrao.AlraoSetting, workdir: str, mesh=None):
         max_train_tokens=setting.max_train_tokens,
     )
     alrao = runner.train_and_evaluate(
-        _alrao.with_alrao(
+        _common.with_alrao(
             _base(config, setting, label, mesh),
             setting,
             optimizer="alrao_adam",
@@ -337,7 +337,7 @@ def adam(config: Config, setting: _alrao.AlraoSetting, workdir: str, mesh=None):
         f"Adam {lr:g}": member_history(grid.history, k) for k, lr in enumerate(config.adam_rates)
     }
     curves[label] = alrao.history
-    return rows, _alrao.curves_figure(
+    return rows, _common.curves_figure(
         curves, title="Appendix C: Alrao-Adam vs Adam", task=setting.task
     )
 
@@ -347,7 +347,7 @@ def _rate(value: float) -> str:
     return f"{value:g}".replace("e-0", "e-")
 
 
-def wider(config: Config, setting: _alrao.AlraoSetting, workdir: str, mesh=None):
+def wider(config: Config, setting: _common.AlraoSetting, workdir: str, mesh=None):
     """Appendix G: width multipliers (1 and 3), for the SGD grid (best on validation) and Alrao-SGD."""
     rows = []
     for multiplier in config.widths:
@@ -357,7 +357,7 @@ def wider(config: Config, setting: _alrao.AlraoSetting, workdir: str, mesh=None)
         grid = runner.train_and_evaluate_population(
             _base(config, wide, f"SGD grid x{multiplier:g}", mesh),
             os.path.join(workdir, f"sgd_x{multiplier:g}"),
-            _alrao.SGD_GRID,
+            _common.SGD_GRID,
             max_train_tokens=setting.max_train_tokens,
         )
         best = grid.summary["best_member"]
@@ -373,7 +373,7 @@ def wider(config: Config, setting: _alrao.AlraoSetting, workdir: str, mesh=None)
             }
         )
         alrao = runner.train_and_evaluate(
-            _alrao.with_alrao(_base(config, wide, f"Alrao x{multiplier:g}", mesh), wide),
+            _common.with_alrao(_base(config, wide, f"Alrao x{multiplier:g}", mesh), wide),
             os.path.join(workdir, f"alrao_x{multiplier:g}"),
             max_train_tokens=setting.max_train_tokens,
         )
@@ -393,7 +393,7 @@ def wider(config: Config, setting: _alrao.AlraoSetting, workdir: str, mesh=None)
     return rows, fig
 
 
-def params(config: Config, setting: _alrao.AlraoSetting | None = None, workdir=None, mesh=None):
+def params(config: Config, setting: _common.AlraoSetting | None = None, workdir=None, mesh=None):
     """Appendix D: parameter counts without / with Alrao (10 copies; 6 for the LSTM), from shapes."""
     del setting, workdir, mesh  # the models are the paper's, not the setting's; nothing is trained
     rows = []

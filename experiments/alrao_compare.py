@@ -4,7 +4,7 @@ Blier, Wolinski, Ollivier (2019), Section 3: for each model, SGD at every rate o
 best chosen on validation loss), Adam with its defaults (``1e-3, 0.9, 0.999``) and Alrao-SGD (per-feature
 rates log-uniform on ``[lr_min, lr_max]``, ``N`` classifier copies averaged by the switch). Protocol: a
 validation split carved from train, early stopping on validation loss with patience, the best epoch
-tested, several seeds, mean ± standard deviation (``_alrao.compare_setting``). The SGD grid trains as
+tested, several seeds, mean ± standard deviation (``_common.compare_setting``). The SGD grid trains as
 one vmapped population (:func:`randlr_jax.runner.train_and_evaluate_population`): one compiled program
 for all seven rates.
 
@@ -21,7 +21,7 @@ validation epoch, mean ± std: MNIST-1D MLP: SGD's best rate 0.1 1.123 ± 0.016 
 (97.4 %); the char LSTM (2 epochs of 70,000 characters: a smoke test) stays near 5 bits/char. The
 vmapped grid is about 5x faster than seven sequential runs (``timing.json``).
 
-Settings (``--settings``, ``_alrao.ALRAO_SETTINGS``): ``mnist1d_mlp``, ``mnist1d_cnn``, ``digits_mlp``,
+Settings (``--settings``, ``_common.ALRAO_SETTINGS``): ``mnist1d_mlp``, ``mnist1d_cnn``, ``digits_mlp``,
 ``char_lstm`` (2-layer LSTM on ``shakespeare_char``, rates ``[1e-3, 100]``, 6 copies, bits per character,
 truncated BPTT 70; on CPU it reads only the first ``--lm-train-chars`` characters of the training text),
 and ``cifar10_vgg19``, ``cifar10_mobilenetv2``, ``cifar10_googlenet`` (only when CIFAR-10 is prepared in
@@ -41,9 +41,8 @@ import time
 import jax
 import optax
 
-from experiments import _alrao, _common
-from experiments._alrao import ALRAO_SETTINGS, SGD_GRID
-from experiments._common import fmt
+from experiments import _common
+from experiments._common import ALRAO_SETTINGS, SGD_GRID, fmt
 from randlr_jax import runner
 from randlr_jax.training import distributed
 
@@ -55,7 +54,7 @@ class Config:
     """The study: which settings, seeds and budget.
 
     Attributes:
-      settings: names of ``_alrao.ALRAO_SETTINGS``.
+      settings: names of ``_common.ALRAO_SETTINGS``.
       seeds: one run of every method per seed (distinct).
       epochs: every setting's epochs (``None``: each setting's own, see ``epoch_budget``).
       epoch_budget: the setting field giving its epochs when ``epochs`` is ``None``: ``"epochs"``
@@ -108,7 +107,7 @@ def quick(config: Config) -> Config:
         epoch_budget="quick_epochs",
         timing_epochs=2,
         lm_train_chars=(
-            _alrao.QUICK_LM_TOKENS if config.lm_train_chars is None else config.lm_train_chars
+            _common.QUICK_LM_TOKENS if config.lm_train_chars is None else config.lm_train_chars
         ),
     )
 
@@ -144,12 +143,12 @@ def main(argv=None) -> dict:
     results, skipped = {}, {}
     for name in config.settings:
         setting = setting_of(config, name)
-        reason = _alrao.unprepared_reason(setting)
+        reason = _common.unprepared_reason(setting)
         if reason:
             print(f"skipping {name}: {reason}")
             skipped[name] = reason
             continue
-        results[name] = _alrao.compare_setting(
+        results[name] = _common.compare_setting(
             name, setting, config.seeds, args.workdir, epochs=epochs_of(config, setting), mesh=mesh
         )
     timing = None
@@ -175,7 +174,7 @@ def main(argv=None) -> dict:
     )
 
 
-def setting_of(config: Config, name: str) -> _alrao.AlraoSetting:
+def setting_of(config: Config, name: str) -> _common.AlraoSetting:
     """The setting ``name`` with the config's text cut (language models)."""
     setting = ALRAO_SETTINGS[name]
     if setting.task == "language_model" and config.lm_train_chars is not None:
@@ -183,20 +182,20 @@ def setting_of(config: Config, name: str) -> _alrao.AlraoSetting:
     return setting
 
 
-def epochs_of(config: Config, setting: _alrao.AlraoSetting) -> int:
+def epochs_of(config: Config, setting: _common.AlraoSetting) -> int:
     """``config.epochs``, else the setting's ``config.epoch_budget`` field."""
     return getattr(setting, config.epoch_budget) if config.epochs is None else config.epochs
 
 
 def time_sequential(
-    name: str, setting: _alrao.AlraoSetting, workdir: str, *, epochs: int, mesh=None
+    name: str, setting: _common.AlraoSetting, workdir: str, *, epochs: int, mesh=None
 ) -> dict:
     """Wall-clock of the seven SGD rates as one vmapped population vs seven sequential runs.
 
     Both from scratch (compilation included, fresh directories), same data, same epochs, no early
     stopping, seed 0.
     """
-    base = _alrao.alrao_train_config(
+    base = _common.alrao_train_config(
         setting, 0, epochs=epochs, early_stopping=False, progress=False, mesh=mesh
     )
     root = os.path.join(workdir, "timing", name)

@@ -5,7 +5,7 @@ rate overflows, the ``inf`` reaches every classifier copy and the run dies (ever
 ``make_alrao_train_step(..., feature_guard=True)`` freezes and silences such features instead
 (:mod:`randlr_jax.alrao._guard`). This script trains the MNIST-1D MLP of the demo (two hidden layers of
 100 ReLU units, batch 32, at most 30 epochs, early stopping with patience 6, seed 0;
-``_alrao.ALRAO_SETTINGS["mnist1d_mlp"]``) with Alrao-SGD (10 copies) on
+``_common.ALRAO_SETTINGS["mnist1d_mlp"]``) with Alrao-SGD (10 copies) on
 
 * ``[1e-5, 100]`` and ``[1e-3, 100]``, guard off and on;
 * ``[1e-5, 10]`` (the demo's Alrao), guard on and, as the reference, off: nothing diverges there, and the
@@ -39,7 +39,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from experiments import _alrao, _common
+from experiments import _common
 from randlr_jax import alrao, runner
 from randlr_jax.training import distributed
 
@@ -53,7 +53,7 @@ RUNS: dict[str, tuple[float, float, bool]] = {
     "lr1e-5_10_off": (1e-5, 10.0, False),
 }
 CLASSIFICATION = tuple(
-    name for name, s in _alrao.ALRAO_SETTINGS.items() if s.task == "classification"
+    name for name, s in _common.ALRAO_SETTINGS.items() if s.task == "classification"
 )
 
 
@@ -86,7 +86,7 @@ CONFIGS: dict[str, Config] = {
 
 def quick(config: Config) -> Config:
     """Every run for the setting's smoke-test epochs (2)."""
-    return dataclasses.replace(config, epochs=_alrao.ALRAO_SETTINGS[config.setting].quick_epochs)
+    return dataclasses.replace(config, epochs=_common.ALRAO_SETTINGS[config.setting].quick_epochs)
 
 
 def main(argv=None) -> dict:
@@ -103,7 +103,7 @@ def main(argv=None) -> dict:
         args.runs = tuple(args.runs)
     config = _common.resolve_config(args, CONFIGS, quick)
     mesh = distributed.from_args(args)
-    setting = _alrao.ALRAO_SETTINGS[config.setting]
+    setting = _common.ALRAO_SETTINGS[config.setting]
     epochs = setting.epochs if config.epochs is None else config.epochs
     started = time.perf_counter()
     rows = run_all(
@@ -120,7 +120,7 @@ def main(argv=None) -> dict:
 
 
 def run_one(
-    setting: _alrao.AlraoSetting,
+    setting: _common.AlraoSetting,
     workdir: str,
     *,
     lr_min: float,
@@ -132,12 +132,12 @@ def run_one(
     description: str = "",
 ) -> tuple[dict, Any]:
     """One Alrao-SGD run; returns its row and its final parameters."""
-    config = _alrao.alrao_train_config(
+    config = _common.alrao_train_config(
         setting, seed, epochs=epochs, mesh=mesh, description=description
     )
     # A run that dies warns (TrainingDiverged) and stops: that is its result.
     result = runner.train_and_evaluate(
-        _alrao.with_alrao(
+        _common.with_alrao(
             config, setting, lr_min=lr_min, lr_max=lr_max, feature_guard=feature_guard
         ),
         workdir,
@@ -164,7 +164,7 @@ def run_one(
 
 
 def run_all(
-    setting: _alrao.AlraoSetting,
+    setting: _common.AlraoSetting,
     workdir: str,
     *,
     seed: int = 0,

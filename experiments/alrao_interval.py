@@ -29,7 +29,7 @@ import time
 
 import numpy as np
 
-from experiments import _alrao, _common
+from experiments import _common
 from randlr_jax import runner
 from randlr_jax.training import distributed, new_figure, save_figure
 
@@ -49,9 +49,9 @@ class Config:
     lm_train_chars: int | None = None
 
     def __post_init__(self):
-        if self.setting not in _alrao.ALRAO_SETTINGS:
+        if self.setting not in _common.ALRAO_SETTINGS:
             raise ValueError(
-                f"setting must be one of {sorted(_alrao.ALRAO_SETTINGS)}, got {self.setting!r}."
+                f"setting must be one of {sorted(_common.ALRAO_SETTINGS)}, got {self.setting!r}."
             )
         if len(set(self.rates)) != len(self.rates) or not self.rates:
             raise ValueError(f"rates must be distinct (at least one), got {self.rates!r}.")
@@ -60,7 +60,7 @@ class Config:
 DEFAULT = Config()
 CONFIGS: dict[str, Config] = {
     "default": DEFAULT,
-    **{name: dataclasses.replace(DEFAULT, setting=name) for name in _alrao.ALRAO_SETTINGS},
+    **{name: dataclasses.replace(DEFAULT, setting=name) for name in _common.ALRAO_SETTINGS},
 }
 
 
@@ -68,14 +68,14 @@ def quick(config: Config) -> Config:
     """Two rates (1e-2, 1: one Alrao run, two SGD members), one epoch, a language model on 3,000
     characters."""
     return dataclasses.replace(
-        config, rates=(1e-2, 1.0), epochs=1, lm_train_chars=_alrao.QUICK_LM_TOKENS
+        config, rates=(1e-2, 1.0), epochs=1, lm_train_chars=_common.QUICK_LM_TOKENS
     )
 
 
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     _common.add_config_arguments(parser, CONFIGS, workdir="runs/alrao_interval")
-    parser.add_argument("--setting", choices=sorted(_alrao.ALRAO_SETTINGS))
+    parser.add_argument("--setting", choices=sorted(_common.ALRAO_SETTINGS))
     parser.add_argument(
         "--rates",
         nargs="+",
@@ -91,8 +91,8 @@ def main(argv=None) -> dict:
         args.rates = tuple(args.rates)
     config = _common.resolve_config(args, CONFIGS, quick)
     mesh = distributed.from_args(args)
-    setting = _alrao.ALRAO_SETTINGS[config.setting]
-    reason = _alrao.unprepared_reason(setting)
+    setting = _common.ALRAO_SETTINGS[config.setting]
+    reason = _common.unprepared_reason(setting)
     if reason:
         print(f"skipping {config.setting}: {reason}")
         return {"skipped": reason}
@@ -120,7 +120,7 @@ def main(argv=None) -> dict:
 
 
 def run_cells(
-    setting: _alrao.AlraoSetting,
+    setting: _common.AlraoSetting,
     rates: list[float],
     workdir: str,
     *,
@@ -129,10 +129,10 @@ def run_cells(
     mesh: distributed.MeshSpec | None = None,
 ) -> list[dict]:
     """The diagonal (one SGD population over ``rates``) and one Alrao-SGD run per pair of rates."""
-    base = _alrao.alrao_train_config(setting, seed, epochs=epochs, early_stopping=False, mesh=mesh)
+    base = _common.alrao_train_config(setting, seed, epochs=epochs, early_stopping=False, mesh=mesh)
     metric, cut = setting.metric, setting.max_train_tokens
     grid = runner.train_and_evaluate_population(
-        _alrao.describe(base, "SGD diagonal"),
+        _common.describe(base, "SGD diagonal"),
         os.path.join(workdir, "sgd_diagonal"),
         rates,
         max_train_tokens=cut,
@@ -143,8 +143,8 @@ def run_cells(
     ]
     for lr_min, lr_max in itertools.combinations(rates, 2):
         run = runner.train_and_evaluate(
-            _alrao.with_alrao(
-                _alrao.describe(base, f"Alrao [{lr_min:g}, {lr_max:g}]"),
+            _common.with_alrao(
+                _common.describe(base, f"Alrao [{lr_min:g}, {lr_max:g}]"),
                 setting,
                 lr_min=lr_min,
                 lr_max=lr_max,

@@ -31,7 +31,7 @@ import time
 
 import numpy as np
 
-from experiments import _alrao, _common
+from experiments import _common
 from randlr_jax import runner
 from randlr_jax.alrao import copy_learning_rates, suggest_lr
 from randlr_jax.training import JsonLinesLog, distributed, new_figure, save_figure
@@ -50,28 +50,28 @@ class Config:
     lm_train_chars: int | None = None
 
     def __post_init__(self):
-        if self.setting not in _alrao.ALRAO_SETTINGS:
+        if self.setting not in _common.ALRAO_SETTINGS:
             raise ValueError(
-                f"setting must be one of {sorted(_alrao.ALRAO_SETTINGS)}, got {self.setting!r}."
+                f"setting must be one of {sorted(_common.ALRAO_SETTINGS)}, got {self.setting!r}."
             )
 
 
 DEFAULT = Config()
 CONFIGS: dict[str, Config] = {
     "default": DEFAULT,
-    **{name: dataclasses.replace(DEFAULT, setting=name) for name in _alrao.ALRAO_SETTINGS},
+    **{name: dataclasses.replace(DEFAULT, setting=name) for name in _common.ALRAO_SETTINGS},
 }
 
 
 def quick(config: Config) -> Config:
     """One epoch (a language model on 3,000 characters)."""
-    return dataclasses.replace(config, epochs=1, lm_train_chars=_alrao.QUICK_LM_TOKENS)
+    return dataclasses.replace(config, epochs=1, lm_train_chars=_common.QUICK_LM_TOKENS)
 
 
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     _common.add_config_arguments(parser, CONFIGS, workdir="runs/alrao_posterior")
-    parser.add_argument("--setting", choices=sorted(_alrao.ALRAO_SETTINGS))
+    parser.add_argument("--setting", choices=sorted(_common.ALRAO_SETTINGS))
     parser.add_argument("--epochs", type=_common.positive_int)
     parser.add_argument(
         "--log-every", type=_common.positive_int, help="record the posterior every N steps"
@@ -81,15 +81,15 @@ def main(argv=None) -> dict:
     args = parser.parse_args(argv)
     config = _common.resolve_config(args, CONFIGS, quick)
     mesh = distributed.from_args(args)
-    setting = _alrao.ALRAO_SETTINGS[config.setting]
-    reason = _alrao.unprepared_reason(setting)
+    setting = _common.ALRAO_SETTINGS[config.setting]
+    reason = _common.unprepared_reason(setting)
     if reason:
         print(f"skipping {config.setting}: {reason}")
         return {"skipped": reason}
     if setting.task == "language_model" and config.lm_train_chars is not None:
         setting = dataclasses.replace(setting, max_train_tokens=config.lm_train_chars)
     started = time.perf_counter()
-    train = _alrao.alrao_train_config(
+    train = _common.alrao_train_config(
         setting,
         config.seed,
         epochs=config.epochs,
@@ -109,7 +109,7 @@ def main(argv=None) -> dict:
         },
     )
     run = runner.train_and_evaluate(
-        _alrao.with_alrao(train, setting),
+        _common.with_alrao(train, setting),
         os.path.join(args.workdir, "run"),
         callbacks=[log],
         max_train_tokens=setting.max_train_tokens,

@@ -24,13 +24,13 @@ import argparse
 import dataclasses
 import time
 
-from experiments import _alrao, _common
+from experiments import _common
 from randlr_jax.training import distributed
 
 
 @dataclasses.dataclass(frozen=True)
 class Config:
-    """The demo: one setting of the Alrao studies (``_alrao.ALRAO_SETTINGS``), one seed."""
+    """The demo: one setting of the Alrao studies (``_common.ALRAO_SETTINGS``), one seed."""
 
     setting: str = "mnist1d_mlp"
     seed: int = 0
@@ -46,7 +46,7 @@ CONFIGS: dict[str, Config] = {
 
 def quick(config: Config) -> Config:
     """The same three methods for the setting's smoke-test epochs (2)."""
-    return dataclasses.replace(config, epochs=_alrao.ALRAO_SETTINGS[config.setting].quick_epochs)
+    return dataclasses.replace(config, epochs=_common.ALRAO_SETTINGS[config.setting].quick_epochs)
 
 
 def main(argv=None) -> dict:
@@ -59,8 +59,8 @@ def main(argv=None) -> dict:
     config = _common.resolve_config(args, CONFIGS, quick)
     mesh = distributed.from_args(args)
     started = time.perf_counter()
-    setting = _alrao.ALRAO_SETTINGS[config.setting]
-    result = _alrao.compare_setting(
+    setting = _common.ALRAO_SETTINGS[config.setting]
+    result = _common.compare_setting(
         config.setting, setting, [config.seed], args.workdir, epochs=config.epochs, mesh=mesh
     )
     return _common.finish(

@@ -11,7 +11,6 @@ import functools
 import json
 import math
 import pathlib
-import re
 
 import pytest
 
@@ -121,16 +120,3 @@ def test_every_benchmark_module_owns_its_section(name):
     for attribute in ("run", "main", "section", "headline"):
         assert callable(getattr(module, attribute)), attribute
     assert module.TITLE and module.SUMMARY
-
-
-def test_benchmark_sources_say_what_they_mean():
-    """No reference to the project's tracker or private notes: plain words instead."""
-    pattern = re.compile(r"\bissue\s*#?\s*\d|\bseed\s+00\d|ALGORITHMS\.md|\.\./shared", re.I)
-    paths = [
-        *FOLDER.glob("*.py"),
-        FOLDER / "RESULTS.md",
-        *pathlib.Path(__file__).parent.glob("*.py"),
-    ]
-    for path in paths:
-        for number, line in enumerate(path.read_text().splitlines(), start=1):
-            assert not pattern.search(line), f"{path.name}:{number}: {line.strip()}"

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from experiments import (
-    _alrao,
+    _common,
     alrao_appendix,
     alrao_compare,
     alrao_feature_guard,
@@ -24,7 +24,7 @@ from experiments import (
 from randlr_jax import models
 from randlr_jax.training import read_jsonl
 
-SGD_GRID = _alrao.SGD_GRID
+SGD_GRID = _common.SGD_GRID
 
 
 def _finite(*values):
@@ -100,7 +100,7 @@ def test_interval_quick_writes_the_heatmap(tmp_path):
 
 def test_posterior_quick_records_a_distribution_over_the_copies(tmp_path):
     out = alrao_posterior.main(["--workdir", str(tmp_path), "--quick", "--setting", "digits_mlp"])
-    assert len(out["copy_learning_rates"]) == _alrao.ALRAO_SETTINGS["digits_mlp"].num_copies
+    assert len(out["copy_learning_rates"]) == _common.ALRAO_SETTINGS["digits_mlp"].num_copies
     np.testing.assert_allclose(sum(out["final_posterior"]), 1.0, rtol=1e-4)
     trace = read_jsonl(os.path.join(tmp_path, "posterior.jsonl"))
     assert len(trace) >= 2
@@ -175,9 +175,11 @@ def test_quick_shrinks_the_compare_study_to_one_seed_and_the_smoke_epochs():
     config = alrao_compare.quick(alrao_compare.CONFIGS["large"])
     assert config.seeds == (0,) and config.epochs == 100  # an explicit budget stays
     default = alrao_compare.quick(alrao_compare.DEFAULT)
-    assert [alrao_compare.epochs_of(default, _alrao.ALRAO_SETTINGS[n]) for n in default.settings] == [
+    assert [alrao_compare.epochs_of(default, _common.ALRAO_SETTINGS[n]) for n in default.settings] == [
         2, 2, 2, 1
     ]  # fmt: skip
-    assert alrao_compare.setting_of(default, "char_lstm").max_train_tokens == _alrao.QUICK_LM_TOKENS
+    assert (
+        alrao_compare.setting_of(default, "char_lstm").max_train_tokens == _common.QUICK_LM_TOKENS
+    )
     with pytest.raises(ValueError, match="epoch_budget must be"):
         alrao_compare.Config(epoch_budget="all")
