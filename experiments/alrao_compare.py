@@ -14,12 +14,13 @@ Commands (from the repository root)::
     .venv/bin/python -m experiments.alrao_compare --workdir runs/alrao_compare_quick --quick  # seconds
     .venv/bin/python -m experiments.alrao_compare --config large   # 5 seeds, 100 epochs (a GPU)
 
-Expected result of the first (seeds 0 1 2, ~20 minutes on 2 busy CPU cores), test loss at the best
-validation epoch, mean ± std: MNIST-1D MLP: SGD's best rate 0.1 1.123 ± 0.016 (accuracy 57.6 %), Adam
-1.109 ± 0.022 (58.3 %), Alrao-SGD 1.190 ± 0.048 (55.6 %); MNIST-1D CNN: SGD 0.1 0.329 (89.0 %), Adam 0.471
-(82.3 %), Alrao 0.479 (83.3 %); digits: SGD 0.1 0.105 (97.3 %), Adam 0.088 (97.6 %), Alrao 0.112
-(97.4 %); the char LSTM (2 epochs of 70,000 characters: a smoke test) stays near 5 bits/char. The
-vmapped grid is about 5x faster than seven sequential runs (``timing.json``).
+Expected result of the first (seeds 0 1 2; 1853 s (30.9 min) on 2 heavily loaded CPU cores), test
+loss at the best validation epoch, mean ± std: MNIST-1D MLP: SGD's best rate 0.1 1.109 ± 0.003
+(accuracy 57.6 %), Adam 1.110 ± 0.023 (58.3 %), Alrao-SGD 1.185 ± 0.033 (54.2 %); MNIST-1D CNN: SGD 0.1
+0.323 (89.7 %), Adam 0.473 (82.6 %), Alrao 0.482 (82.2 %); digits: SGD 0.1 0.105 (97.3 %), Adam 0.088
+(97.6 %), Alrao 0.119 (96.9 %); the char LSTM (2 epochs of 70,000 characters: a smoke test) stays
+near 5 bits/char (5.035-5.065). The vmapped grid is about 7x faster than seven sequential runs (16.2 s
+against 117.4 s for 10 epochs, ``timing.json``).
 
 Settings (``--settings``, ``_common.ALRAO_SETTINGS``): ``mnist1d_mlp``, ``mnist1d_cnn``, ``digits_mlp``,
 ``char_lstm`` (2-layer LSTM on ``shakespeare_char``, rates ``[1e-3, 100]``, 6 copies, bits per character,

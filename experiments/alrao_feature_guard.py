@@ -19,7 +19,7 @@ Commands (from the repository root)::
     .venv/bin/python -m experiments.alrao_feature_guard --workdir runs/alrao_feature_guard
     .venv/bin/python -m experiments.alrao_feature_guard --workdir runs/alrao_feature_guard_quick --quick
 
-Expected result of the first (about 25 s on 2 CPU cores): ``[1e-5, 100]`` test loss 1.3065 (accuracy
+Expected result of the first (24 s on 2 shared CPU cores): ``[1e-5, 100]`` test loss 1.3065 (accuracy
 0.497) with the guard off and on (no feature overflows at this seed); ``[1e-3, 100]`` dies at step 20
 either way (4 dead features with the guard on); ``[1e-5, 10]`` test loss 1.2313 (0.537), the guarded run
 identical to the unguarded one.

@@ -16,7 +16,7 @@ head, for the run's vocabulary and for 10,000 words.
 Commands (from the repository root)::
 
     .venv/bin/python -m experiments.alrao_word_lm --workdir runs/alrao_word_lm                    # GPU
-    .venv/bin/python -m experiments.alrao_word_lm --workdir runs/alrao_word_lm_medium --config medium
+    .venv/bin/python -m experiments.alrao_word_lm --workdir runs/alrao_word_lm_medium --setting medium
     .venv/bin/python -m experiments.alrao_word_lm --workdir runs/alrao_word_lm_quick --quick     # < 1 min
 
 Configurations (``--config``; ``--setting`` is the same flag): ``default`` (``shakespeare_word``, 10,000
@@ -40,19 +40,17 @@ resumable :func:`fit` run each, with ``train_trace.jsonl``: a
 :class:`randlr_jax.training.JsonLinesLog` of the minibatch loss), ``results.json``, ``table.md`` and
 ``learning_curves.png``. Interrupt it and run it again: it resumes.
 
-Measured (CPU, 2 cores shared with other jobs, load 3-9; seed 0)::
+Expected result of the second (``medium``, seed 0: V = 2,000, 3 epochs of 120,000 tokens; 2105 s
+(35.1 min) on 2 heavily loaded CPU cores; every method best at epoch 3), validation / test
+perplexity: SGD 0.1 129.4 / 133.0, SGD 1 (the best SGD) 114.2 / 116.6, SGD 10 diverged (about 2e10),
+Adam 1e-3 80.1 / 73.8, Alrao-SGD on ``[1e-3, 100]`` with ``N = 6`` 90.1 / 95.1 (posterior 0.997 on
+the copy at 0.1): Alrao-SGD beats every SGD rate without a rate search, Adam beats Alrao. Parameters
+for 10,000 words: body 2,641,600, one head 2,010,000, Alrao head 12,060,000 (6 copies); model
+4,651,600 -> Alrao model 14,701,600 (x 3.16, the paper's "threefold").
 
-    --config medium (V = 2,000; 3 epochs of 120,000 tokens; 24 min wall; all best at epoch 3)
-    method                        validation ppl   test ppl
-    SGD 0.1                              129.4       133.0
-    SGD 1 (best SGD)                     114.0       116.5
-    SGD 10                            231867.5    156251.8   (diverged, then stuck)
-    Adam 1e-3                             80.1        73.8
-    Alrao-SGD [1e-3, 100], N = 6          90.3        94.7   (posterior 0.998 on the 0.1 copy)
+Measured once, outside the committed run (``--config default --time-only --time-steps 3``, one CPU
+device; V = 10,000, 20 x 35 tokens)::
 
-    --config default --time-only --time-steps 3 (one CPU device; V = 10,000, 20 x 35 tokens)
-    parameters: body 2,641,600, one head 2,010,000, Alrao head 12,060,000 (6 copies);
-    model 4,651,600 -> Alrao model 14,701,600 (x3.16, the paper's "threefold")
     seconds per step: SGD 0.33-0.49, Adam 0.29, Alrao-SGD 1.88
 
 The full ``default`` run (10 epochs of 1.96M tokens, about 28,000 Alrao steps) was not run on this

@@ -30,10 +30,11 @@ command continues and skips finished runs), ``results.json`` (per-run curves and
 - Fig. 7: epochs needed to reach the lowest test error (mean over seeds).
 - Fig. 6: learning rate, train loss and test error per epoch (first seed).
 
-Expected (default; about 10 minutes on a shared 2-core CPU): final test error 9.87 ± 1.11% for the
-baseline against 16.05 ± 7.06%, 15.30 ± 5.91% and 12.47 ± 3.02% for AutoDrop at ``rho = 0.1, 0.2, 0.5``
-(n = 4): on this small problem AutoDrop does not beat the step schedule; at the initial rate 0.1 the two
-tie (6.65 ± 1.48% against 6.95 ± 1.06%, n = 2).
+Expected (default; 533 s (8.9 min) on 2 heavily loaded CPU cores): final test error 9.92 ± 1.33% for
+the baseline against 16.07 ± 6.94%, 15.25 ± 5.91% and 12.45 ± 3.05% for AutoDrop at
+``rho = 0.1, 0.2, 0.5`` (n = 4): on this small problem AutoDrop does not beat the step schedule; at
+the initial rate 0.1 AutoDrop is slightly ahead (6.05 ± 0.07% against the baseline's 6.80 ± 1.41%,
+n = 2: within the baseline's spread).
 
 Configurations ``cifar10_resnet18`` and ``cifar10_wrn`` (``--config``; ``--preset`` is the same flag)
 run the paper's own setting (200 epochs, rate 0.1, weight decay 5e-4, baseline drops at epochs

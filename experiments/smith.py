@@ -30,11 +30,12 @@ Writes under ``--workdir``: ``<model>/range_test_*.{json,png}``, one run directo
 same command again resumes (finished range tests and runs are read back); ``--epochs N`` sets the
 training budget. A workdir holding results of other settings is refused (``run.json``), not read back.
 
-Expected (default; about 6 minutes on 2 shared CPU cores): MLP range test with SGD + momentum: loss
-minimum at 0.821, cyclic range 0.0685 - 0.274; final test accuracy 0.644 at the best constant rate
-(0.0821), 0.636 for triangular CLR and 0.678 for 1cycle (the highest); CNN 0.83-0.95 for the SGD +
-momentum runs; Alrao-SGD on the range test's interval above Alrao-SGD on ``(1e-5, 10)`` (MLP 0.596
-against 0.558).
+Expected (default; 324 s (5.4 min) on 2 heavily loaded CPU cores): MLP range test with SGD +
+momentum: loss minimum at 0.821, cyclic range 0.0685 - 0.274; final test accuracy 0.629 at the best
+constant rate (0.0821), 0.640 for triangular CLR and 0.657 for 1cycle (the highest); CNN 0.818-0.941
+for the SGD + momentum runs (1cycle again the highest); Alrao-SGD on the range test's interval above
+Alrao-SGD on ``(1e-5, 10)``, by less on the MLP (0.587 against 0.575) than on the CNN (0.761 against
+0.732).
 
 Quick (the MLP only: 1 epoch, 10-step range tests, one constant rate, Alrao on the range test's interval
 only; the test suite runs it)::

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -45,7 +46,7 @@ def test_default_prior_is_the_authors_theta():
 
 def test_first_update_with_the_default_prior_by_hand():
     ell = [-0.3, -1.7, -4.0]
-    state = sw.switch_update(sw.switch_init(3), jnp.asarray(ell))
+    state = jax.jit(sw.switch_update)(sw.switch_init(3), jnp.asarray(ell))
     weights = _first_update_by_hand(ell, THETA)
     np.testing.assert_allclose(np.exp(state.log_weights), weights, rtol=2e-5)
     np.testing.assert_allclose(sw.switch_posterior(state), weights.sum(axis=0), rtol=2e-5)

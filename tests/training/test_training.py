@@ -149,13 +149,16 @@ def test_interrupted_run_resumes_to_identical_parameters(tmp_path, checkpoint_ev
         assert a["validation_loss"] == pytest.approx(b["validation_loss"], rel=1e-6)
 
 
+_SGD = optax.sgd(0.1)  # one object for the tests below: their steps compile once
+
+
 def test_fit_reads_each_epoch_in_the_documented_order(tmp_path, monkeypatch):
     """Epoch ``e`` visits the training examples in ``default_rng([seed, e]).permutation(n)``, batch ``b``
     the positions ``b*B .. (b+1)*B - 1`` of it: the exact indices fed to the steps, epochs 0 and 1."""
     from randlr_jax.training import _engine
 
     splits = blob_splits()
-    n, batch_size, seed = len(splits["train"]["y"]), 32, 3
+    n, batch_size, seed = len(splits["train"]["y"]), 16, 3
     splits["train"]["x"][:, 0] = np.arange(n)  # each example says its index
     fed = []
     place = _engine.shard_batch
@@ -166,17 +169,16 @@ def test_fit_reads_each_epoch_in_the_documented_order(tmp_path, monkeypatch):
 
     with monkeypatch.context() as patch:
         patch.setattr(_engine, "shard_batch", recording)
-        fit(_model(), optax.sgd(0.1), splits, _config(epochs=2, batch_size=batch_size, seed=seed),
-            tmp_path / "order")  # fmt: skip
+        fit(_model(), _SGD, splits, _config(epochs=2, seed=seed), tmp_path / "order")
     expected = [
         np.random.default_rng([seed, epoch]).permutation(n)[b * batch_size : (b + 1) * batch_size]
         for epoch in range(2)
         for b in range(n // batch_size)
     ]
-    assert len(fed) == len(expected) == 6
+    assert len(fed) == len(expected) == 12
     for got, want in zip(fed, expected, strict=True):
         np.testing.assert_array_equal(got, want)
-    assert not np.array_equal(np.concatenate(fed[:3]), np.concatenate(fed[3:]))  # reshuffled
+    assert not np.array_equal(np.concatenate(fed[:6]), np.concatenate(fed[6:]))  # reshuffled
 
 
 def test_early_stopping_keeps_best_epoch(tmp_path):
@@ -246,7 +248,7 @@ def test_fit_stops_at_the_hand_computed_epoch_and_keeps_that_epochs_params(tmp_p
         values = real(self, split, state)
         return {**values, "loss": next(curve)} if split == "validation" else values
 
-    splits, model, tx = blob_splits(), _model(), optax.sgd(0.1)
+    splits, model, tx = blob_splits(), _model(), _SGD
     with monkeypatch.context() as patch:
         patch.setattr(_loop._Single, "evaluate", hand_made)
         result = fit(model, tx, splits, _config(epochs=8, patience=2), tmp_path / "stop")
