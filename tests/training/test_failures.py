@@ -243,3 +243,25 @@ def test_labels_under_another_name_and_out_of_vocabulary_tokens_raise(tmp_path):
     bad = {"train": tokens, "validation": np.where(tokens == 4, 5, tokens).astype(np.int32)}
     with pytest.raises(ValueError, match=r"split 'validation': tokens must lie in \[0, 5\).* 5 at"):
         fit(model, optax.sgd(0.1), bad, config, tmp_path / "lm", task="language_model")
+
+
+def test_a_rerun_of_a_stopped_dead_run_stops_where_it_did_without_training(tmp_path):
+    # The checkpoint records the divergence: the same command again warns again, trains no step
+    # and reports the same step (not the next logging point, which resuming the dead state would see).
+    with pytest.warns(TrainingDiverged, match="training diverged at step 2:"):
+        first = _fit_dead_alrao(tmp_path)
+    assert first.summary["diverged"]["step"] == 2 and _latest_step(tmp_path) == 2
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        again = _fit_dead_alrao(tmp_path)
+    (message,) = _diverged(caught)
+    assert "training diverged at step 2:" in message and "nothing to resume" in message
+    assert again.summary["diverged"] == first.summary["diverged"]
+    assert again.history == first.history == [] and _latest_step(tmp_path) == 2
+    # Seen at an epoch's end (log_every past the epoch): the record is kept and nothing more runs.
+    with pytest.warns(TrainingDiverged):
+        straight = _fit_dead_alrao(tmp_path / "epoch_end", log_every=100)
+    with pytest.warns(TrainingDiverged, match="nothing to resume"):
+        rerun = _fit_dead_alrao(tmp_path / "epoch_end", log_every=100)
+    assert rerun.summary["diverged"] == straight.summary["diverged"]
+    assert [r["epoch"] for r in rerun.history] == [1] == [r["epoch"] for r in straight.history]
