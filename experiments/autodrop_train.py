@@ -124,6 +124,7 @@ Setup = Config
 
 DEFAULT = Config()
 CONFIGS = {
+    "default": DEFAULT,  # = mnist1d_cnn, the study on data that runs anywhere
     "mnist1d_cnn": DEFAULT,
     "cifar10_resnet18": dataclasses.replace(
         DEFAULT,

@@ -111,3 +111,36 @@ def test_valid_values_parse(parse, text, value):
 def test_invalid_values_raise_argparse_errors(parse, text):
     with pytest.raises(argparse.ArgumentTypeError, match=repr(text)):
         parse(text)
+
+
+STUDIES = [name for name in EXPERIMENTS if name != "readme_tables"]  # readme_tables trains nothing
+
+
+@pytest.mark.parametrize("script", STUDIES)
+def test_every_study_has_the_one_configuration_mechanism(script):
+    import ast
+    import dataclasses
+
+    module = importlib.import_module(f"experiments.{script}")
+    config_class = module.Config
+    assert dataclasses.is_dataclass(config_class) and config_class.__dataclass_params__.frozen
+    assert "default" in module.CONFIGS
+    assert all(type(c) is config_class for c in module.CONFIGS.values())
+    default = module.CONFIGS["default"]
+    smaller = module.quick(default)
+    assert type(smaller) is config_class and smaller != default
+    # One helper module: a study imports no other study, and draws no figure through pyplot.
+    tree = ast.parse(pathlib.Path(module.__file__).read_text())
+    imported = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module == "experiments":
+            imported |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("experiments."):
+            imported.add(node.module.split(".", 1)[1])
+        elif isinstance(node, ast.Import):
+            imported |= {
+                a.name for a in node.names if a.name.startswith(("experiments", "matplotlib"))
+            }
+    assert imported <= {"_common"}, imported
+    source = pathlib.Path(module.__file__).read_text()
+    assert "pyplot" not in source and "matplotlib.use" not in source
