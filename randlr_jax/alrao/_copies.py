@@ -37,8 +37,10 @@ References:
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import flax.linen as nn
@@ -182,6 +184,73 @@ def gaussian_log_likelihood(means: jax.Array, targets: jax.Array, sigma: float) 
     return jnp.sum(-0.5 * z**2 - math.log(sigma) - 0.5 * math.log(2 * math.pi), axis=-1)
 
 
+class AlraoTrainingError(RuntimeError):
+    """An Alrao head's mixture output was differentiated: it is being trained outside the Alrao step.
+
+    A plain loss on the mixture (``-log sum_j a_j p_j``) trains every copy on the mixture's gradient
+    instead of its own loss and never updates the switch posterior: it runs, but it is not Alrao.
+    """
+
+
+_MISUSE_MESSAGE = (
+    "the output of an Alrao head ({head}.__call__) was differentiated. Training an Alrao head with a "
+    "plain loss on its output trains every copy on the mixture's gradient instead of its own loss and "
+    "never updates the switch posterior. Train it with the Alrao step: "
+    "randlr_jax.alrao.make_alrao_train_step (Flax Linen, also for a head wrapped with "
+    "nnx.bridge.ToNNX) or randlr_jax.alrao.make_nnx_alrao_train_step (Flax NNX, NNXAlraoHead). To "
+    "differentiate the mixture on purpose (e.g. a saliency map), call the head with "
+    "allow_gradient=True or differentiate within randlr_jax.alrao.mixture_gradient_allowed()."
+)
+
+
+_GRADIENT_ALLOWED = contextvars.ContextVar("alrao_mixture_gradient_allowed", default=False)
+
+
+@contextlib.contextmanager
+def mixture_gradient_allowed() -> Iterator[None]:
+    """Within this context an Alrao head's output may be differentiated (no :class:`AlraoTrainingError`).
+
+    For a gradient of the mixture on purpose through a model that calls the head itself (e.g. the
+    gradient of a ``Classifier``'s output with respect to its input, or a check of the mixture's
+    gradients); calling the head with ``allow_gradient=True`` does the same for one call. The flag
+    is read when the head is called (at trace time under ``jit``).
+
+    Example:
+      >>> with mixture_gradient_allowed():
+      ...     pass
+    """
+    token = _GRADIENT_ALLOWED.set(True)
+    try:
+        yield
+    finally:
+        _GRADIENT_ALLOWED.reset(token)
+
+
+def guard_training(output: Any, head: str) -> Any:
+    """``output`` unchanged, but differentiating it raises :class:`AlraoTrainingError`.
+
+    The Alrao steps never differentiate a head's ``__call__`` (they use its copies' outputs); a
+    gradient through it means the head is trained by a plain loss. The check costs nothing in the
+    forward pass (an identity with a custom VJP whose backward pass raises when it is traced).
+    """
+
+    @jax.custom_vjp
+    def identity(x):
+        return x
+
+    def forward(x):
+        return x, None
+
+    def backward(_, cotangent):
+        del cotangent
+        raise AlraoTrainingError(_MISUSE_MESSAGE.format(head=head))
+
+    if _GRADIENT_ALLOWED.get():
+        return output
+    identity.defvjp(forward, backward)
+    return identity(output)
+
+
 class AlraoHead(nn.Module):
     """``N`` copies of a dense classifier layer, averaged by a posterior over the copies.
 
@@ -190,7 +259,10 @@ class AlraoHead(nn.Module):
 
     ``__call__(features)`` returns, for classification, the mixture log-probabilities ``(..., K)`` (usable as
     logits: they are already normalised); for regression, the posterior-weighted mean ``(..., K)``.
-    ``copy_outputs(features)`` returns the copies' logits (or means) ``(N, ..., K)``.
+    ``copy_outputs(features)`` returns the copies' logits (or means) ``(N, ..., K)``. Differentiating
+    ``__call__``'s output raises :class:`AlraoTrainingError` (a plain loss on the mixture is not
+    Alrao: train with :func:`randlr_jax.alrao.make_alrao_train_step`); ``allow_gradient=True`` (or
+    the context :func:`mixture_gradient_allowed`) lets a gradient through on purpose.
 
     Attributes:
       num_outputs: classes ``K`` (or output dimension for regression).
@@ -270,7 +342,13 @@ class AlraoHead(nn.Module):
         params = self.variables["params"] if head_params is None else head_params
         return masked_log_weights(log_posterior, copies_finite(params))
 
-    def __call__(self, features: jax.Array) -> jax.Array:
+    def __call__(self, features: jax.Array, *, allow_gradient: bool = False) -> jax.Array:
+        output = self._mixture(features)
+        if allow_gradient or self.is_initializing():
+            return output
+        return guard_training(output, "AlraoHead")
+
+    def _mixture(self, features: jax.Array) -> jax.Array:
         # ``init`` takes the unchunked path: it creates the parameters (on a small sample input).
         if self.copy_chunk_size is not None and not self.is_initializing():
             return chunked_mixture_output(

@@ -125,14 +125,80 @@ def scale_by_copy_lrs(copy_lrs: Any) -> optax.GradientTransformation:
     return optax.GradientTransformation(init_fn, update_fn)
 
 
-def head_label_fn(head_key: str = HEAD) -> Callable[[Any], Any]:
-    """Label every parameter ``"head"`` if its path contains the key ``head_key``, else ``"body"``."""
-    checks.name_string("head_key", head_key)
+HeadPath = Any
+"""Where the classifier copies are in a parameter tree (``head_path``): a key (``"head"``: every
+parameter whose path contains that key), a key path from the root (``("decoder", "classifier")``:
+every parameter under it, any depth) or a predicate ``(path: tuple[str, ...]) -> bool`` on the
+parameters' key paths."""
+
+
+def _keys(path: Any) -> tuple[str, ...]:
+    """A JAX key path as a tuple of ``str`` keys (dict keys, attribute names, sequence indices)."""
+    out = []
+    for k in path:
+        key = getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))
+        out.append(str(key))
+    return tuple(out)
+
+
+def head_matcher(head_path: HeadPath, name: str = "head_path") -> Callable[[tuple[str, ...]], bool]:
+    """The predicate on parameter key paths (tuples of ``str``) that ``head_path`` stands for.
+
+    A ``str`` ``k`` matches every path containing the key ``k`` (the ``head_key`` of 0.2); a tuple of
+    ``str`` matches every path that starts with it; a callable is the predicate itself.
+
+    Raises:
+      ValueError: ``head_path`` is none of these (an empty ``str``, an empty tuple or one with a
+        non-``str`` or empty entry), naming ``name``.
+    """
+    if isinstance(head_path, str):
+        checks.name_string(name, head_path)
+        return lambda keys: head_path in keys
+    if isinstance(head_path, tuple):
+        if not head_path or not all(isinstance(k, str) and k for k in head_path):
+            checks.fail(
+                name, "a key (a non-empty str), a key path (a non-empty tuple of non-empty str) or "
+                "a predicate on parameter paths", head_path,
+            )  # fmt: skip
+        n = len(head_path)
+        return lambda keys: tuple(keys[:n]) == head_path
+    if callable(head_path):
+        return lambda keys: bool(head_path(tuple(keys)))
+    checks.fail(
+        name, "a key (a non-empty str), a key path (a non-empty tuple of non-empty str) or a "
+        "predicate on parameter paths", head_path,
+    )  # fmt: skip
+    raise AssertionError  # unreachable: ``fail`` raises
+
+
+def _resolve_head_path(head_key: Any, head_path: Any) -> tuple[HeadPath, str]:
+    """``(head_path, how it is named in messages)`` from the two spellings (``head_key`` is 0.2's)."""
+    if head_path is None:
+        checks.name_string("head_key", head_key)
+        return head_key, f"head_key={head_key!r}"
+    if head_key != HEAD:
+        raise ValueError(
+            f"pass the classifier's location once: head_path={head_path!r} or "
+            f"head_key={head_key!r}, not both (head_path takes a key, a key path or a predicate)."
+        )
+    head_matcher(head_path)
+    return head_path, f"head_path={head_path!r}"
+
+
+def head_label_fn(
+    head_key: str = HEAD, *, head_path: HeadPath | None = None
+) -> Callable[[Any], Any]:
+    """Label every parameter ``"head"`` if its path matches the classifier's location, else ``"body"``.
+
+    ``head_path`` (a key, a key path or a predicate, see :func:`head_matcher`) replaces ``head_key``
+    (a key: every path containing it).
+    """
+    head_path, _ = _resolve_head_path(head_key, head_path)
+    match = head_matcher(head_path)
 
     def label(params):
         def one(path, _):
-            keys = [getattr(k, "key", getattr(k, "name", None)) for k in path]
-            return "head" if head_key in keys else "body"
+            return "head" if match(_keys(path)) else "body"
 
         return jax.tree_util.tree_map_with_path(one, params)
 
@@ -164,14 +230,14 @@ def _adam_direction(b1: Any, b2: Any, eps: Any) -> optax.GradientTransformation:
     return optax.scale_by_adam(b1=b1, b2=b2, eps=eps)
 
 
-def _check_copies(params: Any, head_key: str, num_copies: int) -> None:
-    """At ``init``: the parameters under ``head_key`` are classifier copies (copy axis first, of size
-    ``num_copies``); warn once when there are none."""
+def _check_copies(params: Any, head_path: HeadPath, shown: str, num_copies: int) -> None:
+    """At ``init``: the parameters at ``head_path`` (named ``shown`` in messages) are classifier
+    copies (copy axis first, of size ``num_copies``); warn once when there are none."""
     is_masked = lambda x: isinstance(x, optax.MaskedNode)  # noqa: E731
+    match = head_matcher(head_path)
     found = False
     for path, leaf in jax.tree_util.tree_leaves_with_path(params, is_leaf=is_masked):
-        keys = [getattr(k, "key", getattr(k, "name", None)) for k in path]
-        if head_key not in keys:
+        if not match(_keys(path)):
             continue
         found = True  # a copy masked out (optax.masked / partition) is still a copy
         if is_masked(leaf):
@@ -179,19 +245,19 @@ def _check_copies(params: Any, head_key: str, num_copies: int) -> None:
         shape = tuple(np.shape(leaf))
         if not shape or shape[0] != num_copies:
             raise ValueError(
-                f"the parameter {features_lib._path_str(path)!r} is under head_key={head_key!r}, so "
+                f"the parameter {features_lib._path_str(path)!r} is under {shown}, so "
                 f"it is trained as a classifier copy, but its shape {shape} has no leading copy axis "
                 f"of size num_copies={num_copies} (expected shape ({num_copies}, ...), as an "
                 f"AlraoHead's 'copies/kernel' (N, D, K)). If it belongs to the body, rename the "
-                f"module or pass the copies' key as head_key."
+                f"module or pass the copies' location as head_path."
             )
     if not found:
         warnings.warn(
-            f"alrao: no parameter path contains head_key={head_key!r}, so there are no classifier "
+            f"alrao: no parameter path matches {shown}, so there are no classifier "
             f"copies: every parameter gets per-feature rates and num_copies={num_copies} is unused. "
             "For a model without copies use randlr_jax.alrao.alrao_base (e.g. "
             "alrao_base(optax.identity(), key, lr_min, lr_max)); if the copies live under another "
-            "key, pass it as head_key.",
+            "location, pass it as head_path (a key, a key path or a predicate).",
             NoClassifierCopiesWarning,
             stacklevel=3,
         )
@@ -209,6 +275,7 @@ def alrao(
     rules: Any = None,
     lstm_gates: str = "shared",
     head_key: str = HEAD,
+    head_path: HeadPath | None = None,
 ) -> optax.GradientTransformation:
     """Alrao over any base direction (``base`` without a learning rate, e.g. ``optax.scale_by_adam()``).
 
@@ -228,7 +295,13 @@ def alrao(
       per: ``"feature"`` (default) or ``"weight"`` (Appendix E).
       rules: extra feature rules (see :mod:`randlr_jax.alrao`).
       lstm_gates: ``"shared"`` (paper) or ``"separate"`` (the authors' code).
-      head_key: the parameter-path key of the classifier copies (a non-empty str).
+      head_key: the parameter-path key of the classifier copies (a non-empty str): every parameter
+        whose path contains it.
+      head_path: the classifier copies' location, any name at any depth, replacing ``head_key``:
+        a key, a key path from the root (``("decoder", "classifier")``) or a predicate
+        ``(path: tuple[str, ...]) -> bool`` on parameter key paths (:func:`head_matcher`). Pass
+        the same value to :func:`randlr_jax.alrao.make_alrao_train_step`. ``None`` (default):
+        ``head_key``.
 
     Every argument is checked when the optimizer is built. Under ``optax.inject_hyperparams`` only
     ``learning_rate_scale`` may be injected (traced, it is not checked); ``key``, ``lr_min``,
@@ -252,7 +325,7 @@ def alrao(
     checks.transformation("base", base)
     checks.prng_key("key", key)
     _validate(lr_min, lr_max, num_copies)
-    checks.name_string("head_key", head_key)
+    head_path, shown = _resolve_head_path(head_key, head_path)
     if not callable(learning_rate_scale):
         checks.positive("learning_rate_scale", learning_rate_scale)
     body = optax.chain(
@@ -262,14 +335,14 @@ def alrao(
         ),
     )
     head = optax.chain(base, scale_by_copy_lrs(cc.copy_learning_rates(lr_min, lr_max, num_copies)))
-    tx = optax.partition({"body": body, "head": head}, head_label_fn(head_key))
+    tx = optax.partition({"body": body, "head": head}, head_label_fn(head_path=head_path))
     if callable(learning_rate_scale):
         tx = optax.chain(tx, optax.scale_by_schedule(learning_rate_scale), optax.scale(-1.0))
     else:
         tx = optax.chain(tx, optax.scale(-learning_rate_scale))
 
     def init_fn(params):
-        _check_copies(params, head_key, num_copies)
+        _check_copies(params, head_path, shown, num_copies)
         return tx.init(params)
 
     return tx._replace(init=init_fn)
@@ -288,6 +361,7 @@ def alrao_sgd(
     rules: Any = None,
     lstm_gates: str = "shared",
     head_key: str = HEAD,
+    head_path: HeadPath | None = None,
 ) -> optax.GradientTransformation:
     """Alrao-SGD (the paper's main method), with optional ordinary momentum.
 
@@ -295,8 +369,8 @@ def alrao_sgd(
     (its Nesterov form with ``nesterov``), as ``optax.sgd``; the update of a body weight of feature ``f``
     is ``-eta_f m`` and that of copy ``j`` is ``-eta_j m_j``. This is ordinary momentum, not the
     rate-dependent decay ``1 - mu * min(sqrt(eta), 1/mu)`` of the authors' PyTorch code (module
-    docstring). ``per``, ``rules``, ``lstm_gates`` and
-    ``head_key`` are as in :func:`alrao`. The numeric hyperparameters (``momentum``,
+    docstring). ``per``, ``rules``, ``lstm_gates``,
+    ``head_key`` and ``head_path`` are as in :func:`alrao`. The numeric hyperparameters (``momentum``,
     ``learning_rate_scale``) can be driven by ``optax.inject_hyperparams`` with
     ``static_args=("key", "lr_min", "lr_max", "num_copies")``: a concrete ``momentum`` is checked
     (``None`` or ``[0, 1)``), a traced one is not (nor a traced ``learning_rate_scale``); ``nesterov``
@@ -331,6 +405,7 @@ def alrao_sgd(
         rules=rules,
         lstm_gates=lstm_gates,
         head_key=head_key,
+        head_path=head_path,
     )
 
 
@@ -348,6 +423,7 @@ def alrao_adam(
     rules: Any = None,
     lstm_gates: str = "shared",
     head_key: str = HEAD,
+    head_path: HeadPath | None = None,
 ) -> optax.GradientTransformation:
     """Alrao-Adam: ``eta ⊙ m_hat / (sqrt(v_hat) + eps)``, per-feature (and per-copy) ``eta`` (Appendix C).
 
@@ -372,6 +448,7 @@ def alrao_adam(
         rules=rules,
         lstm_gates=lstm_gates,
         head_key=head_key,
+        head_path=head_path,
     )
 
 

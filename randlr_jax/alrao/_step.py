@@ -22,6 +22,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import optax
@@ -30,7 +31,14 @@ from randlr_jax import _checks as checks
 from randlr_jax.alrao import _copies as cc
 from randlr_jax.alrao import _guard as guard_lib
 from randlr_jax.alrao import _switch as switch_lib
-from randlr_jax.alrao._optimizers import HEAD, alrao_loss, alrao_loss_chunked
+from randlr_jax.alrao._optimizers import (
+    HEAD,
+    HeadPath,
+    _keys,
+    alrao_loss,
+    alrao_loss_chunked,
+    head_matcher,
+)
 from randlr_jax.training._state import TrainState
 from randlr_jax.training._steps import DEAD_METRIC, make_train_step
 
@@ -44,8 +52,29 @@ def make_alrao_train_step(
     catch_up_threshold: float = -20.0,
     extra_args_fn: Callable | None = None,
     feature_guard: bool = False,
+    head_path: HeadPath = HEAD,
 ) -> Callable[[TrainState, dict], tuple[TrainState, dict]]:
     """One compiled Alrao step: forward, all gradients, both updates and the posterior update.
+
+    The protocol a Flax Linen model follows (a ``Classifier`` / ``LanguageModel`` of the zoo does):
+
+    * a method ``features(x, *, train)`` (language models: ``features(tokens, carry, *, train) ->
+      (features, carry)``) returning the classifier's input; the step calls
+      ``model.apply(variables, x, train=True, rngs={"dropout": key}, mutable=[...],
+      method="features")``, the mutable collections being those of ``state.model_state`` other than
+      ``"alrao_switch"`` (e.g. ``batch_stats``);
+    * one :class:`~randlr_jax.alrao.AlraoHead` applied to those features, its parameters at
+      ``head_path``: any name at any depth. The step applies the copies itself
+      (``AlraoHead.copy_outputs`` on the head's parameters, or :func:`~randlr_jax.alrao.apply_copies`
+      when chunked) and reads and writes the head's averaging state at the same path of the
+      ``"alrao_switch"`` collection. The head module is the model's field ``head`` (the default), a
+      chain of fields along a key path, or else found by tracing ``model.apply(variables, x,
+      train=False)`` once (abstractly, at compile time), so a head built in ``setup`` or
+      ``@nn.compact`` works too.
+
+    Example (a head at ``("decoder", "classifier")``): ``tx = alrao_sgd(key, 1e-5, 10.0, 10,
+    head_path=("decoder", "classifier"))`` and ``make_alrao_train_step(model, tx,
+    head_path=("decoder", "classifier"))``.
 
     ``model`` is a ``Classifier`` or ``LanguageModel`` whose ``head`` is an
     :class:`~randlr_jax.alrao.AlraoHead`; ``state.model_state`` holds its ``"alrao_switch"``
@@ -68,7 +97,18 @@ def make_alrao_train_step(
         diverging ReLU feature no longer kills every copy (:mod:`randlr_jax.alrao._guard`, with the
         math and the activation assumption ``act(0) = 0``). Bit for bit the unguarded step while no
         feature diverges. Adds the metric ``dead_features``; :func:`randlr_jax.alrao.feature_guard_dead`
-        reads the masks from a state.
+        reads the masks from a state. Needs the head at the default ``head_path="head"``.
+      head_path: where the classifier copies are, as in the optimizer (same argument, same value):
+        a key (every parameter path containing it; default ``"head"``), a key path from the root
+        (``("decoder", "classifier")``) or a predicate ``(path: tuple[str, ...]) -> bool`` on
+        parameter key paths. It must select the parameters of exactly one ``AlraoHead``
+        (``.../copies/kernel`` and ``.../copies/bias``).
+
+    Raises:
+      ValueError: an argument out of range; a model without a ``features`` method (naming the
+        model's class and the method to add); a ``head_path`` matching no ``AlraoHead``
+        parameters (at the first trace: the paths of the heads found are listed) or a head
+        there that is not an ``AlraoHead``.
 
     Returns:
       ``train_step(state, batch) -> (state, metrics)``; metrics: ``loss`` (the mixture's: with every
@@ -87,17 +127,22 @@ def make_alrao_train_step(
     checks.in_range(
         "catch_up_threshold", catch_up_threshold, high=0.0, what="a number <= 0 (a log-posterior)"
     )
-    head = getattr(model, "head", None)
-    if head is None:
-        raise ValueError(
-            f"model must have a head (an AlraoHead) and a features(x, train) method to train with Alrao, "
-            f"got {type(model).__name__} without a head."
-        )
-    if not isinstance(head, cc.AlraoHead):
-        raise ValueError(
-            f"model.head must be an AlraoHead to train with Alrao, got {type(head).__name__}."
-        )
-    averager = head.averager()
+    head_matcher(head_path)  # checks it
+    if feature_guard and head_path != HEAD:
+        checks.fail("feature_guard", "False unless head_path is 'head' (the guard's default)", True)
+    _check_features_method(model)
+    # The head module: known now when it is a field (chain), else found at the first trace.
+    head_at = _static_head(model, head_path)
+    resolved: dict = {}
+
+    def located(params, variables=None, args=None):
+        """``(head module, its path)``, once per trace (``variables`` and ``args`` at the first)."""
+        if "head" not in resolved:
+            path = _head_module_path(model, params, head_path)
+            head = head_at if head_at is not None else _traced_head(model, variables, args, path)
+            resolved["head"], resolved["path"] = head, path
+        return resolved["head"], resolved["path"]
+
     loss_task = "regression" if task == "regression" else "classification"
 
     def loss_fn(params, state: TrainState, batch: dict, dropout_key):
@@ -121,8 +166,10 @@ def make_alrao_train_step(
         new_carry = None
         if task == "language_model":
             features, new_carry = features
-        switch_state = cc.get_switch_state(state.model_state)
-        head_params = params[HEAD]
+        head, path = located(params, {"params": params, **state.model_state}, args)
+        averager = head.averager()
+        switch_state = _switch_at(state.model_state, path)
+        head_params = _get_in(params, path)
         params_finite = cc.copies_finite(head_params)
         safe_head = cc.zero_nonfinite_copies(head_params, params_finite)
 
@@ -161,25 +208,29 @@ def make_alrao_train_step(
     def zero_dropped(tree, state: TrainState, aux: dict):
         # A dropped copy is frozen: no gradient reaches the optimizer and no update (momentum buffers
         # included) reaches the copy.
-        return {**tree, HEAD: cc.zero_nonfinite_copies(tree[HEAD], aux["finite"])}
+        path = resolved["path"]
+        return _set_in(tree, path, cc.zero_nonfinite_copies(_get_in(tree, path), aux["finite"]))
 
     def after_update(state: TrainState, new_state: TrainState, aux: dict) -> TrainState:
+        head, path = located(new_state.params)
+        averager = head.averager()
         new_switch = averager.update(
-            cc.get_switch_state(state.model_state), aux["copy_log_likelihoods"]
+            _switch_at(state.model_state, path), aux["copy_log_likelihoods"]
         )
         params = new_state.params
         if catch_up:
             log_posterior = averager.log_posterior(new_switch)
-            params = {
-                **params,
-                HEAD: switch_lib.catch_up(params[HEAD], log_posterior, catch_up_threshold),
-            }
-        model_state = cc.set_switch_state(new_state.model_state, new_switch)
+            caught = switch_lib.catch_up(_get_in(params, path), log_posterior, catch_up_threshold)
+            params = _set_in(params, path, caught)
+        model_state = _set_in(
+            new_state.model_state, (cc.SWITCH_COLLECTION, *path, "state"), new_switch
+        )
         return new_state.replace(params=params, model_state=model_state)
 
     def alrao_metrics(state: TrainState, new_state: TrainState, batch: dict, aux: dict) -> dict:
         finite = aux["finite"]
-        log_posterior = averager.log_posterior(cc.get_switch_state(new_state.model_state))
+        head, path = located(new_state.params)
+        log_posterior = head.averager().log_posterior(_switch_at(new_state.model_state, path))
         all_dropped = ~jnp.any(finite)
         metrics = {
             # The weights the model predicts with: dropped copies at zero, the rest renormalised.
@@ -213,7 +264,129 @@ def make_alrao_train_step(
     )
 
 
-def posterior_of(state: TrainState, model: Any) -> jax.Array:
-    """The averaging weights ``a`` ``(N,)`` held in ``state`` (for logging and :func:`suggest_lr`)."""
-    averager = model.head.averager()
-    return averager.posterior(cc.get_switch_state(state.model_state))
+def posterior_of(state: TrainState, model: Any, *, head_path: HeadPath = HEAD) -> jax.Array:
+    """The averaging weights ``a`` ``(N,)`` held in ``state`` (for logging and :func:`suggest_lr`).
+
+    ``head_path`` as in :func:`make_alrao_train_step`; the head must be a field of the model (or a
+    chain of fields along the key path), as ``Classifier.head``.
+    """
+    head_matcher(head_path)
+    head = _static_head(model, head_path)
+    if head is None:
+        raise ValueError(
+            f"posterior_of needs the AlraoHead as a field of {type(model).__name__} along "
+            f"head_path={head_path!r}; for a head built in setup or @nn.compact read the weights "
+            f"from the step's metrics['posterior']."
+        )
+    path = _head_module_path(model, state.params, head_path)
+    return head.averager().posterior(_switch_at(state.model_state, path))
+
+
+# ----------------------------------------------------------------------------- locating the head
+
+
+def _check_features_method(model: Any) -> None:
+    """The model exposes the classifier's input as a method ``features``."""
+    if not callable(getattr(model, "features", None)):
+        raise ValueError(
+            f"model (a {type(model).__name__}) has no features method, which "
+            f"make_alrao_train_step needs: "
+            f"it calls model.apply(variables, x, train=True, rngs={{'dropout': key}}, "
+            f"mutable=[...], method='features') to get the input of the classifier copies. Add to "
+            f"{type(model).__name__} a method `def features(self, x, *, train=False)` returning "
+            f"what its AlraoHead is applied to (language models: `features(self, tokens, carry, "
+            f"*, train=False) -> (features, carry)`)."
+        )
+
+
+def _static_head(model: Any, head_path: HeadPath) -> cc.AlraoHead | None:
+    """The head module when it is a field of the model (``head_path`` a key naming a field, or a
+    key path of fields); ``None`` when it cannot be read from the (unbound) model.
+
+    Raises:
+      ValueError: the field exists but is not an :class:`~randlr_jax.alrao.AlraoHead`.
+    """
+    keys = (head_path,) if isinstance(head_path, str) else head_path
+    if not isinstance(keys, tuple):
+        return None
+    module = model
+    for key in keys:
+        module = getattr(module, key, None) if isinstance(module, nn.Module) else None
+        if module is None:
+            return None
+    if not isinstance(module, cc.AlraoHead):
+        raise ValueError(
+            f"model (a {type(model).__name__}) must have an AlraoHead at head_path={head_path!r} "
+            f"to train with Alrao, got {type(module).__name__} there; put an AlraoHead there, or "
+            f"point head_path at it."
+        )
+    return module
+
+
+def _head_module_path(model: Any, params: Any, head_path: HeadPath) -> tuple[str, ...]:
+    """The key path of the one ``AlraoHead`` whose parameters ``head_path`` selects (the prefix of
+    its ``copies/kernel`` and ``copies/bias``)."""
+    match = head_matcher(head_path)
+    flat = jax.tree_util.tree_leaves_with_path(params)
+    all_paths = [_keys(path) for path, _ in flat]
+    heads = sorted(
+        {keys[:-2] for keys in all_paths if keys[-2:] == ("copies", "kernel") and len(keys) > 2}
+    )
+    matched = [keys for keys in all_paths if match(keys)]
+    prefixes = sorted({keys[: keys.index("copies")] for keys in matched if "copies" in keys[1:]})
+    heads_text = ", ".join(repr(h) for h in heads) or "none"
+    if len(prefixes) != 1 or not all(keys[: len(prefixes[0])] == prefixes[0] for keys in matched):
+        what = "matches no" if not matched else "does not select exactly one set of"
+        raise ValueError(
+            f"head_path={head_path!r} {what} AlraoHead parameters of {type(model).__name__} "
+            f"(copies/kernel, copies/bias under one module; matched {len(matched)} parameters). "
+            f"AlraoHead parameters found at: {heads_text}. Pass one of these as head_path, to "
+            f"the optimizer and to make_alrao_train_step alike."
+        )
+    return prefixes[0]
+
+
+def _traced_head(model: Any, variables: Any, args: tuple, path: tuple[str, ...]) -> cc.AlraoHead:
+    """The ``AlraoHead`` module at ``path``, found by tracing the model's forward pass abstractly."""
+    found: dict = {}
+
+    def record(next_fun, call_args, call_kwargs, context):
+        if isinstance(context.module, cc.AlraoHead):
+            found[tuple(context.module.path)] = context.module.clone(parent=None)
+        return next_fun(*call_args, **call_kwargs)
+
+    shapes = jax.tree.map(
+        lambda a: jax.ShapeDtypeStruct(jnp.shape(a), jnp.result_type(a)), variables
+    )
+    arg_shapes = jax.tree.map(
+        lambda a: jax.ShapeDtypeStruct(jnp.shape(a), jnp.result_type(a)), args
+    )
+    with nn.intercept_methods(record):
+        jax.eval_shape(
+            lambda v, a: model.apply(v, *a, train=False, mutable=True), shapes, arg_shapes
+        )
+    if path not in found:
+        raise ValueError(
+            f"{type(model).__name__}.__call__(x, train=False) does not apply an AlraoHead at "
+            f"{path!r} (the module of the parameters head_path selects); AlraoHeads applied: "
+            f"{sorted(found) or 'none'}."
+        )
+    return found[path]
+
+
+def _get_in(tree: Any, path: tuple[str, ...]) -> Any:
+    for key in path:
+        tree = tree[key]
+    return tree
+
+
+def _set_in(tree: Any, path: tuple[str, ...], value: Any) -> Any:
+    """A copy of the nested mapping ``tree`` with ``tree[path]`` replaced (the rest shared)."""
+    if not path:
+        return value
+    return {**tree, path[0]: _set_in(tree[path[0]], path[1:], value)}
+
+
+def _switch_at(model_state: Any, path: tuple[str, ...]) -> Any:
+    """The averaging state of the head at ``path`` (``model_state["alrao_switch"][*path]["state"]``)."""
+    return _get_in(model_state, (cc.SWITCH_COLLECTION, *path, "state"))
