@@ -290,6 +290,15 @@ ALRAO_SETTINGS: dict[str, AlraoSetting] = {
 QUICK_LM_TOKENS = 3_000  # the char LSTM's training characters under ``--quick``
 
 
+def study_setting(name: str, lm_train_chars: int | None) -> tuple[AlraoSetting, str | None]:
+    """``ALRAO_SETTINGS[name]`` for one study, with a language model's text cut to ``lm_train_chars``
+    (``None``: the setting's own), and why it cannot run here (:func:`unprepared_reason`; ``None``: it can)."""
+    setting = ALRAO_SETTINGS[name]
+    if setting.task == "language_model" and lm_train_chars is not None:
+        setting = dataclasses.replace(setting, max_train_tokens=lm_train_chars)
+    return setting, unprepared_reason(setting)
+
+
 def unprepared_reason(setting: AlraoSetting) -> str | None:
     """Why ``setting`` cannot run here (its public dataset is not prepared), or ``None``."""
     if not setting.requires_prepared:

@@ -156,13 +156,10 @@ def main(argv=None) -> dict:
     if args.command != "all":
         config = dataclasses.replace(config, commands=(args.command,))
     mesh = distributed.from_args(args)
-    setting = _common.ALRAO_SETTINGS[config.setting]
-    reason = _common.unprepared_reason(setting)
+    setting, reason = _common.study_setting(config.setting, config.lm_train_chars)
     if reason:
         print(f"skipping {config.setting}: {reason}")
         return {"skipped": reason}
-    if setting.task == "language_model" and config.lm_train_chars is not None:
-        setting = dataclasses.replace(setting, max_train_tokens=config.lm_train_chars)
     started = time.perf_counter()
     out = {}
     for command in config.commands:

@@ -40,7 +40,7 @@ from randlr_jax.alrao._optimizers import (
     alrao_loss_chunked,
     head_matcher,
 )
-from randlr_jax.training._steps import DEAD_METRIC
+from randlr_jax.alrao._step import step_metrics
 
 STEP_TASKS = ("classification", "regression")
 # ``nn.Dense``'s and ``nnx.Linear``'s defaults, as the Linen head's.
@@ -400,19 +400,7 @@ def make_nnx_alrao_train_step(
             new_head = switch_lib.catch_up(new_head, log_posterior, catch_up_threshold)
         head.set_head_params(new_head)
         head.switch.set_value(new_switch)
-        all_dropped = ~jnp.any(finite)
-        metrics = {
-            "loss": loss,
-            "posterior": jnp.exp(cc.masked_log_weights(log_posterior, finite)),
-            "copy_losses": -aux["copy_log_likelihoods"],
-            "num_dropped": jnp.sum(~finite).astype(jnp.int32),
-            "all_dropped": all_dropped,
-            DEAD_METRIC: all_dropped,
-        }
-        if task == "classification":
-            predictions = jnp.argmax(aux["mixture_log_probs"], axis=-1)
-            metrics["accuracy"] = jnp.mean(predictions == batch["y"])
-        return metrics
+        return {"loss": loss, **step_metrics(log_posterior, aux, batch, task)}
 
     return step
 

@@ -43,6 +43,28 @@ from randlr_jax.training._state import TrainState
 from randlr_jax.training._steps import DEAD_METRIC, make_train_step
 
 
+def step_metrics(log_posterior: jax.Array, aux: dict, batch: dict, task: str) -> dict:
+    """The metrics of an Alrao step (Linen or NNX) from the new log-posterior and the loss's ``aux``:
+    ``posterior``, ``copy_losses``, ``num_dropped``, ``all_dropped`` (and its generic twin
+    :data:`~randlr_jax.training._steps.DEAD_METRIC`) and, for classification, ``accuracy``."""
+    finite = aux["finite"]
+    all_dropped = ~jnp.any(finite)
+    metrics = {
+        # The weights the model predicts with: dropped copies at zero, the rest renormalised.
+        "posterior": jnp.exp(cc.masked_log_weights(log_posterior, finite)),
+        "copy_losses": -aux["copy_log_likelihoods"],
+        "num_dropped": jnp.sum(~finite).astype(jnp.int32),
+        # No copy left: the prediction is the uniform one (regression: zero) and nothing learns
+        # any more; ``fit`` stops on the generic flag.
+        "all_dropped": all_dropped,
+        DEAD_METRIC: all_dropped,
+    }
+    if task == "classification":
+        predictions = jnp.argmax(aux["mixture_log_probs"], axis=-1)
+        metrics["accuracy"] = jnp.mean(predictions == batch["y"])
+    return metrics
+
+
 def make_alrao_train_step(
     model: Any,
     tx: optax.GradientTransformation,
@@ -228,24 +250,9 @@ def make_alrao_train_step(
         return new_state.replace(params=params, model_state=model_state)
 
     def alrao_metrics(state: TrainState, new_state: TrainState, batch: dict, aux: dict) -> dict:
-        finite = aux["finite"]
         head, path = located(new_state.params)
         log_posterior = head.averager().log_posterior(_switch_at(new_state.model_state, path))
-        all_dropped = ~jnp.any(finite)
-        metrics = {
-            # The weights the model predicts with: dropped copies at zero, the rest renormalised.
-            "posterior": jnp.exp(cc.masked_log_weights(log_posterior, finite)),
-            "copy_losses": -aux["copy_log_likelihoods"],
-            "num_dropped": jnp.sum(~finite).astype(jnp.int32),
-            # No copy left: the prediction is the uniform one (regression: zero) and nothing learns
-            # any more; ``fit`` stops on the generic flag.
-            "all_dropped": all_dropped,
-            DEAD_METRIC: all_dropped,
-        }
-        if loss_task == "classification":
-            predictions = jnp.argmax(aux["mixture_log_probs"], axis=-1)
-            metrics["accuracy"] = jnp.mean(predictions == batch["y"])
-        return metrics
+        return step_metrics(log_posterior, aux, batch, loss_task)
 
     if feature_guard:
         loss_fn, after_update, alrao_metrics = guard_lib.guard_hooks(
