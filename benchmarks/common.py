@@ -219,6 +219,51 @@ def tree_bytes(tree: Any) -> int:
     return sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(tree))
 
 
+# MNIST-1D's default configuration: 4,000 training and 1,000 test examples of 40 floats, 10 classes.
+MNIST1D_SHAPES = {"train": 4000, "test": 1000, "features": 40, "classes": 10}
+
+
+def mnist1d_splits(validation_size: int, seed: int = 0) -> tuple[dict, str]:
+    """MNIST-1D's train / validation / test splits, or random arrays of the same shapes.
+
+    ``randlr_jax.data.train_val_test("mnist1d", ...)`` where the ``data`` extra (TensorFlow Datasets,
+    the ``mnist1d`` package) is installed; otherwise (an accelerator host without it) standard-normal
+    float32 inputs ``(n, 40)`` and uniform int32 labels in ``[0, 10)``, the validation set carved from
+    the 4,000 training examples by the same seeded permutation. Timings depend on the shapes only,
+    so either serves a benchmark; the second item says which one it got (``"mnist1d"`` or
+    ``"synthetic"``) for the results file.
+    """
+    try:
+        from randlr_jax import data
+
+        return data.train_val_test("mnist1d", validation_size=validation_size, seed=seed), "mnist1d"
+    except ImportError:
+        pass
+    import numpy as np
+
+    if not 0 <= validation_size < MNIST1D_SHAPES["train"]:
+        raise ValueError(
+            f"validation_size must be in [0, {MNIST1D_SHAPES['train']}), got {validation_size!r}."
+        )
+    rng = np.random.default_rng(seed)
+
+    def split(n: int) -> dict:
+        return {
+            "x": rng.normal(size=(n, MNIST1D_SHAPES["features"])).astype(np.float32),
+            "y": rng.integers(0, MNIST1D_SHAPES["classes"], size=n).astype(np.int32),
+        }
+
+    train, test = split(MNIST1D_SHAPES["train"]), split(MNIST1D_SHAPES["test"])
+    order = np.random.default_rng(seed).permutation(MNIST1D_SHAPES["train"])
+    held, kept = np.sort(order[:validation_size]), np.sort(order[validation_size:])
+    splits = {
+        "train": {k: v[kept] for k, v in train.items()},
+        "validation": {k: v[held] for k, v in train.items()},
+        "test": test,
+    }
+    return splits, "synthetic"
+
+
 def _version(name: str) -> str | None:
     try:
         from importlib.metadata import version
@@ -267,14 +312,22 @@ def command_line() -> str:
     return " ".join(["python", *sys.argv])
 
 
-def results_path(name: str, results_dir: str | None = None, sizes: str | None = None) -> str:
+def results_path(
+    name: str,
+    results_dir: str | None = None,
+    sizes: str | None = None,
+    backend_name: str | None = None,
+) -> str:
     """``<results_dir>/<name>_<backend>.json`` (default ``benchmarks/results``).
 
     Runs of a single script with sizes given on its command line (``sizes="custom"``) go to
-    ``<name>_<backend>_custom.json``, so they never replace the report's inputs.
+    ``<name>_<backend>_custom.json``, so they never replace the report's inputs. ``backend_name``:
+    another backend's file (the report reads a GPU run's files next to the CPU ones); default: this
+    process's backend.
     """
     suffix = "_custom" if sizes == "custom" else ""
-    return os.path.join(results_dir or RESULTS_DIR, f"{name}_{backend()}{suffix}.json")
+    platform_name = backend_name or backend()
+    return os.path.join(results_dir or RESULTS_DIR, f"{name}_{platform_name}{suffix}.json")
 
 
 def write_result(name: str, sizes: str, payload: dict, results_dir: str | None = None) -> str:

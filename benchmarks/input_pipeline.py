@@ -37,7 +37,7 @@ import jax
 import optax
 
 from benchmarks import common
-from randlr_jax import data, models
+from randlr_jax import models
 from randlr_jax.training import LoopConfig, create_train_state, make_train_step
 from randlr_jax.training._feed import SplitFeed, prefetch
 
@@ -69,6 +69,8 @@ def _endless(feed: SplitFeed):
 
 def _setting(name: str):
     """``(feed, model, task, carry)`` of one setting."""
+    from randlr_jax import data  # TensorFlow Datasets: only where a setting is built
+
     if name == "mlp":
         splits = data.train_val_test("mnist1d", validation_size=500, seed=0)
         config = LoopConfig(batch_size=128, num_devices=1, progress=False)

@@ -29,8 +29,9 @@ import numpy as np
 import optax
 
 from benchmarks import common
-from randlr_jax import data, models
+from randlr_jax import models
 from randlr_jax.training import LoopConfig, fit
+from randlr_jax.training._batching import num_batches
 from randlr_jax.training._population import fit_population
 
 SIZES = {
@@ -46,7 +47,7 @@ def grid(num_rates: int) -> list[float]:
 
 
 def measure(config: dict) -> dict:
-    splits = data.train_val_test("mnist1d", validation_size=500, seed=0)
+    splits, _ = common.mnist1d_splits(validation_size=500, seed=0)  # random arrays without it
     model = models.make_model("mlp", num_classes=10, widths=(100, 100))
     loop = LoopConfig(
         epochs=config["epochs"],
@@ -56,7 +57,7 @@ def measure(config: dict) -> dict:
         progress=False,
     )
     rates = grid(config["num_rates"])
-    steps_per_epoch = data.num_batches(len(splits["train"]["y"]), loop.batch_size, True)
+    steps_per_epoch = num_batches(len(splits["train"]["y"]), loop.batch_size, True)
     member_steps = len(rates) * loop.epochs * steps_per_epoch
     with tempfile.TemporaryDirectory() as workdir:
         t0 = time.perf_counter()

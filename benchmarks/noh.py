@@ -29,7 +29,7 @@ import jax.numpy as jnp
 import optax
 
 from benchmarks import common
-from randlr_jax import data, models
+from randlr_jax import models
 from randlr_jax.noh import _meta_training as mt
 from randlr_jax.noh import _noh as noh
 
@@ -63,7 +63,7 @@ BATCH_SIZE = 120
 
 
 def _setup():
-    splits = data.train_val_test("mnist1d", validation_size=500, seed=0)
+    splits, _ = common.mnist1d_splits(validation_size=500, seed=0)  # random arrays without it
     train = {"x": jnp.asarray(splits["train"]["x"]), "y": jnp.asarray(splits["train"]["y"])}
     model = models.make_model("noh_mlp", num_classes=10)
     params = model.init(jax.random.key(0), jnp.zeros((1, 40)))["params"]

@@ -29,6 +29,7 @@ from benchmarks import (
     autodrop_step,
     common,
     input_pipeline,
+    loop_engine,
     lr_grid,
     noh,
     range_test,
@@ -45,13 +46,19 @@ BENCHMARKS: dict[str, ModuleType] = {
     "lr_grid": lr_grid,
     "input_pipeline": input_pipeline,
     "range_test": range_test,
+    "loop_engine": loop_engine,
 }
 RUN_RECORD = "run_all"
+# The backends whose results can sit side by side in one results directory (``<name>_<backend>.json``).
+BACKENDS = ("cpu", "gpu", "tpu")
 SIZE_NOTES = {
     "accelerator": "full sizes (the paper-scale models and batches)",
     "cpu": "**reduced CPU sizes** (small models and batches; see each section)",
     "quick": "**quick smoke sizes** (toy sizes: the code paths run, the figures mean little)",
     "custom": "sizes given on the command line of the single script",
+    "device_check": "the accelerator models and batches, some sections with fewer epochs, unrolls "
+    "or repeats so that the whole check fits a few minutes of a lent accelerator "
+    "(`benchmarks/device_check.sh`; each section states its blocks)",
 }
 
 
@@ -59,11 +66,14 @@ SIZE_NOTES = {
 # Results files and the run record.
 
 
-def load_results(names, results_dir: str | None = None) -> dict[str, dict]:
-    """The results files of this backend that exist and carry the current envelope."""
+def load_results(
+    names, results_dir: str | None = None, backend: str | None = None
+) -> dict[str, dict]:
+    """The results files of ``backend`` (default: this process's) that exist and carry the current
+    envelope."""
     out = {}
     for name in names:
-        path = common.results_path(name, results_dir)
+        path = common.results_path(name, results_dir, backend_name=backend)
         if not os.path.exists(path):
             continue
         with open(path) as f:
@@ -89,9 +99,9 @@ def write_run_record(
     return path
 
 
-def load_run_record(results_dir: str | None = None) -> dict | None:
-    """The run record of this backend, ``None`` if no run wrote one."""
-    path = common.results_path(RUN_RECORD, results_dir)
+def load_run_record(results_dir: str | None = None, backend: str | None = None) -> dict | None:
+    """The run record of ``backend`` (default: this process's), ``None`` if no run wrote one."""
+    path = common.results_path(RUN_RECORD, results_dir, backend_name=backend)
     if not os.path.exists(path):
         return None
     with open(path) as f:
@@ -147,8 +157,9 @@ def _header(env: dict, sizes: str) -> list[str]:
         f"| wall time | {env.get('wall_time_s', float('nan')):.0f} s |",
         "",
     ]
-    if env.get("shared_machine_note"):
-        lines += [env["shared_machine_note"], ""]
+    for note in ("shared_machine_note", "data_note"):
+        if env.get(note):
+            lines += [env[note], ""]
     lines += [
         "**Conventions.** Every time is wall-clock around work ending in `jax.block_until_ready`, "
         "after a warm-up call (compilation excluded unless a section says otherwise). A *block* runs "
@@ -175,8 +186,9 @@ def render(
     *,
     failures: dict[str, str] | None = None,
     ran: list[str] | None = None,
+    title: str = "# Benchmark results",
 ) -> str:
-    """The whole ``RESULTS.md``.
+    """The whole ``RESULTS.md`` of one backend.
 
     Args:
       results: name -> payload of each results file found (:func:`load_results`).
@@ -186,9 +198,10 @@ def render(
       failures: name -> traceback of the benchmarks that failed in the run.
       ran: the benchmarks the run measured; the other sections are marked as earlier results.
         ``None``: no marks.
+      title: the first line (:func:`with_other_backends` names the backend of each further part).
     """
     failures = failures or {}
-    lines = ["# Benchmark results", "", *_header(environment, sizes)]
+    lines = [title, "", *_header(environment, sizes)]
     if headlines(results):
         lines += ["## Headlines", "", headlines_markdown(results), ""]
     for number, (name, module) in enumerate(BENCHMARKS.items(), start=1):
@@ -210,18 +223,42 @@ def render(
     return "\n".join(lines).rstrip() + "\n"
 
 
-def render_from_files(results_dir: str | None = None) -> str | None:
-    """``RESULTS.md`` from the results files and the run record alone (``None`` without a record)."""
-    record = load_run_record(results_dir)
+def render_backend(
+    backend: str | None = None, results_dir: str | None = None, title: str = "# Benchmark results"
+) -> str | None:
+    """One backend's report from its results files and run record alone (``None`` without a record)."""
+    record = load_run_record(results_dir, backend)
     if record is None:
         return None
     return render(
-        load_results(BENCHMARKS, results_dir),
+        load_results(BENCHMARKS, results_dir, backend),
         record["environment"],
         record["sizes"],
         failures=record["failures"],
         ran=record["ran"],
+        title=title,
     )
+
+
+def with_other_backends(text: str, results_dir: str | None = None) -> str:
+    """``text`` (this backend's report) followed by the report of every other backend whose run record
+    is in ``results_dir``, e.g. a GPU run's files (``benchmarks/device_check.sh``) next to the CPU ones,
+    each under its own title (``# Benchmark results on gpu``) and header."""
+    parts = [text]
+    for backend in BACKENDS:
+        if backend == common.backend():
+            continue
+        other = render_backend(backend, results_dir, title=f"# Benchmark results on {backend}")
+        if other is not None:
+            parts.append(other)
+    return "\n".join(parts)
+
+
+def render_from_files(results_dir: str | None = None) -> str | None:
+    """``RESULTS.md`` from the results files and the run records alone (``None`` without a record of
+    this backend): this backend's report, then any other backend's (:func:`with_other_backends`)."""
+    text = render_backend(None, results_dir)
+    return None if text is None else with_other_backends(text, results_dir)
 
 
 def finite_numbers_in_tables(markdown: str) -> list[float]:
@@ -243,6 +280,8 @@ __all__ = [
     "load_run_record",
     "readme_sections_table",
     "render",
+    "render_backend",
     "render_from_files",
+    "with_other_backends",
     "write_run_record",
 ]

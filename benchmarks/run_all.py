@@ -19,7 +19,10 @@ Commands (from the repository root)::
     python -m benchmarks.run_all --list                 # the benchmark names
 
 Benchmarks: ``alrao_step``, ``alrao_copies``, ``switch_update``, ``autodrop_step``, ``noh``, ``lr_grid``,
-``input_pipeline``, ``range_test`` (each also runs alone: ``python -m benchmarks.<name>``).
+``input_pipeline``, ``range_test``, ``loop_engine`` (each also runs alone: ``python -m
+benchmarks.<name>``). A lent GPU's few minutes: ``benchmarks/device_check.sh`` (its header says how);
+its results files, unpacked into ``benchmarks/results/``, join the report (``--report-only``) as a
+part of their own after this backend's.
 """
 
 from __future__ import annotations
@@ -122,6 +125,7 @@ def main(argv: list[str] | None = None) -> int:
         failures=record["failures"],
         ran=record["ran"],
     )
+    text = report.with_other_backends(text, results_dir)  # e.g. a GPU run's files next to these
     path = os.path.join(out_dir, "RESULTS.md")
     os.makedirs(out_dir, exist_ok=True)
     with open(path, "w") as f:

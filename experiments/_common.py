@@ -342,6 +342,7 @@ def alrao_train_config(
         copy_shards=1 if mesh is None else mesh.copies,
         progress=progress,
         description=description,
+        test_every_epoch=True,  # the studies' figures plot per-epoch test curves
     )
     return TrainConfig(
         dataset=setting.dataset,

@@ -243,6 +243,7 @@ def run_one(
         log_every=steps_per_epoch,
         num_devices=mesh.num_devices,
         copy_shards=mesh.copies,
+        test_every_epoch=True,  # the per-epoch test error curves
     )
     train_step = (
         None

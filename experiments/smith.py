@@ -244,6 +244,7 @@ def main(argv=None) -> dict:
         patience=None,
         num_devices=mesh.num_devices,
         copy_shards=mesh.copies,
+        test_every_epoch=True,  # the epochs to reach the target test accuracy, and its figure
     )
     base = TrainConfig(dataset="mnist1d", validation_size=s.validation_size, loop=loop)
     splits = rdata.train_val_test("mnist1d", validation_size=s.validation_size, seed=s.seed)

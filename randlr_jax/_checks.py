@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -273,12 +274,16 @@ def function(name: str, value: Any, what: str = "a callable", *, optional: bool 
 
 
 def model(name: str, value: Any) -> None:
-    """A Flax module: anything with callable ``init`` and ``apply`` (e.g. ``make_model("mlp")``)."""
+    """A Flax module: anything with callable ``init`` and ``apply`` (e.g. ``make_model("mlp")``), or
+    an ``nnx.Module`` (which the library sees through ``randlr_jax.training.adapt_model``)."""
+    nnx = sys.modules.get("flax.nnx")  # not imported: no NNX module can exist
+    if nnx is not None and isinstance(value, nnx.Module):
+        return
     if not (callable(getattr(value, "init", None)) and callable(getattr(value, "apply", None))):
         fail(
             name,
-            "a Flax module with init and apply (e.g. randlr_jax.models.make_model('mlp', "
-            "num_classes=10))",
+            "a Flax module: a Linen module with init and apply (e.g. "
+            "randlr_jax.models.make_model('mlp', num_classes=10)) or an nnx.Module",
             value,
             shown=brief(value),
         )

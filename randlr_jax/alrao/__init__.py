@@ -9,7 +9,8 @@ parameters without copies), the loss (``alrao_loss``, ``alrao_loss_chunked``), t
 train step (``make_alrao_train_step``, handed to :func:`randlr_jax.training.fit` as ``train_step=``) and the
 copy sharding over a ``"copies"`` mesh axis (``shard_state``, handed to ``fit`` as ``place_state=``). Flax NNX:
 :class:`NNXAlraoHead` (the copies as ``nnx.Param``, the switch as an :class:`AlraoSwitch` variable),
-``make_nnx_alrao_train_step`` and ``export_nnx_single_classifier``. Differentiating a head's output
+``make_nnx_alrao_train_step`` (``make_nnx_alrao_fit_step``: the same step as ``fit``'s ``train_step=``)
+and ``export_nnx_single_classifier``. Differentiating a head's output
 outside the Alrao steps raises :class:`AlraoTrainingError`.
 The classifier may sit anywhere in a Linen model: ``head_path`` (a key, a key path or a predicate on
 parameter paths, :func:`head_matcher`) tells the optimizers and the step where. Without Flax, any JAX
@@ -61,6 +62,7 @@ from randlr_jax.alrao._guard import feature_guard_num_dead as feature_guard_num_
 from randlr_jax.alrao._nnx import AlraoSwitch as AlraoSwitch
 from randlr_jax.alrao._nnx import NNXAlraoHead as NNXAlraoHead
 from randlr_jax.alrao._nnx import export_nnx_single_classifier as export_nnx_single_classifier
+from randlr_jax.alrao._nnx import make_nnx_alrao_fit_step as make_nnx_alrao_fit_step
 from randlr_jax.alrao._nnx import make_nnx_alrao_train_step as make_nnx_alrao_train_step
 from randlr_jax.alrao._optimizers import NoClassifierCopiesWarning as NoClassifierCopiesWarning
 from randlr_jax.alrao._optimizers import alrao as alrao

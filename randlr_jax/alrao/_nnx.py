@@ -41,6 +41,7 @@ from randlr_jax.alrao._optimizers import (
     head_matcher,
 )
 from randlr_jax.alrao._step import step_metrics
+from randlr_jax.training._nnx import adapt_model
 
 STEP_TASKS = ("classification", "regression")
 # ``nn.Dense``'s and ``nnx.Linear``'s defaults, as the Linen head's.
@@ -403,6 +404,112 @@ def make_nnx_alrao_train_step(
         return {"loss": loss, **step_metrics(log_posterior, aux, batch, task)}
 
     return step
+
+
+class _StateOptimizer:
+    """What :func:`make_nnx_alrao_train_step` uses of an ``nnx.Optimizer`` (``tx``, ``wrt``,
+    ``update``), over an optimizer state held outside the module (a ``TrainState``'s): ``tx`` runs on
+    the plain parameter dicts the state's ``opt_state`` was initialised on."""
+
+    def __init__(self, tx: optax.GradientTransformation, opt_state: Any):
+        self.tx, self.opt_state, self.wrt = tx, opt_state, nnx.Param
+
+    def update(self, model: nnx.Module, grads: Any, **extra: Any) -> None:
+        params = nnx.state(model, nnx.Param)
+        values = nnx.to_pure_dict(params)
+        updates, self.opt_state = self.tx.update(
+            nnx.to_pure_dict(grads), self.opt_state, values, **extra
+        )
+        nnx.replace_by_pure_dict(params, optax.apply_updates(values, updates))
+        nnx.update(model, params)
+
+
+def make_nnx_alrao_fit_step(
+    model: nnx.Module,
+    tx: optax.GradientTransformation,
+    *,
+    head_path: HeadPath = HEAD,
+    task: str = "classification",
+    catch_up: bool = False,
+    catch_up_threshold: float = -20.0,
+) -> Callable[[Any, dict], tuple[Any, dict]]:
+    """:func:`make_nnx_alrao_train_step` as ``fit``'s ``train_step(state, batch) -> (state, metrics)``.
+
+    ``fit`` sees an NNX model through :func:`randlr_jax.training.adapt_model` (parameters and the
+    other collections, the switch's ``"alrao_switch"`` among them, as plain dicts in a
+    ``TrainState``). This step merges them into a module (training mode, its random streams reseeded
+    from the state's dropout key, as ``fit``'s own step), runs the NNX Alrao step on it with ``tx``
+    on the state's optimizer state, and splits the result back: the same numbers as
+    ``make_nnx_alrao_train_step`` with ``nnx.Optimizer(model, tx, wrt=nnx.Param)``, resumable and
+    data parallel as any ``fit`` run.
+
+    Args:
+      model: the ``nnx.Module`` handed to ``fit`` (a ``features(x)`` method and one
+        :class:`NNXAlraoHead` that ``head_path`` names).
+      tx: the transformation handed to ``fit`` (typically :func:`~randlr_jax.alrao.alrao_sgd`
+        with the same ``head_path``).
+      head_path, task, catch_up, catch_up_threshold: as :func:`make_nnx_alrao_train_step`.
+
+    Example:
+      >>> from randlr_jax.alrao import alrao_sgd
+      >>> from randlr_jax.training import create_train_state
+      >>> class Net(nnx.Module):
+      ...     def __init__(self, rngs):
+      ...         self.body = nnx.Linear(4, 8, rngs=rngs)
+      ...         self.head = NNXAlraoHead(8, 3, num_copies=2, rngs=rngs)
+      ...     def features(self, x):
+      ...         return jax.nn.relu(self.body(x))
+      ...     def __call__(self, x):
+      ...         return self.head(self.features(x))
+      >>> model = Net(nnx.Rngs(0))
+      >>> tx = alrao_sgd(jax.random.key(1), 1e-3, 1.0, num_copies=2)
+      >>> step = jax.jit(make_nnx_alrao_fit_step(model, tx))
+      >>> state = create_train_state(model, tx, jax.random.key(0), jnp.ones((1, 4)))
+      >>> state, metrics = step(state, {"x": jnp.ones((5, 4)), "y": jnp.zeros(5, jnp.int32)})
+      >>> metrics["posterior"].shape, int(state.model_state["alrao_switch"]["head"]["switch"].step)
+      ((2,), 2)
+
+    Raises:
+      ValueError: ``model`` not an ``nnx.Module``, without ``features`` or without one
+        :class:`NNXAlraoHead` matching ``head_path``; ``tx`` not a transformation; a bad argument
+        of :func:`make_nnx_alrao_train_step`.
+    """
+    if not isinstance(model, nnx.Module):
+        checks.fail(
+            "model",
+            "an nnx.Module with an NNXAlraoHead (a Linen model trains with make_alrao_train_step)",
+            model,
+            shown=checks.brief(model),
+        )
+    if not callable(getattr(model, "features", None)):
+        raise ValueError(
+            f"model must have a features(x) method (the pre-classifier's output) to train with "
+            f"Alrao, got {type(model).__name__} without one."
+        )
+    find_head(model, head_path)
+    checks.transformation("tx", tx)
+    nnx_step = make_nnx_alrao_train_step(
+        head_path=head_path, task=task, catch_up=catch_up, catch_up_threshold=catch_up_threshold
+    )
+    adapted = adapt_model(model)
+
+    def train_step(state: Any, batch: dict) -> tuple[Any, dict]:
+        dropout_key, next_rng = jax.random.split(state.rng)
+        module = adapted.merge(
+            {"params": state.params, **state.model_state}, train=True, key=dropout_key
+        )
+        optimizer = _StateOptimizer(tx, state.opt_state)
+        metrics = nnx_step(module, optimizer, batch)
+        new_state = state.replace(
+            step=optax.safe_increment(state.step),
+            params=nnx.to_pure_dict(nnx.state(module, nnx.Param)),
+            model_state=adapted.collections_of(module),
+            opt_state=optimizer.opt_state,
+            rng=next_rng,
+        )
+        return new_state, metrics
+
+    return train_step
 
 
 def export_nnx_single_classifier(model: nnx.Module, head_path: HeadPath = HEAD) -> nnx.Module:

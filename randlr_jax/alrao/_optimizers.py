@@ -43,6 +43,7 @@ References:
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 from collections.abc import Callable
@@ -751,3 +752,243 @@ def _label_log_probs(log_probs: jax.Array, labels: jax.Array) -> jax.Array:
     """``log_probs[j, b, ..., labels[b, ...]]`` for every copy ``j``."""
     labels = jnp.broadcast_to(labels[None], log_probs.shape[:-1])
     return jnp.take_along_axis(log_probs, labels[..., None], axis=-1)[..., 0]
+
+
+# ------------------------------------------------------------------ the dense copies, fused
+
+
+DEFAULT_FUSED_CHUNK = 1
+"""Copies per iteration of :func:`alrao_loss_dense` when the head sets no ``copy_chunk_size``."""
+
+
+def alrao_loss_dense(
+    head_params: Any,
+    features: jax.Array,
+    targets: jax.Array,
+    log_posterior: jax.Array,
+    *,
+    chunk_size: int = DEFAULT_FUSED_CHUNK,
+    task: str = "classification",
+    sigma: float = 1.0,
+) -> tuple[jax.Array, dict]:
+    """:func:`alrao_loss` of dense classifier copies in one pass over the copies, gradient included.
+
+    The copies are an :class:`~randlr_jax.alrao.AlraoHead`'s: ``{"copies": {"kernel": (N, D, K),
+    "bias": (N, K)}}``, copy ``j``'s outputs ``z_j = features @ kernel_j + bias_j``. Same value,
+    ``aux`` and gradients with respect to ``head_params`` and ``features`` as :func:`alrao_loss` on
+    the copies' outputs (with ``params_finite = copies_finite(head_params)``), up to float
+    rounding; but the program never holds the outputs of all copies, nor any ``(N, ..., K)`` or
+    ``(N, D, K)`` array but the copies' gradient, and reads each copy's kernel once.
+
+    One ``lax.scan`` visits ``chunk_size`` copies at a time and computes, for each copy, ``z_j``, its
+    finiteness, ``log p_j(y|x)`` (classification ``z_{j,y} - logsumexp(z_j)``, regression the
+    Gaussian log-density), its share of the mixture (:func:`randlr_jax.alrao._copies.mixture_chunk`)
+    and, when differentiated (a ``jax.custom_vjp`` whose forward pass computes the gradient), the
+    output gradient of ``log p_j``, ``e_j = onehot(y) - softmax(z_j)`` (regression
+    ``(y - z_j) / sigma^2``), with the kernel in cache: the copy's own loss
+    ``L_j = -mean_b log p_j(y_b|x_b)`` gives ``d kernel_j = -features^T e_j / M`` and
+    ``d bias_j = -sum_b e_j / M`` at once (``M`` the number of examples), and ``v_j = e_j kernel_j^T``
+    ``(M, D)`` is kept. The mixture's loss ``L_mix = -mean_b log sum_j a_j p_j(y_b|x_b)`` reaches
+    the features through the responsibilities ``r_{jb} = a_j p_j(y_b|x_b) / sum_i a_i p_i(y_b|x_b)``,
+    known after the pass: ``d features_b = -sum_j r_{jb} v_{jb} / M``.
+
+    A copy is dropped when one of its outputs or its batch-mean log-likelihood is not finite. That
+    covers non-finite parameters without a pass over all ``N D K`` of them: a non-finite weight or
+    bias makes its whole output column non-finite (``0 * inf`` is NaN). A dropped copy gets a zero
+    gradient, and its (maybe NaN) kernel's products are discarded, never summed.
+
+    Only the loss carries a gradient (to ``head_params`` and ``features``); ``log_posterior``,
+    ``targets`` and ``aux`` do not.
+
+    Args:
+      head_params: ``{"copies": {"kernel": (N, D, K), "bias": (N, K)}}``, float.
+      features: the classifier's input ``(B, ..., D)``.
+      targets: int labels ``(B, ...)`` (classification) or float targets ``(B, ..., K)``.
+      log_posterior: ``(N,)`` averaging log-weights.
+      chunk_size: copies per iteration, in ``[1, N]`` (need not divide ``N``); chunks are strided
+        over the copy axis as :func:`randlr_jax.alrao._copies.to_copy_chunks` (with the copy axis
+        sharded over ``s`` devices and ``s`` dividing ``chunk_size``, every chunk is spread over
+        all of them).
+      task, sigma: as :func:`alrao_loss`.
+
+    Returns:
+      ``(loss, aux)`` as :func:`alrao_loss`.
+
+    Raises:
+      ValueError: ``head_params`` not that layout, ``features`` not ``(B, ..., D)``, bad
+        ``targets``, ``log_posterior``, ``task``, ``sigma`` or ``chunk_size``.
+    """
+    checks.one_of("task", task, cc.TASKS)
+    checks.positive("sigma", sigma)
+    kernel, bias = _dense_copies(head_params)
+    n, d, k = kernel.shape
+    checks.array_like("log_posterior", log_posterior, "the averaging log-weights (N,)")
+    if tuple(getattr(log_posterior, "shape", ())) != (n,):
+        checks.fail(
+            "log_posterior", f"the averaging log-weights of shape (N,) = ({n},) (N: the copies "
+            "of head_params)", log_posterior, shown=checks.brief(log_posterior),
+        )  # fmt: skip
+    if cc.check_copy_chunk_size(chunk_size, n, "chunk_size") is None:
+        checks.fail("chunk_size", f"an integer in [1, N={n}]", None)
+    checks.array_like("features", features, "the classifier's input (B, ..., D)")
+    if features.ndim < 2 or features.shape[-1] != d:
+        checks.fail(
+            "features", f"the classifier's input (B, ..., D) with D = {d} (the copies' kernels "
+            f"(N, D, K) = {(n, d, k)})", features, shown=checks.brief(features),
+        )  # fmt: skip
+    output_shape = tuple(features.shape[:-1]) + (k,)
+    _check_targets(targets, output_shape, task)
+    rows = math.prod(features.shape[:-1])
+    flat_targets = targets.reshape((rows, k) if task == "regression" else (rows,))
+    loss, aux = _dense_objective(
+        (chunk_size, task, float(sigma)), kernel, bias, features.reshape(rows, d),
+        flat_targets, jax.lax.stop_gradient(log_posterior),
+    )  # fmt: skip
+    aux = dict(aux)
+    if task == "classification":
+        aux["mixture_log_probs"] = aux["mixture_log_probs"].reshape(output_shape)
+    else:
+        aux["prediction"] = aux["prediction"].reshape(output_shape)
+    return loss, aux
+
+
+def _dense_copies(head_params: Any) -> tuple[jax.Array, jax.Array]:
+    """``(kernel (N, D, K), bias (N, K))`` of an ``AlraoHead``'s parameters, checked."""
+    copies = head_params.get("copies") if isinstance(head_params, dict) else None
+    kernel = copies.get("kernel") if isinstance(copies, dict) else None
+    bias = copies.get("bias") if isinstance(copies, dict) else None
+    if (
+        getattr(kernel, "ndim", 0) != 3
+        or getattr(bias, "ndim", 0) != 2
+        or tuple(bias.shape) != (kernel.shape[0], kernel.shape[2])
+        or not jnp.issubdtype(kernel.dtype, jnp.floating)
+    ):
+        checks.fail(
+            "head_params", "an AlraoHead's parameters {'copies': {'kernel': (N, D, K), "
+            "'bias': (N, K)}} (float)", head_params, shown=checks.brief(head_params),
+        )  # fmt: skip
+    return kernel, bias
+
+
+def _copies_matmul(features: jax.Array, kernel_c: jax.Array) -> jax.Array:
+    """``features @ kernel_j`` for each copy of a chunk: ``(M, D), (c, D, K) -> (c, M, K)``."""
+    if kernel_c.shape[0] == 1:  # a plain matmul: XLA keeps the kernel's layout (no transpose)
+        return (features @ kernel_c[0])[None]
+    batched = jnp.broadcast_to(features, (kernel_c.shape[0],) + features.shape)
+    return jax.lax.dot_general(batched, kernel_c, (((2,), (1,)), ((0,), (0,))))
+
+
+def _copies_matmul_t(grads: jax.Array, kernel_c: jax.Array) -> jax.Array:
+    """``grads_j @ kernel_j^T`` for each copy: ``(c, M, K), (c, D, K) -> (c, M, D)``."""
+    if kernel_c.shape[0] == 1:
+        return (grads[0] @ kernel_c[0].T)[None]
+    return jax.lax.dot_general(grads, kernel_c, (((2,), (2,)), ((0,), (0,))))
+
+
+def _copies_outer(features: jax.Array, grads: jax.Array) -> jax.Array:
+    """``features^T @ grads_j`` for each copy: ``(M, D), (c, M, K) -> (c, D, K)``."""
+    if grads.shape[0] == 1:
+        return (features.T @ grads[0])[None]
+    batched = jnp.broadcast_to(features, (grads.shape[0],) + features.shape)
+    return jax.lax.dot_general(batched, grads, (((1,), (1,)), ((0,), (0,))))
+
+
+def _dense_pass(static, kernel, bias, features, targets, log_posterior, *, with_grads):
+    """The scan of :func:`alrao_loss_dense`: ``(loss, aux)`` and, ``with_grads``, the gradient of
+    ``loss`` with respect to ``(kernel, bias, features)``."""
+    chunk_size, task, sigma = static
+    n, _, k = kernel.shape
+    rows = features.shape[0]
+    dtype = jnp.result_type(kernel.dtype, features.dtype)
+
+    def body(running, xs):
+        if chunk_size == 1:  # copy ``xs``: sliced in the loop, the kernels are never copied
+            valid = jnp.ones(1, bool)
+            kernel_c, bias_c, log_post_c = (
+                jax.lax.dynamic_slice_in_dim(x, xs, 1) for x in (kernel, bias, log_posterior)
+            )
+        else:
+            kernel_c, bias_c, log_post_c, valid = xs
+        outputs = _copies_matmul(features, kernel_c) + bias_c[:, None, :]
+        finite = valid & jnp.all(jnp.isfinite(outputs), axis=(1, 2))
+        outputs = jnp.where(finite[:, None, None], outputs, 0.0)
+        if task == "classification":
+            lse = jax.nn.logsumexp(outputs, axis=-1)
+            label = jnp.take_along_axis(outputs, targets[None, :, None], axis=-1)[..., 0]
+            ll = label - lse
+        else:
+            ll = cc.gaussian_log_likelihood(outputs, targets[None], sigma)
+        kept = finite & jnp.isfinite(ll.mean(axis=1))
+        log_weights = jnp.where(kept, log_post_c, -jnp.inf)
+        running = cc.mixture_combine(task, running, cc.mixture_chunk(task, outputs, log_weights))
+        if not with_grads:
+            return running, (ll, finite, None, None, None)
+        # d log p_j(y|x) / d z_j, zero for a dropped copy.
+        if task == "classification":
+            onehot = jnp.arange(k) == targets[:, None]
+            residual = onehot[None] - jnp.exp(outputs - lse[..., None])
+        else:
+            residual = (targets[None] - outputs) / sigma**2
+        residual = jnp.where(kept[:, None, None], residual, 0.0)
+        # The copy's own loss -mean_b log p_j(y_b|x_b): the copy's gradient, kernel in cache.
+        dk = _copies_outer(features, residual) * (-1.0 / rows)
+        db = residual.sum(axis=1) * (-1.0 / rows)
+        # The features' direction, weighted by the responsibilities after the pass; a dropped
+        # copy's (maybe NaN) kernel product is discarded.
+        v = jnp.where(kept[:, None, None], _copies_matmul_t(residual, kernel_c), 0.0)
+        return running, (ll, finite, v, dk, db)
+
+    # Strided chunks (``to_copy_chunks``): a sharded copy axis stays split, no gather. Padding
+    # copies (``N`` not a multiple of the chunk) are marked invalid and never kept.
+    if chunk_size == 1:
+        xs = jnp.arange(n)
+    else:
+        xs = cc.to_copy_chunks((kernel, bias, log_posterior), chunk_size)
+        xs = (*xs, cc.to_copy_chunks(jnp.ones(n, bool), chunk_size, fill=False))
+    running, ys = jax.lax.scan(body, cc.mixture_init(task, (rows, k), dtype), xs)
+    if chunk_size == 1:
+        ys = tuple(None if y is None else y[:, 0] for y in ys)
+    else:
+        ys = tuple(None if y is None else cc.from_copy_chunks(y, n) for y in ys)
+    ll, finite, v, d_kernel, d_bias = ys
+    fallback_ll = _fallback_log_likelihoods(targets, k, dtype, task, sigma)
+    if task == "regression":
+        fallback_ll = fallback_ll.reshape(rows)
+    loss, aux, safe_logw = _objective(ll, ll, finite, log_posterior, fallback_ll)
+    mixture = cc.mixture_finish(
+        task, running, jnp.where(aux["finite"], log_posterior, -jnp.inf), k
+    )
+    aux["mixture_log_probs" if task == "classification" else "prediction"] = mixture
+    if not with_grads:
+        return loss, aux
+    # The responsibilities r_jb (zero for dropped copies and for examples whose mixture
+    # log-likelihood fell back to the constant of the all-dropped prediction).
+    kept = aux["finite"]
+    terms = safe_logw[:, None] + jnp.where(kept[:, None], ll, -jnp.inf)
+    mixture_ll = jax.nn.logsumexp(terms, axis=0)
+    ok = jnp.isfinite(mixture_ll)
+    resp = jnp.where(ok[None] & kept[:, None], jnp.exp(terms - jnp.where(ok, mixture_ll, 0.0)), 0)
+    d_features = jnp.einsum("nm,nmd->md", resp, v) * (-1.0 / rows)
+    return (loss, aux), (d_kernel, d_bias, d_features.astype(features.dtype))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+def _dense_objective(static, kernel, bias, features, targets, log_posterior):
+    return _dense_pass(static, kernel, bias, features, targets, log_posterior, with_grads=False)
+
+
+def _dense_objective_fwd(static, kernel, bias, features, targets, log_posterior):
+    out, grads = _dense_pass(
+        static, kernel, bias, features, targets, log_posterior, with_grads=True
+    )
+    return out, grads
+
+
+def _dense_objective_bwd(static, grads, cotangents):
+    del static
+    g = cotangents[0]  # the loss's; ``aux`` carries no gradient
+    d_kernel, d_bias, d_features = grads
+    return g * d_kernel, g * d_bias, g * d_features, None, None
+
+
+_dense_objective.defvjp(_dense_objective_fwd, _dense_objective_bwd)

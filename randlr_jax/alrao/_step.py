@@ -19,6 +19,8 @@ References:
 
 from __future__ import annotations
 
+import types
+
 from collections.abc import Callable
 from typing import Any
 
@@ -37,6 +39,7 @@ from randlr_jax.alrao._optimizers import (
     _keys,
     alrao_loss,
     alrao_loss_chunked,
+    alrao_loss_dense,
     head_matcher,
 )
 from randlr_jax.training._state import TrainState
@@ -155,15 +158,17 @@ def make_alrao_train_step(
     _check_features_method(model)
     # The head module: known now when it is a field (chain), else found at the first trace.
     head_at = _static_head(model, head_path)
-    resolved: dict = {}
+    # A namespace, not a dict: the run's fingerprint describes the step by what it closes over, and
+    # must not change once the head is found.
+    resolved = types.SimpleNamespace()
 
     def located(params, variables=None, args=None):
         """``(head module, its path)``, once per trace (``variables`` and ``args`` at the first)."""
-        if "head" not in resolved:
+        if not hasattr(resolved, "head"):
             path = _head_module_path(model, params, head_path)
             head = head_at if head_at is not None else _traced_head(model, variables, args, path)
-            resolved["head"], resolved["path"] = head, path
-        return resolved["head"], resolved["path"]
+            resolved.head, resolved.path = head, path
+        return resolved.head, resolved.path
 
     loss_task = "regression" if task == "regression" else "classification"
 
@@ -192,31 +197,19 @@ def make_alrao_train_step(
         averager = head.averager()
         switch_state = _switch_at(state.model_state, path)
         head_params = _get_in(params, path)
-        params_finite = cc.copies_finite(head_params)
-        safe_head = cc.zero_nonfinite_copies(head_params, params_finite)
-
         log_posterior = averager.log_posterior(switch_state)
-        if head.copy_chunk_size is not None:
-            loss, aux = alrao_loss_chunked(
-                cc.apply_copies,
-                safe_head,
-                features,
-                batch["y"],
-                log_posterior,
-                params_finite,
-                chunk_size=head.copy_chunk_size,
-                task=loss_task,
-                sigma=head.sigma,
-            )
+        if _dense_copies(head):
+            # The head's own ``nn.Dense`` copies: the fused objective, one pass over the copies
+            # (its gradient computed with each copy's kernel in cache), never the (N, B, ..., K)
+            # outputs of all copies; ``copy_chunk_size`` copies per iteration.
+            loss, aux = alrao_loss_dense(
+                head_params, features, batch["y"], log_posterior,
+                chunk_size=cc.default_copy_chunk(head.copy_chunk_size, head.num_copies),
+                task=loss_task, sigma=head.sigma,
+            )  # fmt: skip
         else:
-
-            def copies(p, f):
-                return head.apply({"params": p}, f, method="copy_outputs")
-
-            own = copies(safe_head, jax.lax.stop_gradient(features))
-            mix = copies(jax.lax.stop_gradient(safe_head), features)
-            loss, aux = alrao_loss(
-                own, mix, batch["y"], log_posterior, params_finite, task=loss_task, sigma=head.sigma
+            loss, aux = _copy_outputs_loss(
+                head, head_params, features, batch["y"], log_posterior, loss_task
             )
         # The switch collection is replaced after the update (``after_update``).
         model_state = {**state.model_state, **new_other}
@@ -230,7 +223,7 @@ def make_alrao_train_step(
     def zero_dropped(tree, state: TrainState, aux: dict):
         # A dropped copy is frozen: no gradient reaches the optimizer and no update (momentum buffers
         # included) reaches the copy.
-        path = resolved["path"]
+        path = resolved.path
         return _set_in(tree, path, cc.zero_nonfinite_copies(_get_in(tree, path), aux["finite"]))
 
     def after_update(state: TrainState, new_state: TrainState, aux: dict) -> TrainState:
@@ -379,6 +372,32 @@ def _traced_head(model: Any, variables: Any, args: tuple, path: tuple[str, ...])
             f"{sorted(found) or 'none'}."
         )
     return found[path]
+
+
+def _dense_copies(head: cc.AlraoHead) -> bool:
+    """Whether the head's copies are its own ``nn.Dense`` layers (``copy_outputs`` not overridden):
+    then the step uses the fused :func:`~randlr_jax.alrao.alrao_loss_dense`."""
+    return type(head).copy_outputs is cc.AlraoHead.copy_outputs
+
+
+def _copy_outputs_loss(head, head_params, features, targets, log_posterior, task):
+    """:func:`~randlr_jax.alrao.alrao_loss` (or its chunked twin) on the copies' outputs, for a head
+    subclass whose ``copy_outputs`` is its own: the copies with non-finite parameters zeroed, their
+    outputs on ``stop_gradient(features)`` and with ``stop_gradient`` parameters."""
+    params_finite = cc.copies_finite(head_params)
+    safe_head = cc.zero_nonfinite_copies(head_params, params_finite)
+    if head.copy_chunk_size is not None:
+        return alrao_loss_chunked(
+            cc.apply_copies, safe_head, features, targets, log_posterior, params_finite,
+            chunk_size=head.copy_chunk_size, task=task, sigma=head.sigma,
+        )  # fmt: skip
+
+    def copies(p, f):
+        return head.apply({"params": p}, f, method="copy_outputs")
+
+    own = copies(safe_head, jax.lax.stop_gradient(features))
+    mix = copies(jax.lax.stop_gradient(safe_head), features)
+    return alrao_loss(own, mix, targets, log_posterior, params_finite, task=task, sigma=head.sigma)
 
 
 def _get_in(tree: Any, path: tuple[str, ...]) -> Any:

@@ -41,6 +41,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from randlr_jax.training._nnx import adapt_model
 from randlr_jax.training._plotting import new_figure, save_figure
 from randlr_jax.training._steps import apply_step
 
@@ -534,7 +535,10 @@ def classification_loss(model: Any, *, train: bool = True) -> LossFn:
     """``loss_fn(params, batch)``: mean softmax cross-entropy of ``model`` on ``{"x", "y"}`` batches.
 
     For Flax models whose only variables are ``"params"`` and that need no random key (no dropout);
-    other models take their own ``loss_fn``.
+    other models take their own ``loss_fn``. An ``nnx.Module`` works as its Linen face
+    (:func:`randlr_jax.training.adapt_model`): ``params`` is then
+    ``adapt_model(model).init(None)["params"]``, a plain dict of the paths of
+    ``nnx.state(model, nnx.Param)`` (that ``nnx.State`` itself is accepted too).
 
     Example:
       >>> import jax, jax.numpy as jnp
@@ -545,6 +549,8 @@ def classification_loss(model: Any, *, train: bool = True) -> LossFn:
       >>> float(jax.jit(loss_fn)(params, {"x": jnp.zeros((4, 5)), "y": jnp.zeros(4, jnp.int32)})) > 0
       True
     """
+
+    model = adapt_model(model)  # an nnx.Module: its Linen face
 
     def loss_fn(params, batch):
         logits = model.apply({"params": params}, batch["x"], train=train)

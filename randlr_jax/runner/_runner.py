@@ -24,6 +24,7 @@ from randlr_jax.runner._optimizers import OPTIMIZERS, make_optimizer
 from randlr_jax.runner._splits import load_splits
 from randlr_jax.training import _run_record as run_record
 from randlr_jax.training._loop import FitResult, LoopConfig, StepCallback, fit
+from randlr_jax.training._nnx import adapt_model
 
 
 @dataclasses.dataclass(frozen=True)
@@ -274,6 +275,7 @@ def record_run(
     Raises:
       ValueError: ``workdir`` holds a run of other settings (the message names the differing keys).
     """
+    model = adapt_model(model)  # an nnx.Module is recorded as fit records it
     described = describe_config(config, run_info=run_info, tx=tx if overridden else None)
     described = {k: v for k, v in described.items() if k not in ("loop", "data_dir")}
     record = run_record.fingerprint(

@@ -14,6 +14,9 @@ from randlr_jax.training._early_stopping import EarlyStopping as EarlyStopping
 from randlr_jax.training._engine import TrainingDiverged as TrainingDiverged
 from randlr_jax.training._loop import FitResult as FitResult
 from randlr_jax.training._loop import fit as fit
+from randlr_jax.training._nnx import NNXModel as NNXModel
+from randlr_jax.training._nnx import adapt_model as adapt_model
+from randlr_jax.training._nnx import nnx_model as nnx_model
 from randlr_jax.training._plotting import learning_curves as learning_curves
 from randlr_jax.training._plotting import new_figure as new_figure
 from randlr_jax.training._plotting import save_figure as save_figure

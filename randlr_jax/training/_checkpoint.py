@@ -66,8 +66,12 @@ class Checkpointer:
         back to the previous intact one."""
         return self._manager.latest_step()
 
-    def save(self, step: int, state: Any, meta: dict) -> None:
-        """Write checkpoint ``step`` (replacing one of the same step) and wait until it is on disk."""
+    def save(self, step: int, state: Any, meta: dict, *, wait: bool = True) -> None:
+        """Write checkpoint ``step`` (replacing one of the same step); with ``wait``, return once it is
+        on disk, otherwise once the arrays are copied off the devices (orbax's asynchronous save: the
+        files are written in the background while training goes on, and the state's buffers may be
+        donated at once). A save waits for the previous one first; :meth:`wait` and :meth:`close`
+        wait for the last."""
         ocp = _orbax()
         self._manager.wait_until_finished()  # a save an interrupt left running
         if int(step) in self._manager.all_steps():
@@ -76,6 +80,11 @@ class Checkpointer:
             state=ocp.args.StandardSave(_flatten(state)), meta=ocp.args.JsonSave(_jsonable(meta))
         )
         self._manager.save(int(step), args=args, force=True)
+        if wait:
+            self._manager.wait_until_finished()
+
+    def wait(self) -> None:
+        """Wait until the last save is on disk."""
         self._manager.wait_until_finished()
 
     def restore(self, target: Any, step: int | None = None) -> tuple[Any, dict]:
@@ -124,7 +133,11 @@ class Checkpointer:
         return os.path.join(self.directory, str(step))
 
     def close(self) -> None:
-        self._manager.close()
+        """Wait for the last save, then stop the manager's threads."""
+        try:
+            self._manager.wait_until_finished()
+        finally:
+            self._manager.close()
 
     def __enter__(self) -> Checkpointer:
         return self

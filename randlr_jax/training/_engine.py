@@ -43,6 +43,7 @@ import copy
 import dataclasses
 import functools
 import json
+import math
 import os
 import time
 import warnings
@@ -54,6 +55,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from randlr_jax import _checks as checks
+from randlr_jax.training import _dispatch as dispatch
 from randlr_jax.training._checkpoint import Checkpointer
 from randlr_jax.training._config import LoopConfig
 from randlr_jax.training._feed import SplitFeed, check_supervised_keys, prefetch
@@ -235,9 +237,22 @@ class Face(abc.ABC):
         """The recurrent carry an epoch starts from, placed on the mesh (``None``: there is none)."""
         return None
 
-    @abc.abstractmethod
+    step_fn: Callable
+    """``step_fn(state, batch, *self.step_extra()) -> (state, metrics)``: one step (jitted or not), run
+    ``n`` at a time by the engine (:func:`~randlr_jax.training._dispatch.chunk_runner`)."""
+
+    def step_extra(self) -> tuple:
+        """The arguments ``step_fn`` takes after ``(state, batch)`` (e.g. the members still training)."""
+        return ()
+
     def train_step(self, state: TrainState, batch: dict) -> tuple[TrainState, dict]:
-        """One jitted step (the batch already on the mesh)."""
+        """One step (the batch already on the mesh)."""
+        return self.step_fn(state, batch, *self.step_extra())
+
+    def run_chunk(self, state: TrainState, chunk: Any, n: int) -> tuple[TrainState, dict, Any, int]:
+        """``n`` steps from ``state`` over a placed chunk of batches, one dispatch:
+        ``(state, the last step's metrics, the chunk's losses, n)`` (the engine sets ``chunk_fn``)."""
+        return (*self.chunk_fn(state, chunk, n, *self.step_extra()), n)
 
     @abc.abstractmethod
     def postfix(self, epoch: int, metrics: dict, examples_per_s: float) -> dict:
@@ -304,8 +319,10 @@ class _Point(NamedTuple):
 
     Attributes:
       step: the steps done.
-      out: ``(state, metrics)``: the state after ``step`` steps and the metrics of the step that made it
-        (``None`` before the epoch's first step, after a restore and once :meth:`settled`).
+      out: ``(state, metrics, losses, count)``: the state after ``step`` steps, the metrics of the step
+        that made it, the losses of the chunk of ``count`` steps that ended with it (``(capacity,
+        ...)``, the first ``count`` rows) (``None, None, 0`` before the epoch's first chunk, after a
+        restore and once :meth:`settled`).
       stopper: the early stopping after the epochs of ``history``.
       best: the best ``{"params", "model_state"}`` of those epochs (a copy: not donated).
       history: one record per finished epoch.
@@ -317,7 +334,7 @@ class _Point(NamedTuple):
     """
 
     step: int
-    out: tuple[TrainState, dict | None]
+    out: tuple[TrainState, dict | None, Any, int]
     stopper: Any
     best: dict
     history: tuple[dict, ...]
@@ -335,12 +352,15 @@ class _Point(NamedTuple):
 
     @property
     def epoch_losses(self) -> tuple:
-        """All the current epoch's step losses so far, in order."""
-        return self.losses if self.metrics is None else self.losses + (self.metrics["loss"],)
+        """All the current epoch's step losses so far, in order: host arrays ``(steps, ...)`` and
+        ``(device losses, count)`` pairs of chunks."""
+        if self.metrics is None:
+            return self.losses
+        return self.losses + ((self.out[2], self.out[3]),)
 
     def settled(self) -> _Point:
-        """The same point with the last step's loss moved to :attr:`losses` (before the next step)."""
-        return self._replace(out=(self.state, None), losses=self.epoch_losses)
+        """The same point with the last chunk's losses moved to :attr:`losses` (before the next)."""
+        return self._replace(out=(self.state, None, None, 0), losses=self.epoch_losses)
 
 
 def run(
@@ -369,12 +389,20 @@ def run(
     ahead = config.prefetch
     if ahead is None:
         ahead = 0 if jax.default_backend() == "cpu" else 2
-    place = functools.partial(shard_batch, mesh=mesh)
+    data.place_on(mesh, config)
     steps_per_epoch = data.steps_per_epoch
     status = functools.partial(_status, config, main_process)
+    capacity = min(
+        data.capacity, steps_per_epoch, config.log_every, config.checkpoint_every_steps or math.inf
+    )
+    data.capacity = int(capacity)
+    face.chunk_fn = _shared_chunk_runner(face.step_fn, mesh, data.resident)
+    splits_every_epoch = [s for s in ("validation", "test") if s in data.splits]
+    if not config.test_every_epoch and "test" in splits_every_epoch:
+        splits_every_epoch.remove("test")  # evaluated once, at the best epoch, by the caller
 
     checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"))
-    point = _Point(0, (face.state, None), face.stopper, _copy_best(_best_part(face.state)), ())
+    point = _Point(0, (face.state, None, None, 0), face.stopper, _copy_best(_best_part(face.state)), ())
     saved = None  # the point of the newest checkpoint (``None``: none of this run)
     if checkpointer.latest_step() is not None:
         try:
@@ -413,7 +441,7 @@ def run(
         warnings.warn(message, TrainingDiverged, stacklevel=4)  # at the call of fit(_population)
         return seen
 
-    def save(p: _Point) -> None:
+    def save(p: _Point, wait: bool = True) -> None:
         meta = {
             "history": [encode_record(h) for h in p.history],
             "early_stopping": p.stopper.to_dict(),
@@ -428,7 +456,24 @@ def run(
             meta["epoch"] = encode_record(
                 {"train_losses": losses, "fields": fields, "dead": _listed(dead)}
             )
-        checkpointer.save(p.step, (p.state, p.best), meta)
+        checkpointer.save(p.step, (p.state, p.best), meta, wait=wait)
+        last_save[0] = time.perf_counter()
+
+    last_save = [time.perf_counter()]
+
+    def due(step: int) -> bool:
+        """Whether the checkpoint policy asks for a checkpoint after ``step``."""
+        if config.checkpoint_every_steps and step % config.checkpoint_every_steps == 0:
+            return True
+        seconds = config.checkpoint_every_seconds
+        return seconds is not None and time.perf_counter() - last_save[0] >= seconds
+
+    def finished(p: _Point) -> bool:
+        return (
+            len(p.history) >= config.epochs
+            or p.stopper.should_stop
+            or (diverged is not None and diverged["stopped"])
+        )
 
     t_start = time.perf_counter()
     steps_timed = 0
@@ -448,29 +493,25 @@ def run(
             if start_batch == 0:  # each epoch restarts the streams (a resumed one has its carry)
                 carry = face.fresh_carry()
                 if carry is not None:
-                    point = point._replace(out=(point.state.replace(carry=carry), None))
-            if start_batch < steps_per_epoch:
-                batches = data.train_batches(epoch, start_batch=start_batch)
-            else:  # resumed after the epoch's last step: only its record is left
-                batches = iter(())
-            if ahead:  # the next batches are gathered and placed while the current step runs
-                batches = prefetch(batches, size=ahead, transform=place)
+                    point = point._replace(out=(point.state.replace(carry=carry), None, None, 0))
+            ragged = data.ragged_batch() is not None
+            sizes = _chunk_sizes(point.step, epoch_end, capacity, config, ragged)
+            chunks = data.train_chunks(epoch, start_batch, sizes)
+            if ahead:  # the next chunks are gathered and placed while the current one runs
+                chunks = prefetch(chunks, size=ahead, transform=data.place_chunk)
             else:
-                batches = (place(batch) for batch in batches)
-            step_fn = face.train_step
-            with contextlib.closing(batches):  # stop the loader thread on interrupt
-                for batch in batches:
+                chunks = (data.place_chunk(chunk) for chunk in chunks)
+            run_chunk = face.run_chunk
+            with contextlib.closing(chunks):  # stop the loader thread on interrupt
+                for n, chunk in zip(sizes, chunks, strict=False):
                     point = point.settled()
-                    # One line: nothing runs between the step (it donates the old state) and its point.
-                    point = point._replace(step=point.step + 1, out=step_fn(point.state, batch))
-                    steps_timed += 1
+                    # One line: nothing runs between the steps (they donate the old state) and their
+                    # point.
+                    point = point._replace(step=point.step + n, out=run_chunk(point.state, chunk, n))
+                    steps_timed += n
                     step = point.step
-                    if (
-                        config.checkpoint_every_steps
-                        and step % config.checkpoint_every_steps == 0
-                        and step != epoch_end
-                    ):  # the epoch end saves anyway, with its record
-                        save(point)
+                    if step != epoch_end and due(step):  # the epoch end saves with its record
+                        save(point, wait=False)
                         saved = point
                     dead = None
                     if step % config.log_every == 0 or step == epoch_end:
@@ -481,7 +522,7 @@ def run(
                             callback(step, host)
                         if watch and step != epoch_end:  # the epoch's end looks at its last step
                             dead = dead_mask(host)
-                    progress.update(1)
+                    progress.update(n)
                     if dead is not None and diverged is None and face.all_dead(dead):
                         stop = config.on_divergence == "stop"
                         diverged = report(point, host["loss"], dead, stop)
@@ -515,10 +556,9 @@ def run(
                 dead = point.dead
                 if point.metrics is not None:
                     dead = dead_mask(host_metrics(to_host(point.metrics)))
-            for split in ("validation", "test"):
-                if split in data.splits:
-                    for name, value in face.evaluate(split, point.state).items():
-                        record[f"{split}_{name}"] = value
+            for split in splits_every_epoch:
+                for name, value in face.evaluate(split, point.state).items():
+                    record[f"{split}_{name}"] = value
             stopper = copy.deepcopy(point.stopper)
             improved = stopper.update(record.get("validation_loss", -float(epoch)), epoch + 1)
             if dead is not None:
@@ -527,13 +567,21 @@ def run(
             if np.any(improved):  # a copy: the state's own buffers are donated to the next step
                 best = _copy_best(face.merge_best(improved, _best_part(point.state), best))
             record["best_epoch"] = stopper.best_epoch
-            point = _Point(point.step, (point.state, None), stopper, best, (*point.history, record))
+            point = _Point(
+                point.step, (point.state, None, None, 0), stopper, best, (*point.history, record)
+            )
             if main_process:
                 append_jsonl(metrics_path, record)
             if dead is not None and diverged is None and face.all_dead(np.asarray(dead, bool)):
                 diverged = report(point, last_loss, dead, config.on_divergence == "stop")
-            save(point)  # with the divergence, if just seen
-            saved = point
+                save(point)  # with the divergence (a re-run stops here)
+                saved = point
+            elif finished(point):  # the run's end: waited for
+                save(point)
+                saved = point
+            elif due(point.step):
+                save(point, wait=False)
+                saved = point
             if diverged is not None and diverged["stopped"]:
                 break
     except KeyboardInterrupt:
@@ -561,11 +609,53 @@ def run(
     finally:
         try:
             progress.close()
+            checkpointer.wait()
         finally:  # the checkpointer's threads stop even if an interrupt hits the bar's close
             checkpointer.close()
     wall = time.perf_counter() - t_start
     history = list(point.history)
     return Run(point.state, point.best, history, point.stopper, wall, steps_timed, diverged)
+
+
+def _chunk_sizes(
+    step: int, epoch_end: int, capacity: int, config: LoopConfig, ragged: bool
+) -> list[int]:
+    """The chunks of steps from ``step`` to ``epoch_end``: each at most ``capacity``, ending at every
+    logging point (``log_every``), every ``checkpoint_every_steps``, and (``ragged``: the epoch's last
+    batch is smaller than the others) before the last step, whose batch is a chunk of its own."""
+    stops = {epoch_end}
+    for every in (config.log_every, config.checkpoint_every_steps):
+        if every:
+            first = (step // every + 1) * every
+            stops.update(range(first, epoch_end, every))
+    if ragged:
+        stops.add(epoch_end - 1)
+    sizes = []
+    for stop in sorted(x for x in stops if x > step):
+        while step < stop:
+            n = min(capacity, stop - step)
+            sizes.append(n)
+            step += n
+    return sizes
+
+
+_CHUNK_RUNNERS: dict = {}
+
+
+def _shared_chunk_runner(step_fn: Callable, mesh: Any, resident: bool) -> Callable:
+    """:func:`~randlr_jax.training._dispatch.chunk_runner` of ``step_fn``, the same compiled program
+    again for the same step (the faces' steps are shared between runs of the same model and
+    optimizer); unhashable: a new one."""
+    key = (step_fn, mesh, resident)
+    try:
+        hash(key)
+    except TypeError:
+        return dispatch.chunk_runner(step_fn, mesh, resident)
+    if key not in _CHUNK_RUNNERS:
+        if len(_CHUNK_RUNNERS) >= 16:
+            _CHUNK_RUNNERS.pop(next(iter(_CHUNK_RUNNERS)))
+        _CHUNK_RUNNERS[key] = dispatch.chunk_runner(step_fn, mesh, resident)
+    return _CHUNK_RUNNERS[key]
 
 
 def write_results(workdir: str, results: dict) -> None:
@@ -648,10 +738,12 @@ def _restore(checkpointer: Checkpointer, face: Face, initial: _Point) -> tuple[_
     divergence it records (``None``: none seen before it)."""
     (state, best), meta = checkpointer.restore((initial.state, initial.best))
     epoch = decode_record(meta.get("epoch") or {})  # a checkpoint inside an epoch
-    losses = tuple(np.asarray(loss, np.float64) for loss in epoch.get("train_losses", ()))
+    losses = ()
+    if epoch.get("train_losses"):
+        losses = (np.asarray(epoch["train_losses"], np.float64),)
     return _Point(
         step=int(meta[face.step_key]),
-        out=(state, None),
+        out=(state, None, None, 0),
         stopper=type(initial.stopper).from_dict(meta["early_stopping"]),
         best=best,
         history=tuple(decode_record(h) for h in meta["history"]),
@@ -663,12 +755,15 @@ def _restore(checkpointer: Checkpointer, face: Face, initial: _Point) -> tuple[_
 
 def _host_losses(losses: tuple) -> np.ndarray:
     """``(steps,)`` (per member ``(steps, K)``) float64: the step losses on the host, in order (the
-    restored host values come first; the device ones come back in one transfer)."""
-    host = [np.asarray(loss, np.float64) for loss in losses if not isinstance(loss, jax.Array)]
-    device = [loss for loss in losses if isinstance(loss, jax.Array)]
-    if device:
-        host.extend(np.asarray(to_host(jnp.stack(device)), np.float64))
-    return np.stack(host) if host else np.zeros((0,))
+    restored host values ``(steps, ...)`` come first; the chunks' device ones, ``(losses, count)``
+    pairs, come back in one transfer)."""
+    host = [np.asarray(loss, np.float64) for loss in losses if not isinstance(loss, tuple)]
+    chunks = [loss for loss in losses if isinstance(loss, tuple)]
+    if chunks:
+        values = to_host([loss for loss, _ in chunks])
+        host.extend(np.asarray(v[:count], np.float64) for v, (_, count) in zip(values, chunks, strict=True))
+    host = [h for h in host if h.size or h.ndim > 1]
+    return np.concatenate(host) if host else np.zeros((0,))
 
 
 def _save_on_interrupt(save: Callable[[_Point], None], point: _Point) -> tuple[_Point | None, str]:

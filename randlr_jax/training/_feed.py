@@ -22,11 +22,23 @@ import jax
 import numpy as np
 
 from randlr_jax.training import _batching as batching
-from randlr_jax.training._sharding import data_size, pad_batch, shard_batch, to_host
+from randlr_jax.training import _dispatch as dispatch
+from randlr_jax.training._sharding import (
+    DATA_AXIS,
+    data_size,
+    pad_batch,
+    put_global,
+    replicated,
+    shard_batch,
+    to_host,
+)
 
 Batch = dict[str, np.ndarray]
 EVAL_SPLITS = ("validation", "test")
 _CHUNK_ELEMENTS = 1 << 22  # the finiteness check reads the inputs in blocks of this many values
+_MIB = 1 << 20
+_AUTO_DISPATCH = 64  # steps per dispatch by default
+_STREAMED_CHUNK_BYTES = 64 * _MIB  # a streamed chunk of batches stays under this
 
 
 def check_splits(splits: dict, task: str) -> None:
@@ -196,6 +208,84 @@ class SplitFeed:
             return np.asarray(self.splits["train"]["x"][:1])
         return np.zeros((1, self.config.seq_len), np.int32)
 
+    def place_on(self, mesh: Any, config: Any) -> None:
+        """Decide where the batches come from, for a run on ``mesh`` (called by the engine once).
+
+        The training split lives on the devices (:attr:`resident`) for classification in one process
+        when its inputs and labels take at most ``config.device_data_mb``; otherwise chunks of batches
+        are streamed from the host. :attr:`capacity` is the most steps one dispatch runs
+        (``config.steps_per_dispatch``, by default 64, for streamed batches fewer so that a chunk stays
+        under 64 MiB); the engine cuts chunks shorter at logging points, step-count checkpoints and the
+        epoch's end.
+        """
+        self.mesh = mesh
+        self.limit_bytes = float(config.device_data_mb) * _MIB
+        self._eval_stacks: dict = {}
+        self._source = None
+        self.resident = bool(
+            self.task == "classification"
+            and jax.process_count() == 1
+            and _nbytes(self.splits["train"]) <= self.limit_bytes
+        )
+        capacity = config.steps_per_dispatch
+        if capacity is None:
+            capacity = _AUTO_DISPATCH
+            if not self.resident:
+                batch = next(iter(self.train_batches(0)))
+                capacity = max(1, min(capacity, _STREAMED_CHUNK_BYTES // max(1, _nbytes(batch))))
+        self.capacity = int(capacity)
+        for split in EVAL_SPLITS:  # put on the devices now, at the run's start
+            if split in self.splits:
+                self._eval_stack(split, mesh, self.eval_stream_count(mesh))
+
+    def ragged_batch(self) -> int | None:
+        """The index of an epoch's last batch when it is smaller than the others (``None``: none)."""
+        if self.task != "classification" or self.config.drop_remainder:
+            return None
+        if len(self.splits["train"]["y"]) % self.config.batch_size == 0:
+            return None
+        return self.steps_per_epoch - 1
+
+    def train_chunks(self, epoch: int, start_batch: int, sizes: list[int]) -> Iterator[Any]:
+        """Epoch ``epoch``'s batches from ``start_batch`` on, in chunks of ``sizes`` batches (host
+        values, placed by :meth:`place_chunk`): the ``(capacity, B)`` example indices of a chunk
+        (:attr:`resident`), or its batches stacked ``(capacity, B, ...)``; rows past the chunk's
+        size are zero padding. A ragged last batch is a chunk of its own (capacity 1)."""
+        ragged = self.ragged_batch()
+        if self.resident:
+            n, size = len(self.splits["train"]["y"]), self.config.batch_size
+            order = batching.epoch_permutation(n, seed=self.config.seed, epoch=epoch)
+            batch = start_batch
+            for count in sizes:
+                if batch == ragged:
+                    yield order[batch * size :][None].astype(np.int32)
+                else:
+                    rows = np.zeros((self.capacity, size), np.int32)
+                    rows[:count] = order[batch * size : (batch + count) * size].reshape(count, size)
+                    yield rows
+                batch += count
+            return
+        batches = self.train_batches(epoch, start_batch=start_batch)
+        batch = start_batch
+        for count in sizes:
+            group = [next(batches) for _ in range(count)]
+            capacity = 1 if batch == ragged else self.capacity
+            yield {
+                key: _stack([b[key] for b in group], capacity) for key in group[0]
+            }
+            batch += count
+
+    def place_chunk(self, chunk: Any) -> Any:
+        """A chunk of :meth:`train_chunks` on the mesh: ``(source, indices)`` with the training split
+        on the devices (put there once), or the stacked batches split along their batch axis."""
+        if self.resident:
+            if self._source is None:
+                train = self.splits["train"]
+                source = {"x": np.asarray(train["x"]), "y": np.asarray(train["y"], np.int32)}
+                self._source = put_global(source, replicated(self.mesh))
+            return self._source, jax.device_put(chunk, replicated(self.mesh))
+        return put_global(chunk, _stacked_sharding(self.mesh))
+
     def train_batches(self, epoch: int, start_batch: int = 0) -> Iterator[Batch]:
         """Epoch ``epoch``'s training batches from batch ``start_batch`` on."""
         if self.task == "classification":
@@ -246,19 +336,95 @@ class SplitFeed:
         starting from ``initial_carry(streams)`` (a carry placed on the mesh).
         """
         devices = data_size(mesh)
+        streams = self.eval_stream_count(mesh)
+        stacked = self._eval_stack(split, mesh, streams)
+        if stacked is not None:  # the whole split in one compiled call
+            language_model = self.task != "classification"
+            runner = _shared_eval_runner(eval_fn, language_model)
+            if language_model:
+                return to_host(runner(state, stacked, initial_carry(streams)))
+            return to_host(runner(state, stacked))
         totals = None
         if self.task == "classification":
             for batch in self.eval_batches(split):
                 sums = eval_fn(state, shard_batch(pad_batch(batch, devices), mesh))
                 totals = sums if totals is None else jax.tree.map(jax.numpy.add, totals, sums)
         else:
-            streams = self.config.eval_streams
-            streams = max(devices, streams - streams % devices)
             carry = initial_carry(streams)
             for batch in self.eval_batches(split, streams):
                 sums, carry = eval_fn(state, shard_batch(batch, mesh), carry)
                 totals = sums if totals is None else jax.tree.map(jax.numpy.add, totals, sums)
         return None if totals is None else to_host(totals)
+
+
+    def eval_stream_count(self, mesh: Any) -> int:
+        """A language model's evaluation streams: ``eval_streams`` rounded down to a multiple of the
+        data axis, at least one per device."""
+        devices = data_size(mesh)
+        streams = self.config.eval_streams
+        return max(devices, streams - streams % devices)
+
+    def _eval_stack(self, split: str, mesh: Any, streams: int) -> Any:
+        """``split``'s evaluation batches stacked ``(num_batches, B, ...)`` on ``mesh`` (put there at
+        the first call, then reused), the last classification batch padded to ``B`` and masked;
+        ``None`` if the split takes more than ``device_data_mb`` (then it is evaluated batch by batch
+        from the host) or has no batch."""
+        key = (split, streams)
+        cache = getattr(self, "_eval_stacks", None)
+        if cache is None:  # a feed the engine did not place (its default budget)
+            cache = self._eval_stacks = {}
+            self.limit_bytes = 1024.0 * _MIB
+        if key in cache:
+            return cache[key]
+        stacked = None
+        if _nbytes(self.splits[split]) <= self.limit_bytes:
+            if self.task == "classification":
+                arrays = self.splits[split]
+                size = min(self.config.eval_batch_size, len(arrays["y"]))
+                size = -(-size // data_size(mesh)) * data_size(mesh)
+                batches = [pad_batch(b, size) for b in self.eval_batches(split)]
+            else:
+                batches = list(self.eval_batches(split, streams))
+            if batches:
+                host = {key: np.stack([b[key] for b in batches]) for key in batches[0]}
+                stacked = put_global(host, _stacked_sharding(mesh))
+        cache[key] = stacked
+        return stacked
+
+
+def _nbytes(tree: Any) -> int:
+    return int(sum(np.asarray(leaf).nbytes for leaf in jax.tree.leaves(tree)))
+
+
+def _stack(rows: list[np.ndarray], capacity: int) -> np.ndarray:
+    """``rows`` stacked, zero-padded to ``capacity`` rows."""
+    first = np.asarray(rows[0])
+    out = np.zeros((capacity, *first.shape), first.dtype)
+    out[: len(rows)] = np.stack(rows)
+    return out
+
+
+def _stacked_sharding(mesh: Any) -> jax.sharding.NamedSharding:
+    """Stacked batches ``(steps, B, ...)``: split along the batch axis (the second)."""
+    return jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(None, DATA_AXIS))
+
+
+_EVAL_RUNNERS: dict = {}
+
+
+def _shared_eval_runner(eval_fn: Callable, language_model: bool) -> Callable:
+    """One compiled whole-split evaluation per evaluation step (the faces' steps are shared between
+    runs of the same model, and so are these)."""
+    key = (eval_fn, language_model)
+    try:
+        hash(key)
+    except TypeError:
+        return dispatch.eval_runner(eval_fn, language_model)
+    if key not in _EVAL_RUNNERS:
+        if len(_EVAL_RUNNERS) >= 16:
+            _EVAL_RUNNERS.pop(next(iter(_EVAL_RUNNERS)))
+        _EVAL_RUNNERS[key] = dispatch.eval_runner(eval_fn, language_model)
+    return _EVAL_RUNNERS[key]
 
 
 class _Failure:

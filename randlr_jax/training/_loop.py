@@ -30,6 +30,7 @@ from randlr_jax.training._config import LoopConfig as LoopConfig
 from randlr_jax.training._early_stopping import EarlyStopping
 from randlr_jax.training._engine import StepCallback
 from randlr_jax.training._feed import SplitFeed
+from randlr_jax.training._nnx import adapt_model
 from randlr_jax.training._records import host_metrics
 from randlr_jax.training._sharding import replicate, shard_batch, to_host
 from randlr_jax.training._state import TrainState, create_train_state, unalias
@@ -100,6 +101,7 @@ def fit(
     Warns:
       TrainingDiverged: once, when the run is seen dead (``LoopConfig.on_divergence``).
     """
+    model = adapt_model(model)  # an nnx.Module trains through its Linen face
     checks.model("model", model)
     checks.transformation("tx", tx)
     check_config(config)
@@ -140,8 +142,8 @@ def fit(
     # The same model and optimizer (or train_step) in the same process: compiled once.
     if train_step is None:
         step_fn = engine.compiled(make_train_step, model, tx, task=task, donate_argnums=0)
-    else:
-        step_fn = jax.jit(train_step, donate_argnums=0)
+    else:  # run a chunk at a time by the engine's compiled loop (the same for the same function)
+        step_fn = train_step
     eval_fn = engine.compiled(make_eval_step, model, task=task)
     stopper = EarlyStopping(patience=config.patience)
     face = _Single(data, mesh, state, stopper, step_fn=step_fn, eval_fn=eval_fn, carry=carry)
@@ -185,9 +187,6 @@ class _Single(engine.Face):
 
     def fresh_carry(self) -> Any:
         return None if self.carry is None else unalias(shard_batch(self.carry, self.mesh))
-
-    def train_step(self, state, batch):
-        return self.step_fn(state, batch)
 
     def postfix(self, epoch, metrics, examples_per_s):
         return {

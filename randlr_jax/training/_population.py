@@ -51,6 +51,7 @@ from randlr_jax.training import _run_record as run_record
 from randlr_jax.training._early_stopping import EarlyStopping, MemberEarlyStopping
 from randlr_jax.training._feed import SplitFeed
 from randlr_jax.training._loop import LoopConfig, check_config
+from randlr_jax.training._nnx import adapt_model
 from randlr_jax.training._records import encode_record
 from randlr_jax.training._sharding import batch_sharded, put_global, replicate, to_host
 from randlr_jax.training._state import TrainState, create_train_state
@@ -173,6 +174,7 @@ def init_population(
         transformation keeping its learning rate, bad ``learning_rates``, ``key`` not a PRNG key,
         ``sample_input`` not an array with a leading axis.
     """
+    model = adapt_model(model)  # an nnx.Module trains through its Linen face
     checks.model("model", model)
     checks.transformation("tx", tx)
     rates = _check_rates(learning_rates)
@@ -234,6 +236,7 @@ def make_population_train_step(
     Returns:
       The step (not jitted); metrics are the single step's, each with a leading ``(K,)`` axis.
     """
+    model = adapt_model(model)  # an nnx.Module trains through its Linen face
     single = make_train_step(model, tx, task=task)
     batched = jax.vmap(single, in_axes=(0, None))
 
@@ -250,6 +253,7 @@ def make_population_eval_step(model: Any, *, task: str = "classification") -> Ca
     Classification: ``eval_step(population, batch) -> sums`` (each ``(K,)``); language model:
     ``eval_step(population, batch, carries) -> (sums, carries)``.
     """
+    model = adapt_model(model)  # an nnx.Module trains through its Linen face
     single = make_eval_step(model, task=task)
     if task == "classification":
         return jax.vmap(single, in_axes=(0, None))
@@ -351,6 +355,7 @@ def fit_population(
       >>> len(result.members), result.summary["best_learning_rate"] in (1e-2, 1e-1)
       (2, True)
     """
+    model = adapt_model(model)  # an nnx.Module trains through its Linen face
     checks.model("model", model)
     rates = _check_rates(learning_rates)
     check_config(config)
@@ -509,8 +514,8 @@ class _Population(engine.Face):
     def fresh_carry(self) -> Any:
         return None if self.carry is None else self.data.shard_carry(self.carry)
 
-    def train_step(self, state, batch):
-        return self.step_fn(state, batch, self.active_device)
+    def step_extra(self):
+        return (self.active_device,)
 
     def postfix(self, epoch, metrics, examples_per_s):
         return {

@@ -15,8 +15,9 @@ the loop cannot see (an Optax transformation's name and hyperparameters, through
 What the fingerprint holds:
 
 * the :class:`~randlr_jax.training.LoopConfig` fields, except those that do not change the numbers
-  (:data:`IGNORED_LOOP_FIELDS`: the progress bar, its refresh, prefetching and the checkpoint
-  frequency, since resuming from any checkpoint ends where the uninterrupted run ends);
+  (:data:`IGNORED_LOOP_FIELDS`: the progress bar, its refresh, prefetching, the checkpoint
+  policy, the steps per dispatch, where the data live and whether the test split is evaluated every
+  epoch, since resuming from any checkpoint ends where the uninterrupted run ends);
 * the task and the model (its Flax ``repr``: the module tree with every attribute);
 * the optimizer "as far as it can be described": an Optax transformation is a pair of closures, so its
   description is the functions' qualified names and the values they close over (numbers, strings,
@@ -60,7 +61,17 @@ FORMAT = 1
 
 # LoopConfig fields that do not change a run's numbers.
 IGNORED_LOOP_FIELDS = frozenset(
-    {"progress", "description", "log_every", "prefetch", "checkpoint_every_steps"}
+    {
+        "progress",
+        "description",
+        "log_every",
+        "prefetch",
+        "checkpoint_every_steps",
+        "checkpoint_every_seconds",
+        "steps_per_dispatch",
+        "device_data_mb",
+        "test_every_epoch",
+    }
 )
 # Keys a re-run may increase: a larger epoch budget continues the run (its data order, early stopping and
 # best epoch are those of an uninterrupted run of that budget); a smaller one would return more epochs

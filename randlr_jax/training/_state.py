@@ -10,6 +10,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from randlr_jax.training._nnx import adapt_model
+
 
 class TrainState(flax.struct.PyTreeNode):
     """Everything a step reads and writes; a pytree, so it can be jitted, sharded and checkpointed.
@@ -42,16 +44,18 @@ def create_train_state(
     """Initialise parameters from ``key`` and the optimizer state from them.
 
     Args:
-      model: a Flax linen module (``Classifier`` or ``LanguageModel``).
+      model: a Flax linen module (``Classifier`` or ``LanguageModel``), or an ``nnx.Module``: its
+        current variables are the initial ones (:func:`~randlr_jax.training.adapt_model`).
       tx: any Optax transformation.
       key: typed PRNG key; split into the init key and the dropout key.
       sample_input: a batch of inputs with the right trailing shape (its leading size does not matter).
       carry: for language models, the initial recurrent state (``model.initial_carry(batch_size)``).
     """
+    model = adapt_model(model)  # an nnx.Module: starts from its current variables
     init_key, dropout_key, rng = jax.random.split(key, 3)
     rngs = {"params": init_key, "dropout": dropout_key}
     # Compiled once: an eager ``init`` dispatches (and compiles) every small op of a deep model.
-    init = jax.jit(functools.partial(model.init, train=False))
+    init = _jitted_init(model)
     if carry is None:
         variables = init(rngs, sample_input)
     else:
@@ -86,3 +90,17 @@ def unalias(tree: Any) -> Any:
         return leaf
 
     return jax.tree.map(own, tree)
+
+
+def _jitted_init(model: Any) -> Any:
+    """``jax.jit(partial(model.init, train=False))``, the same jitted function for equal models: a run
+    repeated in the same process (a seed, a learning rate of a sweep) compiles ``init`` once."""
+    try:
+        return _cached_init(model)
+    except TypeError:  # an unhashable model
+        return jax.jit(functools.partial(model.init, train=False))
+
+
+@functools.lru_cache(maxsize=16)
+def _cached_init(model: Any) -> Any:
+    return jax.jit(functools.partial(model.init, train=False))

@@ -29,6 +29,7 @@ import jax.numpy as jnp
 import optax
 
 from randlr_jax import _checks as checks
+from randlr_jax.training._nnx import adapt_model
 from randlr_jax.training._state import TrainState
 
 TASKS = ("classification", "language_model")
@@ -162,8 +163,9 @@ def make_train_step(
        models, updated with ``extra_metrics(state, new_state, batch, aux)``.
 
     Args:
-      model: a Flax ``Classifier`` (``task="classification"``) or ``LanguageModel``; used only by the
-        default ``loss_fn``.
+      model: a Flax ``Classifier`` (``task="classification"``) or ``LanguageModel``, or an
+        ``nnx.Module`` (:func:`~randlr_jax.training.adapt_model`); used only by the default
+        ``loss_fn``.
       tx: any Optax transformation; plain ones are wrapped with ``optax.with_extra_args_support``.
       task: ``"classification"`` or ``"language_model"``; with a ``loss_fn``, also ``"regression"`` (the
         task then only decides whether ``bits_per_char`` is reported).
@@ -193,6 +195,7 @@ def make_train_step(
       ValueError: an unknown ``task``, ``tx`` not a transformation, a hook that is neither callable nor
         ``None``, or (without a ``loss_fn``) a ``model`` that is not a Flax module.
     """
+    model = adapt_model(model)  # an nnx.Module trains through its Linen face
     _check_task(task, TASKS if loss_fn is None else HOOK_TASKS)
     if loss_fn is None:
         checks.model("model", model)
@@ -257,7 +260,7 @@ def make_eval_step(
     Entries with ``batch["mask"] == 0`` (padding) contribute nothing.
 
     Args:
-      model: a Flax ``Classifier`` or ``LanguageModel``.
+      model: a Flax ``Classifier`` or ``LanguageModel``, or an ``nnx.Module``.
       task: ``"classification"`` or ``"language_model"``.
       eval_params: ``state -> params``, the parameters to evaluate (default: ``state.params``); e.g.
         ``lambda s: optax.contrib.schedule_free_eval_params(s.opt_state, s.params)`` for a
@@ -267,6 +270,7 @@ def make_eval_step(
       ValueError: an unknown ``task``, ``model`` not a Flax module, ``eval_params`` neither callable
         nor ``None``.
     """
+    model = adapt_model(model)  # an nnx.Module trains through its Linen face
     _check_task(task)
     checks.model("model", model)
     checks.function("eval_params", eval_params, "a function state -> params", optional=True)

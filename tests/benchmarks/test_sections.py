@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import pathlib
 import re
+import statistics
 
 import pytest
 
@@ -23,6 +24,7 @@ from benchmarks import (
     autodrop_step,
     common,
     input_pipeline,
+    loop_engine,
     lr_grid,
     noh,
     range_test,
@@ -200,6 +202,20 @@ RANGE_TEST = {
     "wall s (re-jit, extrapolated)": lambda r: r["naive_wall_s_extrapolated"],
     "re-jit / traced": lambda r: r["naive_wall_s_extrapolated"] / r["traced_wall_s"],
 }
+LOOP_ENGINE = {  # one record per loop: the payload with ``loop`` naming the row
+    "loop": lambda r: loop_engine.LOOP_NAMES[r["loop"]],
+    "wall E1 (s)": lambda r: statistics.median(
+        r["loops"][r["loop"]]["wall_s"][str(r["epochs"][0])]
+    ),
+    "wall E2 (s)": lambda r: statistics.median(
+        r["loops"][r["loop"]]["wall_s"][str(r["epochs"][1])]
+    ),
+    "marginal epoch (ms)": lambda r: 1e3 * r["loops"][r["loop"]]["marginal_epoch"]["median_s"],
+    "min (ms)": lambda r: 1e3 * r["loops"][r["loop"]]["marginal_epoch"]["min_s"],
+    "per step (us)": lambda r: (
+        1e6 * r["loops"][r["loop"]]["marginal_epoch"]["median_s"] / r["steps_per_epoch"]
+    ),
+}
 
 # name -> [(table header start, the JSON rows, columns)], and phrases the section must contain.
 TABLES = {
@@ -214,6 +230,9 @@ TABLES = {
     "lr_grid": [("| rates G", lambda p: p["rows"], LR_GRID)],
     "input_pipeline": [("| setting |", lambda p: p["rows"], INPUT_PIPELINE)],
     "range_test": [("| model | steps |", lambda p: p["rows"], RANGE_TEST)],
+    "loop_engine": [
+        ("| loop |", lambda p: [{**p, "loop": n} for n in ("scanned", "fit")], LOOP_ENGINE)
+    ],
 }
 PHRASES = {  # what is timed and how often, as each section must state it
     "alrao_step": lambda p: [
@@ -236,6 +255,11 @@ PHRASES = {  # what is timed and how often, as each section must state it
     "lr_grid": lambda p: ["**Timed region:** the whole call(s)", "one run of each"],
     "input_pipeline": lambda p: [f"median over {p['rows'][0]['loader']['repeats']} blocks"],
     "range_test": lambda p: ["**Timed region:** the whole range test", "one run of each"],
+    "loop_engine": lambda p: [
+        f"**Statistic:** median (min) over {p['repeats']} interleaved rounds",
+        f"(wall E2 - wall E1) / {p['epochs'][1] - p['epochs'][0]}",
+        f"**fit / scanned marginal epoch: {p['ratio']:.2f}x** (minima {p['ratio_of_minima']:.2f}x)",
+    ],
 }
 
 

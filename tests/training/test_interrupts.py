@@ -24,6 +24,7 @@ import json
 import os
 import shutil
 import sys
+import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -78,8 +79,10 @@ def _population_optimizer(learning_rate):  # one object for every call: the step
 
 def _config(**kw) -> LoopConfig:
     base = dict(
-        epochs=4, batch_size=16, eval_batch_size=24, progress=False, log_every=2, num_devices=1
-    )
+        epochs=4, batch_size=16, eval_batch_size=24, progress=False, log_every=2, num_devices=1,
+        # a checkpoint at every epoch's end (and only by step count): its lines are interrupted too
+        checkpoint_every_steps=_STEPS_PER_EPOCH, checkpoint_every_seconds=None,
+    )  # fmt: skip
     base.update(kw)
     return LoopConfig(**base)
 
@@ -133,11 +136,11 @@ def _key_data(x):
 class _Trace:
     """A ``sys.settrace`` hook: the line events of ``randlr_jax/training/`` around a call's epoch ends.
 
-    Window ``n`` opens when the call's ``n``-th ``Face.train_step`` returns and closes at the next call of
-    ``Face.begin_epoch`` or ``Face.train_step``, or when the engine's ``run`` returns; ``lines[n]`` are
-    its events (``(file, line)``). With ``target=(n, line)`` the first event of ``line`` in window ``n``
-    raises ``KeyboardInterrupt`` (Python then unsets the hook). ``before_step(n)`` is called before the
-    call's ``n + 1``-th step.
+    Window ``n`` opens when the call's chunk of steps (``Face.run_chunk``) that ends after its ``n``-th
+    step returns and closes at the next call of ``Face.begin_epoch`` or ``Face.run_chunk``, or when the
+    engine's ``run`` returns; ``lines[n]`` are its events (``(file, line)``). With ``target=(n, line)``
+    the first event of ``line`` in window ``n`` raises ``KeyboardInterrupt`` (Python then unsets the
+    hook). ``before_step(n)`` is called before the chunk that starts after the call's ``n``-th step.
     """
 
     def __init__(self, windows, target=None, before_step=None):
@@ -156,9 +159,9 @@ class _Trace:
             library = self._library[code] = code.co_filename.startswith(_LIBRARY)
         if not library:
             return None
-        if _is_face(frame, ("train_step", "begin_epoch")):
+        if _is_face(frame, ("run_chunk", "begin_epoch")):
             self._close()
-            if code.co_name == "train_step" and self.before_step is not None:
+            if code.co_name == "run_chunk" and self.before_step is not None:
                 self.before_step(self.steps)
         return self._local
 
@@ -171,8 +174,8 @@ class _Trace:
                     self.fired = True
                     raise KeyboardInterrupt
         elif event == "return":
-            if _is_face(frame, ("train_step",)):
-                self.steps += 1
+            if _is_face(frame, ("run_chunk",)):
+                self.steps += frame.f_locals["n"]
                 self.window = self.lines.get(self.steps)
             elif frame.f_code.co_name == "run" and frame.f_globals is vars(engine):
                 self._close()
@@ -189,6 +192,16 @@ class _Trace:
             return fn(*args, **kwargs)
         finally:
             sys.settrace(None)
+
+
+def _wait_for_saves(directory: Path, timeout_s: float = 60.0) -> None:
+    """Wait until no asynchronous save is being written under ``directory`` (orbax writes each into a
+    temporary directory and renames it when done)."""
+    deadline = time.monotonic() + timeout_s
+    while any("tmp" in p.name for p in directory.iterdir()) if directory.exists() else False:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"a checkpoint under {directory} is still being written")
+        time.sleep(0.005)
 
 
 def _is_face(frame, names) -> bool:
@@ -257,6 +270,7 @@ class _Case:
 
         def snapshot(steps):  # the previous epoch's checkpoint is written, the next step not taken
             if steps in ends:
+                _wait_for_saves(tmp / "traced" / "checkpoints")
                 shutil.copytree(tmp / "traced", tmp / f"start_{steps}")
 
         trace = _Trace(ends, before_step=snapshot)
@@ -454,24 +468,24 @@ def _status_lines(err: str) -> list[str]:
 def test_ctrl_c_inside_a_step_keeps_the_last_checkpoint(fit_case, tmp_path, monkeypatch, capsys):
     """An interrupt after a step took the state's buffers and before its point: nothing to save, the
     epoch's checkpoint stands (a Ctrl-C inside jax's dispatch)."""
-    step = _loop._Single.train_step
+    run_chunk = _loop._Single.run_chunk
     calls = []
 
-    def interrupted(self, state, batch):
-        out = step(self, state, batch)
-        calls.append(1)
-        if len(calls) == 8:
+    def interrupted(self, state, chunk, n):
+        out = run_chunk(self, state, chunk, n)
+        calls.append(n)
+        if sum(calls) == 10:  # the chunk of steps 9 and 10 (log_every=2)
             raise KeyboardInterrupt
         return out
 
     workdir = tmp_path / "run"
     config = _config(epochs=4, patience=2, progress=True, description="demo")
     with monkeypatch.context() as patch:
-        patch.setattr(_loop._Single, "train_step", interrupted)
+        patch.setattr(_loop._Single, "run_chunk", interrupted)
         with pytest.raises(KeyboardInterrupt):
             fit(_MODEL, _TX, blob_splits(), config, workdir)
     assert _status_lines(capsys.readouterr().err) == [
-        "demo: interrupted at step 7, not checkpointed (interrupted inside a step); "
+        "demo: interrupted at step 8, not checkpointed (interrupted inside a step); "
         f"{workdir / 'checkpoints'} holds step 6: run the same command to resume."
     ]
     assert len((workdir / "metrics.jsonl").read_text().splitlines()) == 1

@@ -121,16 +121,18 @@ def test_a_dead_member_keeps_its_params_of_when_it_died_also_across_a_mid_epoch_
         _declare_dead(patch, 1)
         straight = fit_population(model, RATES, splits, _config(), tmp_path / "straight")
         config = _config(checkpoint_every_steps=4)
-        load = SplitFeed.train_batches
+        load = SplitFeed.train_chunks
 
-        def crashing(self, epoch, start_batch=0):
-            for i, batch in enumerate(load(self, epoch, start_batch), start=start_batch):
-                if epoch == 1 and i == 4:  # after step 10, past the step-8 checkpoint
+        def crashing(self, epoch, start_batch, sizes):
+            first = start_batch
+            for size, chunk in zip(sizes, load(self, epoch, start_batch, sizes), strict=True):
+                if epoch == 1 and first >= 4:  # after step 10, past the step-8 checkpoint
                     raise RuntimeError("loader crashed")
-                yield batch
+                yield chunk
+                first += size
 
         with monkeypatch.context() as crash:
-            crash.setattr(SplitFeed, "train_batches", crashing)
+            crash.setattr(SplitFeed, "train_chunks", crashing)
             with pytest.raises(RuntimeError, match="loader crashed"):
                 fit_population(model, RATES, splits, config, tmp_path / "crashed")
         resumed = fit_population(model, RATES, splits, config, tmp_path / "crashed")
@@ -255,16 +257,18 @@ def test_step_checkpoints_and_prefetch_resume_a_crash_exactly(tmp_path, monkeypa
     rates = (0.1, 0.5, 1e4)  # the last diverges: frozen from epoch 2 on (patience=1)
     straight = fit_population(model, rates, splits, _config(patience=1), tmp_path / "straight")
     config = _config(patience=1, checkpoint_every_steps=4, prefetch=2)
-    load = SplitFeed.train_batches
+    load = SplitFeed.train_chunks
 
-    def crashing(self, epoch, start_batch=0):
-        for i, batch in enumerate(load(self, epoch, start_batch), start=start_batch):
-            if epoch == 1 and i == 4:  # 6 steps an epoch: after step 10, past the step-8 checkpoint
+    def crashing(self, epoch, start_batch, sizes):
+        first = start_batch
+        for size, chunk in zip(sizes, load(self, epoch, start_batch, sizes), strict=True):
+            if epoch == 1 and first >= 4:  # 6 steps an epoch: after step 10, past the step-8 one
                 raise RuntimeError("loader crashed")
-            yield batch
+            yield chunk
+            first += size
 
     with monkeypatch.context() as patch:
-        patch.setattr(SplitFeed, "train_batches", crashing)
+        patch.setattr(SplitFeed, "train_chunks", crashing)
         with pytest.raises(RuntimeError, match="loader crashed"):
             fit_population(model, rates, splits, config, tmp_path / "crashed")
     with Checkpointer(tmp_path / "crashed" / "checkpoints") as ckpt:

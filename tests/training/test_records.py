@@ -19,7 +19,11 @@ from randlr_jax.training import JsonLinesLog, LoopConfig, fit, read_jsonl
 from tests.helpers import blob_splits
 
 # blob_splits: 96 training examples, batches of 16: 6 steps an epoch; logged at steps 2, 4, 6, ...
-_CONFIG = LoopConfig(epochs=2, batch_size=16, eval_batch_size=24, progress=False, log_every=2)
+# A checkpoint at every epoch's end (step 6, 12).
+_CONFIG = LoopConfig(
+    epochs=2, batch_size=16, eval_batch_size=24, progress=False, log_every=2,
+    checkpoint_every_steps=6,
+)  # fmt: skip
 _MODEL = models.make_model("mlp", num_classes=3, widths=(8,))
 _TX = optax.sgd(0.1, momentum=0.9)  # one object for every call: the step compiles once
 

@@ -75,8 +75,10 @@ def test_what_determines_the_numbers_changes_the_fingerprint(changes, key):
 
 def test_cosmetic_loop_fields_do_not():
     cosmetic = dict(
-        progress=True, description="x", log_every=3, prefetch=2, checkpoint_every_steps=5
-    )
+        progress=True, description="x", log_every=3, prefetch=2, checkpoint_every_steps=5,
+        checkpoint_every_seconds=1.0, steps_per_dispatch=4, device_data_mb=0.0,
+        test_every_epoch=True,
+    )  # fmt: skip
     config = LoopConfig(epochs=2, batch_size=32, **cosmetic)
     assert _record(config=config) == _record()
     assert set(cosmetic) == rr.IGNORED_LOOP_FIELDS

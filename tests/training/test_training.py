@@ -78,7 +78,8 @@ def test_eval_step_masks_padding():
 
 
 def test_fit_writes_outputs_and_learns(tmp_path):
-    result = fit(_model(), optax.sgd(0.2), blob_splits(), _config(), tmp_path)
+    config = _config(test_every_epoch=True)
+    result = fit(_model(), optax.sgd(0.2), blob_splits(), config, tmp_path)
     lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
     assert len(lines) == 3
     records = [json.loads(line) for line in lines]
@@ -91,6 +92,13 @@ def test_fit_writes_outputs_and_learns(tmp_path):
         "test_accuracy",
     ):
         assert all(np.isfinite(r[key]) for r in records), key
+    # The test split at the best epoch's parameters is the best epoch's record's.
+    best = records[result.summary["best_epoch"] - 1]
+    assert result.summary["test_loss"] == pytest.approx(best["test_loss"], rel=1e-6)
+    # By default the test split is evaluated once, at the end: no per-epoch test keys.
+    once = fit(_model(), optax.sgd(0.2), blob_splits(), _config(), tmp_path / "once")
+    assert not any(k.startswith("test_") for r in once.history for k in r)
+    assert once.summary["test_loss"] == pytest.approx(result.summary["test_loss"], rel=1e-6)
     assert records[-1]["train_loss"] < records[0]["train_loss"]
     summary = json.loads((tmp_path / "results.json").read_text())
     assert summary["epochs_run"] == 3 and summary["test_accuracy"] > 0.6
@@ -160,24 +168,30 @@ def test_fit_reads_each_epoch_in_the_documented_order(tmp_path, monkeypatch):
     splits = blob_splits()
     n, batch_size, seed = len(splits["train"]["y"]), 16, 3
     splits["train"]["x"][:, 0] = np.arange(n)  # each example says its index
-    fed = []
-    place = _engine.shard_batch
-
-    def recording(batch, mesh):
-        fed.append(np.asarray(batch["x"][:, 0]).astype(int))
-        return place(batch, mesh)
-
-    with monkeypatch.context() as patch:
-        patch.setattr(_engine, "shard_batch", recording)
-        fit(_model(), _SGD, splits, _config(epochs=2, seed=seed), tmp_path / "order")
+    model = _model()
+    base = make_train_step(model, _SGD)
     expected = [
         np.random.default_rng([seed, epoch]).permutation(n)[b * batch_size : (b + 1) * batch_size]
         for epoch in range(2)
         for b in range(n // batch_size)
     ]
-    assert len(fed) == len(expected) == 12
-    for got, want in zip(fed, expected, strict=True):
-        np.testing.assert_array_equal(got, want)
+    # The batches on the devices (held there, or streamed from the host), as the step sees them,
+    # several steps per dispatch.
+    for where, config in (
+        ("resident", _config(epochs=2, seed=seed, steps_per_dispatch=4, num_devices=1)),
+        ("streamed", _config(epochs=2, seed=seed, device_data_mb=0.0, log_every=3, num_devices=1)),
+    ):
+        fed = []
+
+        def step(state, batch, fed=fed):
+            record = lambda x: fed.append(np.asarray(x).astype(int))  # noqa: E731
+            jax.debug.callback(record, batch["x"][:, 0], ordered=True)
+            return base(state, batch)
+
+        fit(model, _SGD, splits, config, tmp_path / where, train_step=step)
+        assert len(fed) == len(expected) == 12, where
+        for got, want in zip(fed, expected, strict=True):
+            np.testing.assert_array_equal(got, want, err_msg=where)
     assert not np.array_equal(np.concatenate(fed[:6]), np.concatenate(fed[6:]))  # reshuffled
 
 
