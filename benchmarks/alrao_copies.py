@@ -1,8 +1,9 @@
 """Cost of Alrao's classifier copies against their number ``N`` and the number of classes ``K``.
 
 The Alrao paper's stated limitation is the output layer: ``N`` copies of a ``D x K`` classifier cost
-``N`` times its parameters, and the Alrao step computes every copy's logits twice (once for the copies' own
-loss, once for the mixture that trains the body). This measures, on a small body (an MLP on 40-d inputs),
+``N`` times its parameters and ``N`` times its three products (forward, the kernel's and the features'
+gradients), so the step should cost about ``N`` plain steps. This measures, on a small body (an MLP on
+40-d inputs),
 one jitted Alrao-SGD training step (forward, all gradients, both updates, switch update; state donated)
 with an ``AlraoHead`` of ``N in {1, 4, 10, 32}`` copies and ``K in {10, 1000, 10000}`` classes, next to
 the plain step (``nn.Dense(K)`` head, ``optax.sgd``) at each ``K``.
@@ -16,6 +17,12 @@ If ``AlraoHead`` has a ``copy_chunk_size`` attribute (the copies' logits compute
 time, so that the ``N x B x K`` logits are never all in memory at once), the largest ``(N, K)`` is also
 measured with chunks of ``CHUNK_SIZE`` copies; otherwise the result says it was not available
 (``chunked_head_available: false``).
+
+**Bound.** At the largest ``K``, for ``N in BOUND_COPIES`` (10 and 32), the Alrao step's time over the
+plain step's is checked against ``BOUND_FACTOR * N`` (1.5 N); in the same interleaved rounds the step is
+also timed with the copies' loss computed from their outputs (the step before the fused objective, which
+the step still takes for a head whose ``copy_outputs`` is overridden: ``OutputsHead``), for a
+before / after line.
 
 Size sets: ``accelerator``: body MLP (512, 512), batch 256; ``cpu``: body MLP (100,), batch 32;
 ``quick``: body MLP (32,), batch 16, ``N in {1, 32}``, ``K in {10, 1000}``.
@@ -39,6 +46,8 @@ from randlr_jax.alrao import make_alrao_train_step
 from randlr_jax.training import create_train_state, make_train_step
 
 CHUNK_SIZE = 8
+BOUND_COPIES = (10, 32)
+BOUND_FACTOR = 1.5
 SIZES = {
     "accelerator": {
         "widths": (512, 512),
@@ -70,6 +79,15 @@ SIZES = {
 }
 
 
+class OutputsHead(randlr_jax.AlraoHead):
+    """An ``AlraoHead`` whose ``copy_outputs`` is its own: the Alrao step computes the copies' loss
+    from their ``(N, B, K)`` outputs (``alrao_loss``, the outputs computed twice under the
+    stop-gradient pair) instead of the fused objective (``alrao_loss_dense``). The same numbers."""
+
+    def copy_outputs(self, features):
+        return super().copy_outputs(features)
+
+
 def chunked_head_available() -> bool:
     """Whether ``randlr_jax.AlraoHead`` takes ``copy_chunk_size`` (copies computed a chunk at a time)."""
     return "copy_chunk_size" in {f.name for f in dataclasses.fields(randlr_jax.AlraoHead)}
@@ -95,9 +113,13 @@ def _variant(model, tx, step_fn, batch) -> tuple:
     return (compiled, state), info
 
 
-def measure_classes(num_classes: int, config: dict, with_chunked: bool = False) -> list[dict]:
-    """Rows for one ``K``: the plain step, one Alrao step per ``N``, and (``with_chunked``) the chunked
-    head at the largest ``N``, all timed in the same interleaved rounds."""
+def measure_classes(
+    num_classes: int, config: dict, with_chunked: bool = False, outputs_copies: tuple = ()
+) -> list[dict]:
+    """Rows for one ``K``: the plain step, one Alrao step per ``N``, (``with_chunked``) the chunked
+    head at the largest ``N`` and (``outputs_copies``) the step on the copies' outputs
+    (:class:`OutputsHead`, variant ``"alrao_outputs"``) for those ``N``, all timed in the same
+    interleaved rounds."""
     batch = jax.device_put(_batch(config["batch_size"], num_classes))
     widths = config["widths"]
     variants, infos, labels = {}, {}, {}
@@ -105,16 +127,18 @@ def measure_classes(num_classes: int, config: dict, with_chunked: bool = False) 
     tx = optax.sgd(0.01)
     variants["plain"], infos["plain"] = _variant(model, tx, make_train_step(model, tx), batch)
     labels["plain"] = ("plain", 0, None)
-    heads = [(n, None) for n in config["num_copies"]]
+    heads = [(n, None, "alrao") for n in config["num_copies"]]
     if with_chunked:
-        heads.append((config["num_copies"][-1], CHUNK_SIZE))
-    for n, chunk_size in heads:
+        heads.append((config["num_copies"][-1], CHUNK_SIZE, "alrao_chunked"))
+    heads += [(n, None, "alrao_outputs") for n in outputs_copies]
+    for n, chunk_size, variant in heads:
         kwargs = {} if chunk_size is None else {"copy_chunk_size": chunk_size}
-        head = randlr_jax.AlraoHead(num_outputs=num_classes, num_copies=n, **kwargs)
+        head_type = OutputsHead if variant == "alrao_outputs" else randlr_jax.AlraoHead
+        head = head_type(num_outputs=num_classes, num_copies=n, **kwargs)
         model = models.make_model("mlp", head=head, widths=widths)
         tx = randlr_jax.alrao_sgd(jax.random.key(1), 1e-5, 10.0, n)
-        name = f"alrao_{n}" if chunk_size is None else f"alrao_{n}_chunked"
-        labels[name] = ("alrao" if chunk_size is None else "alrao_chunked", n, chunk_size)
+        name = f"{variant}_{n}"
+        labels[name] = (variant, n, chunk_size)
         variants[name], infos[name] = _variant(model, tx, make_alrao_train_step(model, tx), batch)
     timings, _ = common.time_steps_interleaved(
         variants,
@@ -164,11 +188,17 @@ def run(sizes: str, results_dir: str | None = None) -> dict:
     config = SIZES[common.check_size_set(sizes)]
     available = chunked_head_available()
     rows = []
+    largest = config["num_classes"][-1]
+    bound_copies = tuple(n for n in BOUND_COPIES if n in config["num_copies"])
     for num_classes in config["num_classes"]:
-        with_chunked = available and num_classes == config["num_classes"][-1]
-        rows.extend(measure_classes(num_classes, config, with_chunked))
+        last = num_classes == largest
+        rows.extend(
+            measure_classes(num_classes, config, available and last, bound_copies if last else ())
+        )
         common.log(f"alrao_copies K={num_classes}: done")
     _add_ratios(rows)
+    outputs_rows = [r for r in rows if r["variant"] == "alrao_outputs"]
+    rows = [r for r in rows if r["variant"] != "alrao_outputs"]
     payload = {
         "body": {"model": "mlp", "widths": list(config["widths"]), "input": [40]},
         "batch_size": config["batch_size"],
@@ -179,9 +209,44 @@ def run(sizes: str, results_dir: str | None = None) -> dict:
         "target_block_s": config["target_block_s"],
         "max_steps": config["max_steps"],
         "rows": rows,
+        "outputs_rows": outputs_rows,
+        "bound_factor": BOUND_FACTOR,
+        "bound": bound_rows(rows, outputs_rows, largest, bound_copies),
     }
     payload["path"] = common.write_result("alrao_copies", sizes, payload, results_dir)
     return payload
+
+
+def bound_rows(
+    rows: list[dict], outputs_rows: list[dict], num_classes: int, copies: tuple
+) -> list[dict]:
+    """Per ``N`` in ``copies`` at ``num_classes``: the Alrao step / plain step (medians and minima)
+    against ``BOUND_FACTOR * N``, and the step on the copies' outputs (before the fused objective)
+    / plain, all from the same interleaved rounds."""
+    outputs = {r["num_copies"]: r for r in outputs_rows}
+    plain = next(r for r in rows if r["variant"] == "plain" and r["num_classes"] == num_classes)
+    out = []
+    for n in copies:
+        fused = next(
+            r
+            for r in rows
+            if r["variant"] == "alrao" and r["num_copies"] == n and r["num_classes"] == num_classes
+        )
+        before = outputs.get(n)
+        out.append(
+            {
+                "num_copies": n,
+                "num_classes": num_classes,
+                "plain_step_ms": plain["step_ms"],
+                "ratio": fused["time_ratio_to_plain"],
+                "ratio_of_minima": fused["time_ratio_of_minima"],
+                "bound": BOUND_FACTOR * n,
+                "within": bool(fused["time_ratio_to_plain"] <= BOUND_FACTOR * n),
+                "outputs_ratio": None if before is None else before["time_ratio_to_plain"],
+                "speedup": None if before is None else before["step_ms"] / fused["step_ms"],
+            }
+        )
+    return out
 
 
 TITLE = "Alrao's classifier copies: cost against N copies and K classes"
@@ -254,7 +319,33 @@ def section(result: dict) -> str:
                 f"({common.fixed(r.get('memory_ratio_to_plain'), 2)})"
             )
         lines.append(f"| {n} | " + " | ".join(cells) + " |")
+    lines += bound_section(result)
     return "\n".join(lines)
+
+
+def bound_section(result: dict) -> list[str]:
+    """The bound's lines: per ``N``, the step / plain against ``1.5 N``, and before / after."""
+    bound = result.get("bound") or []
+    if not bound:
+        return []
+    k = bound[0]["num_classes"]
+    lines = [
+        "",
+        f"**Bound** (K = {k:,}, plain step {bound[0]['plain_step_ms']:.3f} ms): the whole Alrao "
+        f"step within {result['bound_factor']} x N plain steps; *before*: the same step with the "
+        "copies' loss computed from their `(N, B, K)` outputs (`OutputsHead`), *after*: the fused "
+        "objective (`alrao_loss_dense`), same interleaved rounds.",
+        "",
+        "| N | after / plain | minima | bound | within | before / plain | after speed-up |",
+        "|---:|---:|---:|---:|---|---:|---:|",
+    ]
+    for b in bound:
+        lines.append(
+            f"| {b['num_copies']} | {b['ratio']:.2f} | {b['ratio_of_minima']:.2f} "
+            f"| {b['bound']:.1f} | {'yes' if b['within'] else '**no**'} "
+            f"| {common.fixed(b['outputs_ratio'], 2)} | {common.fixed(b['speedup'], 2)}x |"
+        )
+    return lines
 
 
 def headline(result: dict) -> str:
@@ -270,6 +361,12 @@ def headline(result: dict) -> str:
         f"{common.fixed(largest.get('time_ratio_to_plain'), 1)}x and compiled memory "
         f"{common.fixed(largest.get('memory_ratio_to_plain'), 1)}x the plain Dense step"
     )
+    for b in result.get("bound") or []:
+        line += (
+            f"; N = {b['num_copies']}, K = {b['num_classes']:,}: {b['ratio']:.1f}x the plain step "
+            f"(bound {b['bound']:.0f}x: {'within' if b['within'] else 'over'}; "
+            f"{common.fixed(b['outputs_ratio'], 1)}x before the fused objective)"
+        )
     chunked = [r for r in rows if r["variant"] == "alrao_chunked"]
     if chunked:
         c = chunked[0]

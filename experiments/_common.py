@@ -129,12 +129,27 @@ def add_config_arguments(
     parser.add_argument(
         "--workdir", default=workdir, help=f"run directory, resumed if present (default {workdir})"
     )
+    parser.add_argument(
+        "--compile-cache",
+        default=None,
+        metavar="DIR",
+        help="JAX's persistent compilation cache: compiled programs are kept there for the next run "
+        "(default $RANDLR_JAX_COMPILE_CACHE, else ~/.cache/randlr_jax/jax; 'off': none)",
+    )
 
 
 def resolve_config(
     args: argparse.Namespace, configs: Mapping[str, Any], quick: Callable[[Any], Any]
 ) -> Any:
-    """The named variant, then ``quick`` if ``--quick``, then every given flag named like a field."""
+    """The named variant, then ``quick`` if ``--quick``, then every given flag named like a field.
+
+    Also turns on JAX's persistent compilation cache (``--compile-cache``; see
+    :func:`randlr_jax.training.enable_compile_cache`) before anything is compiled."""
+    from randlr_jax.training import enable_compile_cache
+
+    cache = getattr(args, "compile_cache", None)
+    if cache is None or cache.strip().lower() not in ("off", "none", "0"):
+        enable_compile_cache(cache)
     config = configs[args.config]
     if not dataclasses.is_dataclass(config):
         raise TypeError(f"configs[{args.config!r}] must be a dataclass instance, got {config!r}.")
@@ -144,7 +159,9 @@ def resolve_config(
     given = {
         name: value
         for name, value in vars(args).items()
-        if name in fields and value is not None and name not in ("config", "quick", "workdir")
+        if name in fields
+        and value is not None
+        and name not in ("config", "quick", "workdir", "compile_cache")
     }
     return dataclasses.replace(config, **given)
 

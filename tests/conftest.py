@@ -16,6 +16,9 @@ if "xla_force_host_platform_device_count" not in _flags:
 if "xla_backend_optimization_level" not in _flags:
     _flags += " --xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
 os.environ["XLA_FLAGS"] = _flags.strip()
+# No persistent compilation cache from the experiments' scripts run in-process (a test turns it on in a
+# temporary directory).
+os.environ.setdefault("RANDLR_JAX_COMPILE_CACHE", "off")
 # Keep TFDS quiet and offline-friendly in tests.
 os.environ.setdefault("TFDS_DISABLE_GCS", "1")
 os.environ.setdefault("NO_GCE_CHECK", "true")

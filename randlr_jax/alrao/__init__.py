@@ -5,7 +5,8 @@ Everything of the paper lives here: the per-feature log-uniform rates of the bod
 (:class:`AlraoHead`, ``copy_learning_rates``), the switch, Bayesian and uniform model averaging of the
 copies (``switch_*``, ``bayes_*``, ``uniform_*``, :class:`Averager`), the optimizers (``alrao_sgd``,
 ``alrao_adam``, the generic ``alrao``; their ``init`` warns with :class:`NoClassifierCopiesWarning` on
-parameters without copies), the loss (``alrao_loss``, ``alrao_loss_chunked``), the compiled
+parameters without copies), the loss (``alrao_loss``, ``alrao_loss_chunked``;
+``alrao_loss_dense``, the step's fused objective of dense copies), the compiled
 train step (``make_alrao_train_step``, handed to :func:`randlr_jax.training.fit` as ``train_step=``) and the
 copy sharding over a ``"copies"`` mesh axis (``shard_state``, handed to ``fit`` as ``place_state=``). Flax NNX:
 :class:`NNXAlraoHead` (the copies as ``nnx.Param``, the switch as an :class:`AlraoSwitch` variable),
@@ -69,6 +70,7 @@ from randlr_jax.alrao._optimizers import alrao as alrao
 from randlr_jax.alrao._optimizers import alrao_adam as alrao_adam
 from randlr_jax.alrao._optimizers import alrao_loss as alrao_loss
 from randlr_jax.alrao._optimizers import alrao_loss_chunked as alrao_loss_chunked
+from randlr_jax.alrao._optimizers import alrao_loss_dense as alrao_loss_dense
 from randlr_jax.alrao._optimizers import alrao_sgd as alrao_sgd
 from randlr_jax.alrao._optimizers import head_label_fn as head_label_fn
 from randlr_jax.alrao._optimizers import head_matcher as head_matcher

@@ -33,7 +33,7 @@ import optax
 from randlr_jax import _checks as checks
 from randlr_jax.alrao import _copies as cc
 from randlr_jax.alrao import _switch as switch_lib
-from randlr_jax.alrao._optimizers import alrao_loss
+from randlr_jax.alrao._optimizers import alrao_loss_dense
 
 __all__ = ["functional_loss", "functional_step"]
 
@@ -130,12 +130,13 @@ def functional_loss(
     averager = _averager_of(switch_state, num_copies)
     checks.one_of("task", task, cc.TASKS)
     features = features_fn(body_params, x)
-    params_finite = cc.copies_finite(copies_params)
-    safe = cc.zero_nonfinite_copies(copies_params, params_finite)
-    own = cc.apply_copies(safe, jax.lax.stop_gradient(features))
-    mix = cc.apply_copies(jax.lax.stop_gradient(safe), features)
     log_posterior = averager.log_posterior(switch_state)
-    loss, aux = alrao_loss(own, mix, y, log_posterior, params_finite, task=task, sigma=sigma)
+    # The step's fused objective: one pass over the copies, the gradient included.
+    outputs_per_copy = features[..., 0].size * copies_params["copies"]["kernel"].shape[-1]
+    loss, aux = alrao_loss_dense(
+        copies_params, features, y, log_posterior, task=task, sigma=sigma,
+        chunk_size=cc.default_copy_chunk(None, num_copies, outputs_per_copy),
+    )  # fmt: skip
     new_switch = averager.update(switch_state, aux["copy_log_likelihoods"])
     finite = aux["finite"]
     out = {

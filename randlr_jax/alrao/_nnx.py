@@ -36,8 +36,7 @@ from randlr_jax.alrao import _switch as switch_lib
 from randlr_jax.alrao._optimizers import (
     HEAD,
     HeadPath,
-    alrao_loss,
-    alrao_loss_chunked,
+    alrao_loss_dense,
     head_matcher,
 )
 from randlr_jax.alrao._step import step_metrics
@@ -346,20 +345,15 @@ def make_nnx_alrao_train_step(
     def loss_fn(model, batch):
         _, head = find_head(model, head_path)
         features = model.features(batch["x"])
-        head_params = head.head_params()
-        params_finite = cc.copies_finite(head_params)
-        safe_head = cc.zero_nonfinite_copies(head_params, params_finite)
         log_posterior = jax.lax.stop_gradient(head.log_posterior())
-        if head.copy_chunk_size is not None:
-            return alrao_loss_chunked(
-                cc.apply_copies, safe_head, features, batch["y"], log_posterior, params_finite,
-                chunk_size=head.copy_chunk_size, task=task, sigma=head.sigma,
-            )  # fmt: skip
-        own = cc.apply_copies(safe_head, jax.lax.stop_gradient(features))
-        mix = cc.apply_copies(jax.lax.stop_gradient(safe_head), features)
-        return alrao_loss(
-            own, mix, batch["y"], log_posterior, params_finite, task=task, sigma=head.sigma
-        )
+        # The Linen step's fused objective (one pass over the copies, the gradient included).
+        return alrao_loss_dense(
+            head.head_params(), features, batch["y"], log_posterior,
+            chunk_size=cc.default_copy_chunk(
+                head.copy_chunk_size, head.num_copies, features[..., 0].size * head.num_outputs
+            ),
+            task=task, sigma=head.sigma,
+        )  # fmt: skip
 
     def step(model: nnx.Module, optimizer: nnx.Optimizer, batch: dict) -> dict:
         if not callable(getattr(model, "features", None)):

@@ -35,7 +35,10 @@ treated similarly"):
 
 The objective needs only each copy's label log-likelihood ``log p_j(y|x)``: :func:`alrao_loss_chunked`
 computes it over chunks of copies (``lax.scan`` with a rematerialised body), so that output-heavy models
-(large ``K``) never hold the ``(N, B, ..., K)`` outputs of all copies at once.
+(large ``K``) never hold the ``(N, B, ..., K)`` outputs of all copies at once. For dense copies (an
+``AlraoHead``'s, what the Alrao steps train) :func:`alrao_loss_dense` goes further: one pass over the
+copies computes the objective and its gradient, each copy's three products (its outputs, its kernel's
+gradient and its share of the features' gradient) with its kernel in cache.
 
 References:
   Blier, Wolinski, Ollivier, `Learning with Random Learning Rates <https://arxiv.org/abs/1810.01322>`_, 2019.
@@ -902,7 +905,7 @@ def _dense_pass(static, kernel, bias, features, targets, log_posterior, *, with_
     dtype = jnp.result_type(kernel.dtype, features.dtype)
 
     def body(running, xs):
-        if chunk_size == 1:  # copy ``xs``: sliced in the loop, the kernels are never copied
+        if chunk_size == 1 < n:  # copy ``xs``: sliced in the loop, the kernels are never copied
             valid = jnp.ones(1, bool)
             kernel_c, bias_c, log_post_c = (
                 jax.lax.dynamic_slice_in_dim(x, xs, 1) for x in (kernel, bias, log_posterior)
@@ -925,7 +928,7 @@ def _dense_pass(static, kernel, bias, features, targets, log_posterior, *, with_
             return running, (ll, finite, None, None, None)
         # d log p_j(y|x) / d z_j, zero for a dropped copy.
         if task == "classification":
-            onehot = jnp.arange(k) == targets[:, None]
+            onehot = jnp.arange(k)[None, :] == targets[:, None]
             residual = onehot[None] - jnp.exp(outputs - lse[..., None])
         else:
             residual = (targets[None] - outputs) / sigma**2
@@ -940,24 +943,23 @@ def _dense_pass(static, kernel, bias, features, targets, log_posterior, *, with_
 
     # Strided chunks (``to_copy_chunks``): a sharded copy axis stays split, no gather. Padding
     # copies (``N`` not a multiple of the chunk) are marked invalid and never kept.
-    if chunk_size == 1:
-        xs = jnp.arange(n)
+    running = cc.mixture_init(task, (rows, k), dtype)
+    if chunk_size == n:  # one chunk: no loop, no slicing
+        running, ys = body(running, (kernel, bias, log_posterior, jnp.ones(n, bool)))
+    elif chunk_size == 1:
+        running, ys = jax.lax.scan(body, running, jnp.arange(n))
+        ys = tuple(None if y is None else y[:, 0] for y in ys)
     else:
         xs = cc.to_copy_chunks((kernel, bias, log_posterior), chunk_size)
         xs = (*xs, cc.to_copy_chunks(jnp.ones(n, bool), chunk_size, fill=False))
-    running, ys = jax.lax.scan(body, cc.mixture_init(task, (rows, k), dtype), xs)
-    if chunk_size == 1:
-        ys = tuple(None if y is None else y[:, 0] for y in ys)
-    else:
+        running, ys = jax.lax.scan(body, running, xs)
         ys = tuple(None if y is None else cc.from_copy_chunks(y, n) for y in ys)
     ll, finite, v, d_kernel, d_bias = ys
     fallback_ll = _fallback_log_likelihoods(targets, k, dtype, task, sigma)
     if task == "regression":
         fallback_ll = fallback_ll.reshape(rows)
     loss, aux, safe_logw = _objective(ll, ll, finite, log_posterior, fallback_ll)
-    mixture = cc.mixture_finish(
-        task, running, jnp.where(aux["finite"], log_posterior, -jnp.inf), k
-    )
+    mixture = cc.mixture_finish(task, running, jnp.where(aux["finite"], log_posterior, -jnp.inf), k)
     aux["mixture_log_probs" if task == "classification" else "prediction"] = mixture
     if not with_grads:
         return loss, aux
@@ -967,7 +969,9 @@ def _dense_pass(static, kernel, bias, features, targets, log_posterior, *, with_
     terms = safe_logw[:, None] + jnp.where(kept[:, None], ll, -jnp.inf)
     mixture_ll = jax.nn.logsumexp(terms, axis=0)
     ok = jnp.isfinite(mixture_ll)
-    resp = jnp.where(ok[None] & kept[:, None], jnp.exp(terms - jnp.where(ok, mixture_ll, 0.0)), 0)
+    resp = jnp.where(
+        ok[None] & kept[:, None], jnp.exp(terms - jnp.where(ok, mixture_ll, 0.0)[None]), 0
+    )
     d_features = jnp.einsum("nm,nmd->md", resp, v) * (-1.0 / rows)
     return (loss, aux), (d_kernel, d_bias, d_features.astype(features.dtype))
 

@@ -37,6 +37,7 @@ References:
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -46,6 +47,7 @@ from jax.experimental import mesh_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from randlr_jax import _checks as checks
+from randlr_jax.alrao import _copies as cc
 from randlr_jax.training._sharding import COPY_AXIS, DATA_AXIS, put_global
 from randlr_jax.training._state import TrainState
 
@@ -229,8 +231,17 @@ def jit_sharded_step(
     donate = checks.boolean("donate", donate)
     shardings = state_shardings(state, mesh, head_key)
     replicated = NamedSharding(mesh, PartitionSpec())
+    shards = int(mesh.shape[COPY_AXIS])
+
+    @functools.wraps(train_step)
+    def sharded_step(state, batch):
+        # Traced knowing the copy shards: the fused Alrao loss then visits one copy per device at a
+        # time (``randlr_jax.alrao._copies.default_copy_chunk``) and never gathers the copies.
+        with cc.copy_shards(shards):
+            return train_step(state, batch)
+
     return jax.jit(
-        train_step,
+        sharded_step,
         in_shardings=(shardings, batch_sharding(mesh)),
         out_shardings=(shardings, replicated),
         donate_argnums=(0,) if donate else (),

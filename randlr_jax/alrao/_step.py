@@ -20,7 +20,6 @@ References:
 from __future__ import annotations
 
 import types
-
 from collections.abc import Callable
 from typing import Any
 
@@ -103,9 +102,13 @@ def make_alrao_train_step(
 
     ``model`` is a ``Classifier`` or ``LanguageModel`` whose ``head`` is an
     :class:`~randlr_jax.alrao.AlraoHead`; ``state.model_state`` holds its ``"alrao_switch"``
-    collection (created by ``model.init``). Usable as ``fit(..., train_step=...)``. With the head's
-    ``copy_chunk_size`` set, the copies are evaluated in chunks (:func:`randlr_jax.alrao.alrao_loss_chunked`)
-    and the step never holds the ``(N, B, ..., K)`` outputs of all copies.
+    collection (created by ``model.init``). Usable as ``fit(..., train_step=...)``. The head's
+    own dense copies take the fused objective (:func:`randlr_jax.alrao.alrao_loss_dense`): one pass
+    over the copies, ``copy_chunk_size`` at a time (default
+    :func:`randlr_jax.alrao._copies.default_copy_chunk`), each copy's gradient computed with its
+    kernel in cache, never the ``(N, B, ..., K)`` outputs of all copies nor a pass over all
+    parameters for their finiteness; a head subclass that overrides ``copy_outputs`` takes
+    :func:`randlr_jax.alrao.alrao_loss` on its outputs (``alrao_loss_chunked`` when chunked).
 
     Args:
       model: the model.
@@ -204,7 +207,9 @@ def make_alrao_train_step(
             # outputs of all copies; ``copy_chunk_size`` copies per iteration.
             loss, aux = alrao_loss_dense(
                 head_params, features, batch["y"], log_posterior,
-                chunk_size=cc.default_copy_chunk(head.copy_chunk_size, head.num_copies),
+                chunk_size=cc.default_copy_chunk(
+                    head.copy_chunk_size, head.num_copies, features[..., 0].size * head.num_outputs
+                ),
                 task=loss_task, sigma=head.sigma,
             )  # fmt: skip
         else:

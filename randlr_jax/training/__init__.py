@@ -9,6 +9,7 @@ from randlr_jax.training._batching import apply_token_budget as apply_token_budg
 from randlr_jax.training._batching import endless_batches as endless_batches
 from randlr_jax.training._batching import eval_token_budget as eval_token_budget
 from randlr_jax.training._checkpoint import Checkpointer as Checkpointer
+from randlr_jax.training._compile_cache import enable_compile_cache as enable_compile_cache
 from randlr_jax.training._config import LoopConfig as LoopConfig
 from randlr_jax.training._early_stopping import EarlyStopping as EarlyStopping
 from randlr_jax.training._engine import TrainingDiverged as TrainingDiverged

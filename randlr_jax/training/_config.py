@@ -113,4 +113,3 @@ class LoopConfig:
         checks.boolean("progress", self.progress)
         checks.text("description", self.description)
         checks.one_of("on_divergence", self.on_divergence, ON_DIVERGENCE)
-

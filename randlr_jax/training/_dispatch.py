@@ -57,7 +57,9 @@ def chunk_runner(step: Callable, mesh: Any, resident: bool) -> Callable:
             capacity = jax.tree.leaves(data)[0].shape[0]
 
             def batch_at(i):
-                return jax.tree.map(lambda a: jax.lax.dynamic_index_in_dim(a, i, keepdims=False), data)
+                return jax.tree.map(
+                    lambda a: jax.lax.dynamic_index_in_dim(a, i, keepdims=False), data
+                )
 
         _, shapes = jax.eval_shape(lambda s, b: step(s, b, *extra), state, batch_at(0))
         metrics = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)

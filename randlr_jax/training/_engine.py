@@ -67,7 +67,7 @@ from randlr_jax.training._records import (
     host_metrics,
     write_jsonl,
 )
-from randlr_jax.training._sharding import data_size, make_mesh, shard_batch, to_host
+from randlr_jax.training._sharding import data_size, make_mesh, to_host
 from randlr_jax.training._state import TrainState
 from randlr_jax.training._steps import DEAD_METRIC, TASKS
 
@@ -402,7 +402,9 @@ def run(
         splits_every_epoch.remove("test")  # evaluated once, at the best epoch, by the caller
 
     checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"))
-    point = _Point(0, (face.state, None, None, 0), face.stopper, _copy_best(_best_part(face.state)), ())
+    point = _Point(
+        0, (face.state, None, None, 0), face.stopper, _copy_best(_best_part(face.state)), ()
+    )
     saved = None  # the point of the newest checkpoint (``None``: none of this run)
     if checkpointer.latest_step() is not None:
         try:
@@ -507,7 +509,9 @@ def run(
                     point = point.settled()
                     # One line: nothing runs between the steps (they donate the old state) and their
                     # point.
-                    point = point._replace(step=point.step + n, out=run_chunk(point.state, chunk, n))
+                    point = point._replace(
+                        step=point.step + n, out=run_chunk(point.state, chunk, n)
+                    )
                     steps_timed += n
                     step = point.step
                     if step != epoch_end and due(step):  # the epoch end saves with its record
@@ -761,7 +765,9 @@ def _host_losses(losses: tuple) -> np.ndarray:
     chunks = [loss for loss in losses if isinstance(loss, tuple)]
     if chunks:
         values = to_host([loss for loss, _ in chunks])
-        host.extend(np.asarray(v[:count], np.float64) for v, (_, count) in zip(values, chunks, strict=True))
+        host.extend(
+            np.asarray(v[:count], np.float64) for v, (_, count) in zip(values, chunks, strict=True)
+        )
     host = [h for h in host if h.size or h.ndim > 1]
     return np.concatenate(host) if host else np.zeros((0,))
 

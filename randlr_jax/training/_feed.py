@@ -270,9 +270,7 @@ class SplitFeed:
         for count in sizes:
             group = [next(batches) for _ in range(count)]
             capacity = 1 if batch == ragged else self.capacity
-            yield {
-                key: _stack([b[key] for b in group], capacity) for key in group[0]
-            }
+            yield {key: _stack([b[key] for b in group], capacity) for key in group[0]}
             batch += count
 
     def place_chunk(self, chunk: Any) -> Any:
@@ -355,7 +353,6 @@ class SplitFeed:
                 sums, carry = eval_fn(state, shard_batch(batch, mesh), carry)
                 totals = sums if totals is None else jax.tree.map(jax.numpy.add, totals, sums)
         return None if totals is None else to_host(totals)
-
 
     def eval_stream_count(self, mesh: Any) -> int:
         """A language model's evaluation streams: ``eval_streams`` rounded down to a multiple of the

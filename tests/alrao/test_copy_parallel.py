@@ -268,13 +268,15 @@ def _step_temp_bytes(chunk, num_copies=4, classes=2000, batch_size=128, width=16
     return step.lower(state, batch).compile().memory_analysis().temp_size_in_bytes
 
 
-def test_chunking_reduces_the_step_temporary_memory():
-    # One copy's logits: 128 x 2000 floats = 1 MB; the unchunked step holds several (N, B, K) arrays.
-    full, one = _step_temp_bytes(None), _step_temp_bytes(1)
-    logits = 4 * 128 * 2000
-    assert full > 4 * 4 * logits  # more than four arrays of all copies' logits
-    assert one < full / 3
-    assert one < 10 * logits
+def test_the_step_holds_one_chunk_of_outputs_never_all_copies():
+    # One copy's logits: 128 x 2000 floats = 1 MB. The step's fused objective holds a few arrays of
+    # one chunk's outputs and the copies' gradient (8 x 16 x 2000 floats = 1 MB), never the
+    # (N, B, K) outputs of all copies (8 MB), chunked or not.
+    logits, n = 4 * 128 * 2000, 8
+    one, two, default = (_step_temp_bytes(chunk, num_copies=n) for chunk in (1, 2, None))
+    assert default == one  # large outputs: one copy at a time
+    assert one < 7 * logits < n * logits
+    assert two < 2 * 7 * logits
 
 
 @pytest.mark.parametrize("chunk", [0, N + 1, 1.5, True])

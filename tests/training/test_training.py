@@ -163,7 +163,6 @@ _SGD = optax.sgd(0.1)  # one object for the tests below: their steps compile onc
 def test_fit_reads_each_epoch_in_the_documented_order(tmp_path, monkeypatch):
     """Epoch ``e`` visits the training examples in ``default_rng([seed, e]).permutation(n)``, batch ``b``
     the positions ``b*B .. (b+1)*B - 1`` of it: the exact indices fed to the steps, epochs 0 and 1."""
-    from randlr_jax.training import _engine
 
     splits = blob_splits()
     n, batch_size, seed = len(splits["train"]["y"]), 16, 3
