@@ -291,6 +291,10 @@ ALRAO_SETTINGS: dict[str, AlraoSetting] = {
     "mnist1d_mlp": AlraoSetting("mnist1d", "mlp", {"widths": (100, 100)}),
     "mnist1d_cnn": AlraoSetting("mnist1d", "cnn1d"),
     "digits_mlp": AlraoSetting("digits", "mlp", {"widths": (100, 100)}, validation_size=180),
+    # MNIST-1D at the size of MNIST (60,000 / 10,000), 10 % of train for validation.
+    "mnist1d_large_mlp": AlraoSetting(
+        "mnist1d/large", "mlp", {"widths": (100, 100)}, validation_size=6000
+    ),
     # Paper: 2-layer LSTM, 100 units, dropout 0.2, Alrao on [1e-3, 100] with 6 copies, 20 streams, BPTT 70.
     "char_lstm": AlraoSetting(
         "shakespeare_char", "char_lstm", lr_min=1e-3, lr_max=100.0, num_copies=6, epochs=2,

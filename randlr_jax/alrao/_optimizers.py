@@ -873,6 +873,16 @@ def _dense_copies(head_params: Any) -> tuple[jax.Array, jax.Array]:
     return kernel, bias
 
 
+def _mixture_part(log_probs: jax.Array, log_weights: jax.Array) -> jax.Array:
+    """:func:`randlr_jax.alrao._copies.mixture_chunk` (classification) from the chunk's
+    log-probabilities ``(c, M, K)``: ``log sum_j w_j p_j``, ``-inf`` when the chunk keeps no copy."""
+    terms = log_weights[:, None, None] + log_probs
+    if log_probs.shape[0] == 1:
+        return jnp.where(jnp.isfinite(log_weights[0]), terms[0], -jnp.inf)
+    any_kept = jnp.any(jnp.isfinite(log_weights))
+    return jnp.where(any_kept, jax.nn.logsumexp(jnp.where(any_kept, terms, 0.0), axis=0), -jnp.inf)
+
+
 def _copies_matmul(features: jax.Array, kernel_c: jax.Array) -> jax.Array:
     """``features @ kernel_j`` for each copy of a chunk: ``(M, D), (c, D, K) -> (c, M, K)``."""
     if kernel_c.shape[0] == 1:  # a plain matmul: XLA keeps the kernel's layout (no transpose)
@@ -923,7 +933,11 @@ def _dense_pass(static, kernel, bias, features, targets, log_posterior, *, with_
             ll = cc.gaussian_log_likelihood(outputs, targets[None], sigma)
         kept = finite & jnp.isfinite(ll.mean(axis=1))
         log_weights = jnp.where(kept, log_post_c, -jnp.inf)
-        running = cc.mixture_combine(task, running, cc.mixture_chunk(task, outputs, log_weights))
+        if task == "classification":  # log_softmax from ``lse``: no second pass of exponentials
+            part = _mixture_part(outputs - lse[..., None], log_weights)
+        else:
+            part = cc.mixture_chunk(task, outputs, log_weights)
+        running = cc.mixture_combine(task, running, part)
         if not with_grads:
             return running, (ll, finite, None, None, None)
         # d log p_j(y|x) / d z_j, zero for a dropped copy.

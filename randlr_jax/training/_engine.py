@@ -503,15 +503,13 @@ def run(
                 chunks = prefetch(chunks, size=ahead, transform=data.place_chunk)
             else:
                 chunks = (data.place_chunk(chunk) for chunk in chunks)
-            run_chunk = face.run_chunk
+            run = face.run_chunk
             with contextlib.closing(chunks):  # stop the loader thread on interrupt
                 for n, chunk in zip(sizes, chunks, strict=False):
                     point = point.settled()
-                    # One line: nothing runs between the steps (they donate the old state) and their
-                    # point.
-                    point = point._replace(
-                        step=point.step + n, out=run_chunk(point.state, chunk, n)
-                    )
+                    # One line (keep it under the formatter's 100 columns): nothing runs between the
+                    # steps (they donate the old state) and their point.
+                    point = point._replace(step=point.step + n, out=run(point.state, chunk, n))
                     steps_timed += n
                     step = point.step
                     if step != epoch_end and due(step):  # the epoch end saves with its record

@@ -68,11 +68,12 @@ def _case(task, shape, dropped, seed=0):
 @pytest.mark.parametrize(
     "task, shape, dropped, chunks",
     [
-        ("classification", (3,), None, (1, 2, N)),
-        ("classification", (3,), "nan", (1, 3)),
-        ("classification", (2, 4), "inf_bias_and_overflow", (1, 2)),
-        ("classification", (3,), "all", (1,)),
-        ("regression", (3,), "nan", (1, 2)),
+        # Chunks of 1 (a loop over copies), 2 and 3 (strided, padded: N = 5), N (no loop).
+        ("classification", (3,), None, (1, 2)),
+        ("classification", (3,), "nan", (3,)),
+        ("classification", (2, 4), "inf_bias_and_overflow", (1,)),
+        ("classification", (3,), "all", (N,)),
+        ("regression", (3,), "nan", (2,)),
         ("regression", (2, 3), "inf_bias_and_overflow", (1,)),
     ],
 )
