@@ -30,7 +30,6 @@ References:
 from __future__ import annotations
 
 import dataclasses
-import functools
 import math
 import os
 from collections.abc import Callable, Iterable
@@ -378,6 +377,59 @@ def make_range_test_step(
     return step
 
 
+_CHUNK = 32  # range-test steps per dispatch
+
+
+def _padded(rows: np.ndarray) -> np.ndarray:
+    """``rows`` zero-padded to ``_CHUNK`` along the first axis."""
+    out = np.zeros((_CHUNK, *rows.shape[1:]), rows.dtype)
+    out[: len(rows)] = rows
+    return out
+
+
+def _shapes(batch: Any) -> Any:
+    return jax.tree.map(lambda leaf: (np.shape(leaf), np.asarray(leaf).dtype), batch)
+
+
+def _chunk_runner(step: Callable) -> Callable:
+    """``jax.jit`` of ``run(params, opt_state, rates, batches, n) -> (params, opt_state, losses)``: the
+    range test's first ``n`` steps over a chunk (``rates`` ``(_CHUNK,)``, ``batches`` stacked
+    ``(_CHUNK, B, ...)``, zero-padded past ``n``) as one loop on the device, one dispatch and one
+    compiled program for every ``n`` (the test's stopping rule reads the losses afterwards)."""
+
+    def run(params, opt_state, rates, batches, n):
+        def body(i, carry):
+            params, opt_state, losses = carry
+            batch = jax.tree.map(
+                lambda a: jax.lax.dynamic_index_in_dim(a, i, keepdims=False), batches
+            )
+            params, opt_state, loss = step(params, opt_state, rates[i], batch)
+            return params, opt_state, losses.at[i].set(loss.astype(jnp.float32))
+
+        losses = jnp.zeros(rates.shape, jnp.float32)
+        return jax.lax.fori_loop(0, n, body, (params, opt_state, losses))
+
+    return jax.jit(run)
+
+
+_RUNNERS: dict = {}
+
+
+def _shared_chunk(step: Callable) -> Callable:
+    """One compiled chunk per ``(loss_fn, optimizer)`` (``step`` is rebuilt each call: keyed by what it
+    closes over)."""
+    key = tuple(cell.cell_contents for cell in step.__closure__ or ())
+    try:
+        hash(key)
+    except TypeError:
+        return _chunk_runner(step)
+    if key not in _RUNNERS:
+        if len(_RUNNERS) >= 16:
+            _RUNNERS.pop(next(iter(_RUNNERS)))
+        _RUNNERS[key] = _chunk_runner(step)
+    return _RUNNERS[key]
+
+
 def _strongly_typed(tree: Any) -> Any:
     def strong(leaf):
         if isinstance(leaf, (jax.Array, np.ndarray, np.generic)):
@@ -425,7 +477,9 @@ def lr_range_test(
     with ``a_{-1} = 0``; the test stops after step ``i >= 1`` once ``\bar\ell_i > `` ``diverge_threshold``
     ``* min_{j<=i} \bar\ell_j`` or the loss is not finite. The optimizer state is initialised with
     ``optimizer(start).init(params)`` and the step is compiled once (``lr`` is a traced argument); batches
-    must therefore all have the same shapes (another shape compiles again).
+    must therefore all have the same shapes (another shape compiles again). The steps run up to 32 per
+    dispatch (a loop on the device over a chunk of batches, one host round trip per chunk); the stopping
+    rule then reads the chunk's losses in order, and the steps computed past a stop are discarded.
 
     Args:
       loss_fn: ``loss_fn(params, batch) -> scalar`` (e.g. :func:`classification_loss`).
@@ -486,41 +540,61 @@ def lr_range_test(
     except StopIteration:
         raise ValueError("batches is empty: the range test needs at least one batch.") from None
 
-    step = jax.jit(make_range_test_step(loss_fn, optimizer))
+    step = make_range_test_step(loss_fn, optimizer)
     # Weakly typed leaves (e.g. from ``jnp.full(shape, 3.0)``) come back strongly typed from the step,
     # which would compile it a second time: start from strongly typed copies.
     current = _strongly_typed(params)
     opt_state = _strongly_typed(optimizer(jnp.asarray(start, jnp.float32)).init(current))
-    place = lambda batch: batch  # noqa: E731
+    place = lambda chunk: jax.tree.map(jnp.asarray, chunk)  # noqa: E731
     if mesh is not None:
-        from randlr_jax.training._sharding import replicate, shard_batch
+        from jax.sharding import NamedSharding, PartitionSpec
+
+        from randlr_jax.training._sharding import DATA_AXIS, put_global, replicate
 
         current, opt_state = replicate((current, opt_state), mesh)
-        place = functools.partial(shard_batch, mesh=mesh)
+        stacked = NamedSharding(mesh, PartitionSpec(None, DATA_AXIS))  # (steps, batch, ...)
+        place = lambda chunk: put_global(chunk, stacked)  # noqa: E731
+    run = _shared_chunk(step)
     losses: list[float] = []
     smoothed: list[float] = []
     average, best = 0.0, math.inf
     stop_reason = "num_iter"
-    for i, lr in enumerate(learning_rates):
-        if i > 0:
+    i = 0
+    pending = [batch]  # the batches of the next chunk (the first one already read)
+    exhausted = False
+    while i < len(learning_rates) and stop_reason == "num_iter":
+        # Up to _CHUNK steps of equal batch shapes in one dispatch; the stopping rule then reads
+        # their losses in order (the steps past a stop are computed and discarded: the result holds
+        # no parameters).
+        size = min(_CHUNK, len(learning_rates) - i)
+        while len(pending) < size and not exhausted:
             try:
-                batch = next(iterator)
+                pending.append(next(iterator))
             except StopIteration:
                 if not restartable:
-                    stop_reason = "data_exhausted"
+                    exhausted = True
                     break
                 iterator = iter(batches)
-                batch = next(iterator)
-        current, opt_state, loss = step(current, opt_state, np.float32(lr), place(batch))
-        loss = float(loss)
-        average = smoothing * average + (1.0 - smoothing) * loss
-        value = average / (1.0 - smoothing ** (i + 1))
-        losses.append(loss)
-        smoothed.append(value)
-        if not math.isfinite(value) or (i > 0 and value > diverge_threshold * best):
-            stop_reason = "diverged"
-            break
-        best = min(best, value)
+                pending.append(next(iterator))
+        shapes = [_shapes(b) for b in pending]
+        count = next((k for k, shape in enumerate(shapes) if shape != shapes[0]), len(pending))
+        count = min(count, size)
+        chunk = jax.tree.map(lambda *leaves: _padded(np.stack(leaves)), *pending[:count])
+        rates = _padded(np.asarray(learning_rates[i : i + count], np.float32))
+        current, opt_state, chunk_losses = run(current, opt_state, rates, place(chunk), count)
+        pending = pending[count:]
+        for loss in np.asarray(chunk_losses, np.float64)[:count].tolist():
+            average = smoothing * average + (1.0 - smoothing) * loss
+            value = average / (1.0 - smoothing ** (i + 1))
+            losses.append(loss)
+            smoothed.append(value)
+            i += 1
+            if not math.isfinite(value) or (i > 1 and value > diverge_threshold * best):
+                stop_reason = "diverged"
+                break
+            best = min(best, value)
+        if stop_reason == "num_iter" and exhausted and not pending and i < len(learning_rates):
+            stop_reason = "data_exhausted"
     n = len(losses)
     return RangeTestResult(
         learning_rates=np.asarray(learning_rates[:n], np.float64),

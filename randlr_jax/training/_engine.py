@@ -3,13 +3,16 @@
 
 The engine owns what every run does the same way: the input checks and the mesh (:func:`prepare`), then
 (:func:`run`) the restore from ``workdir/checkpoints``, ``metrics.jsonl`` rewritten to match the checkpoint
-resumed from, the progress bar, the epochs (fresh recurrent carries at an epoch's start, the training
-batches placed on the mesh, optionally prefetched, the step counter, logging and callbacks every
-``log_every`` steps, checkpoints every ``checkpoint_every_steps``), the epoch record (train loss, validation
-and test evaluation), early stopping and the best-epoch copy, the history, a checkpoint at every epoch's
-end and on ``KeyboardInterrupt`` (then re-raised), the status lines (the step resumed from, where an
-interrupted run was checkpointed: on stderr, off with ``progress=False``) and the wall-clock; and it
-watches for a dead run (:class:`TrainingDiverged`).
+resumed from, the progress bar, the epochs (fresh recurrent carries at an epoch's start; the steps run a
+chunk per dispatch, :func:`~randlr_jax.training._dispatch.chunk_runner`, the chunks cut by
+:func:`_chunk_sizes` at the logging points, the step-count checkpoints and the epoch's end, their batches
+gathered on the devices from a split held there or streamed from the host, optionally prefetched; the
+step counter, logging and callbacks every ``log_every`` steps), the epoch record (train loss, validation
+evaluation, the test split too with ``test_every_epoch``), early stopping and the best-epoch copy, the
+history, the checkpoint policy (every ``checkpoint_every_steps`` and ``checkpoint_every_seconds``,
+asynchronous; at the run's end and on ``KeyboardInterrupt``, then re-raised, waited for), the status lines
+(the step resumed from, where an interrupted run was checkpointed: on stderr, off with ``progress=False``)
+and the wall-clock; and it watches for a dead run (:class:`TrainingDiverged`).
 
 A :class:`Face` says what differs: the placed state and its stopper (one :class:`EarlyStopping` for
 ``fit``, one per member for the population), how a step is called, how evaluation values are summarised

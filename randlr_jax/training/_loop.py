@@ -1,9 +1,13 @@
 """``fit``: the resumable, data-parallel training loop shared by every experiment (one face of the epoch
 engine of :mod:`randlr_jax.training._engine`; :func:`~randlr_jax.training.fit_population` is the other).
 
-One call trains a model with any Optax transformation on in-memory splits, evaluates every epoch, writes
-metrics as JSON lines and a learning-curve PNG into ``workdir``, checkpoints with orbax (every epoch, every
-``checkpoint_every_steps`` and on ``KeyboardInterrupt``), and selects the best epoch on validation loss with
+One call trains a model (Flax Linen, or NNX through :func:`~randlr_jax.training.adapt_model`) with any
+Optax transformation on in-memory splits, many steps per dispatch (``LoopConfig.steps_per_dispatch``: a
+compiled loop over a chunk of batches, gathered on the devices from a split held there), evaluates the
+validation split every epoch (the test split once, at the best epoch, unless
+``LoopConfig.test_every_epoch``), writes metrics as JSON lines and a learning-curve PNG into ``workdir``,
+checkpoints with orbax (at the run's end, on ``KeyboardInterrupt``, every ``checkpoint_every_seconds`` and
+every ``checkpoint_every_steps``, asynchronously), and selects the best epoch on validation loss with
 early stopping (the protocol of Blier et al. 2019, Section 5). Re-running the same call with the same
 ``workdir`` resumes where it stopped and ends with exactly the parameters of an uninterrupted run: the
 position in the data is derived from the step counter, every epoch's order is a function of ``(seed, epoch)``
@@ -64,7 +68,9 @@ def fit(
     """Train ``model`` with ``tx`` on ``splits``, resuming from ``workdir`` if a checkpoint is there.
 
     Args:
-      model: a Flax ``Classifier`` (classification) or ``LanguageModel`` (``task="language_model"``).
+      model: a Flax ``Classifier`` (classification) or ``LanguageModel`` (``task="language_model"``),
+        or an ``nnx.Module`` (trained from its current values, never changed: write the result back
+        with :func:`~randlr_jax.training.nnx_model`).
       tx: any Optax transformation (extra-args ones receive ``value=loss``).
       splits: classification: ``{"train": {"x", "y"}, "validation": {...}, "test": {...}}`` of numpy arrays;
         language model: ``{"train": tokens, "validation": tokens, "test": tokens}`` of int32 1-D arrays.

@@ -320,9 +320,10 @@ def fit_population(
     Same data order, evaluation, early stopping and best-epoch selection as
     :func:`randlr_jax.training.fit` with ``config``, per member (the same epoch engine runs both). Data
     parallel over ``config.num_devices`` devices (all by default, every process's): each batch is split
-    over the devices and shared by the members; the population is replicated. Checkpoints are written at
-    every epoch's end, every ``config.checkpoint_every_steps`` steps and on ``KeyboardInterrupt``;
-    ``config.prefetch`` prepares the batches ahead as for ``fit``. ``config.copy_shards`` is ignored.
+    over the devices and shared by the members; the population is replicated. Checkpoints follow ``fit``'s
+    policy (the run's end, ``KeyboardInterrupt``, ``config.checkpoint_every_seconds`` and
+    ``config.checkpoint_every_steps``), and the steps run a chunk per dispatch as for ``fit``;
+    ``config.prefetch`` prepares the chunks ahead. ``config.copy_shards`` is ignored.
 
     Args:
       model: a Flax ``Classifier`` (classification) or ``LanguageModel`` (``task="language_model"``).

@@ -357,3 +357,44 @@ def test_suggestions_on_a_hand_made_curve_are_the_hand_computed_rates():
         "cyclic_range": list(result.cyclic_range),
         "alrao_range": list(result.alrao_range),
     }
+
+
+def test_losses_are_the_per_step_loop_across_chunks_restarts_and_exhaustion():
+    """Against SGD's closed-form step on the quadratic, written out step by step: the loss at step ``i``
+    is taken at the rate of step ``i`` on batch ``i`` (a re-iterable list restarts; a generator runs
+    dry), across the steps-per-dispatch chunks (32) and a ragged chunk."""
+    lambda_max = 0.5
+    curvatures = np.asarray([lambda_max / 20, lambda_max / 4, lambda_max], np.float64)
+    loss_fn, batches = noisy_quadratic(lambda_max, 3, 20)
+    start, end, num_iter = 1e-3, 1.0, 75
+    rates = rt.range_test_learning_rates(start, end, num_iter)
+
+    def reference(count, rates=rates):
+        w, losses = np.full(3, 3.0), []
+        for i in range(count):
+            xi = batches[i % len(batches)].astype(np.float64)
+            losses.append(0.5 * np.sum(curvatures * (w - xi) ** 2))
+            w = w - rates[i] * curvatures * (w - xi)  # SGD: w - lr * grad
+        return np.asarray(losses)
+
+    params = {"w": jnp.full((3,), 3.0)}
+    listed = rt.lr_range_test(
+        loss_fn, params, batches, optax.sgd, start=start, end=end, num_iter=num_iter,
+        diverge_threshold=1e9,
+    )  # fmt: skip
+    assert listed.stop_reason == "num_iter"
+    np.testing.assert_allclose(listed.losses, reference(num_iter), rtol=2e-5)
+    dry = rt.lr_range_test(
+        loss_fn, params, (b for b in batches * 2 + batches[:5]), optax.sgd, start=start, end=end,
+        num_iter=num_iter, diverge_threshold=1e9,
+    )  # fmt: skip
+    assert dry.stop_reason == "data_exhausted" and len(dry.losses) == 45
+    np.testing.assert_allclose(dry.losses, reference(45), rtol=2e-5)
+    # A batch of another shape (one target, broadcast) cuts its chunk: every step still in order.
+    batches[7] = batches[7][:1]
+    ragged = rt.lr_range_test(
+        loss_fn, params, batches, optax.sgd, start=start, end=end, num_iter=40,
+        diverge_threshold=1e9,
+    )  # fmt: skip
+    rates_40 = rt.range_test_learning_rates(start, end, 40)
+    np.testing.assert_allclose(ragged.losses, reference(40, rates_40), rtol=2e-5)
