@@ -270,6 +270,10 @@ class Face(abc.ABC):
     def evaluate(self, split: str, state: TrainState) -> dict:
         """``{name: value}`` of ``state`` on ``split`` (``loss``, ``accuracy``, ...)."""
 
+    def best_part(self, state: TrainState) -> dict:
+        """What an improved epoch keeps of ``state``: ``{"params", "model_state"}``."""
+        return _best_part(state)
+
     @abc.abstractmethod
     def merge_best(self, improved: Any, current: dict, best: dict) -> dict:
         """The new best ``{"params", "model_state"}`` after an epoch where ``improved`` (the stopper's
@@ -406,7 +410,7 @@ def run(
 
     checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"))
     point = _Point(
-        0, (face.state, None, None, 0), face.stopper, _copy_best(_best_part(face.state)), ()
+        0, (face.state, None, None, 0), face.stopper, _copy_best(face.best_part(face.state)), ()
     )
     saved = None  # the point of the newest checkpoint (``None``: none of this run)
     if checkpointer.latest_step() is not None:
@@ -570,7 +574,7 @@ def run(
                 face.mark_dead(stopper, np.asarray(dead, bool), epoch + 1)
             best = point.best
             if np.any(improved):  # a copy: the state's own buffers are donated to the next step
-                best = _copy_best(face.merge_best(improved, _best_part(point.state), best))
+                best = _copy_best(face.merge_best(improved, face.best_part(point.state), best))
             record["best_epoch"] = stopper.best_epoch
             point = _Point(
                 point.step, (point.state, None, None, 0), stopper, best, (*point.history, record)

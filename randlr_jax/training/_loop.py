@@ -64,6 +64,7 @@ def fit(
     callbacks: Sequence[StepCallback] = (),
     place_state: Callable[[TrainState, Any], TrainState] | None = None,
     run_info: dict | None = None,
+    eval_params: Callable[[TrainState], Any] | None = None,
 ) -> FitResult:
     """Train ``model`` with ``tx`` on ``splits``, resuming from ``workdir`` if a checkpoint is there.
 
@@ -86,6 +87,11 @@ def fit(
       callbacks: called as ``callback(step, metrics)`` with host-side metrics (floats, or numpy arrays for
         vector metrics) every ``log_every`` steps and at each epoch's end; raising ``KeyboardInterrupt``
         from one checkpoints and stops (as Ctrl-C).
+      eval_params: ``eval_params(state) -> params``, the parameters evaluated and kept instead of
+        ``state.params``: every epoch's validation (and test) evaluation, the best epoch's copy
+        (``best_params``) and the summary's test metrics are of them. E.g. a schedule-free
+        optimizer's averaged iterate (Defazio et al. 2024, "The Road Less Scheduled"):
+        ``lambda s: optax.contrib.schedule_free_eval_params(s.opt_state, s.params)``.
       run_info: what else determines the run (e.g. the optimizer's name and hyperparameters), recorded
         with the run's fingerprint in ``workdir/run.json``: re-running a started or finished ``workdir``
         with different settings raises a ``ValueError`` naming what differs (the epoch budget may grow).
@@ -122,6 +128,7 @@ def fit(
         checks.function(f"callbacks[{index}]", callback, "a function callback(step, metrics)")
     checks.function("place_state", place_state, "a function (state, mesh) -> state", optional=True)
     checks.mapping("run_info", run_info, optional=True)
+    checks.function("eval_params", eval_params, "a function state -> params", optional=True)
     workdir, mesh = engine.prepare(splits, config, workdir, task, copies=config.copy_shards)
     run_record.check_or_write(
         workdir,
@@ -133,6 +140,7 @@ def fit(
             optimizer=tx,
             train_step=train_step,
             run_info=run_info,
+            eval_params=eval_params,
         ),
     )
     data = SplitFeed(splits, config, task)
@@ -150,9 +158,15 @@ def fit(
         step_fn = engine.compiled(make_train_step, model, tx, task=task, donate_argnums=0)
     else:  # run a chunk at a time by the engine's compiled loop (the same for the same function)
         step_fn = train_step
-    eval_fn = engine.compiled(make_eval_step, model, task=task)
+    eval_fn = engine.compiled(make_eval_step, model, task=task)  # of a state's own params
+    params_fn = None
+    if eval_params is not None:
+        eval_fn = engine.compiled(make_eval_step, model, task=task, eval_params=eval_params)
+        params_fn = engine.shared(jax.jit, eval_params)
     stopper = EarlyStopping(patience=config.patience)
     face = _Single(data, mesh, state, stopper, step_fn=step_fn, eval_fn=eval_fn, carry=carry)
+    face.params_fn = params_fn
+    face.best_eval_fn = engine.compiled(make_eval_step, model, task=task)
 
     run = engine.run(face, config, workdir, callbacks=callbacks)
     summary = _summarize(face, run)
@@ -188,6 +202,8 @@ class _Single(engine.Face):
         super().__init__(data, mesh, state, stopper)
         self.step_fn, self.eval_fn = step_fn, eval_fn
         self.carry = carry  # on the host
+        self.params_fn = None  # ``eval_params``, jitted (``None``: the state's own params)
+        self.best_eval_fn = eval_fn  # evaluates a best copy's params as they are
         if carry is not None:
             self.state = state.replace(carry=self.fresh_carry())
 
@@ -214,6 +230,11 @@ class _Single(engine.Face):
     def evaluate(self, split, state):
         return _evaluate(self.data, split, state, self.eval_fn, self.mesh)
 
+    def best_part(self, state):
+        if self.params_fn is None:
+            return super().best_part(state)
+        return {"params": self.params_fn(state), "model_state": state.model_state}
+
     def merge_best(self, improved, current, best):
         return current
 
@@ -236,7 +257,8 @@ def _summarize(face: _Single, run: engine.Run) -> dict:
     if "test" in face.data.splits:
         best = run.best
         best_state = run.state.replace(params=best["params"], model_state=best["model_state"])
-        for name, value in face.evaluate("test", best_state).items():
+        evaluated = _evaluate(face.data, "test", best_state, face.best_eval_fn, face.mesh)
+        for name, value in evaluated.items():
             summary[f"test_{name}"] = value
     if run.history:
         summary["final"] = run.history[-1]

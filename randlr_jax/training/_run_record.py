@@ -97,6 +97,7 @@ def fingerprint(
     learning_rates: Sequence[float] | None = None,
     train_step: Callable | None = None,
     run_info: Mapping[str, Any] | None = None,
+    eval_params: Callable | None = None,
 ) -> dict[str, Any]:
     """A JSON-ready description of what determines a run's numbers (see the module's docstring).
 
@@ -110,6 +111,8 @@ def fingerprint(
       optimizer_kwargs: a population factory's keyword arguments.
       learning_rates: a population's rates.
       train_step: a replacement training step (e.g. Alrao's), described as ``optimizer``.
+      eval_params: the function giving the evaluated parameters (``fit``'s), described as
+        ``optimizer``.
       run_info: what the caller knows and the loop cannot see (the optimizer's name and
         hyperparameters, the method); JSON-like values.
 
@@ -139,6 +142,8 @@ def fingerprint(
         record["train_step"] = describe(train_step)
     if run_info is not None:
         record["run_info"] = dict(run_info)
+    if eval_params is not None:
+        record["eval_params"] = describe(eval_params)
     return normalize(record)
 
 

@@ -197,3 +197,43 @@ def test_chunks_end_at_logging_points_checkpoints_and_a_ragged_batch():
     # A ragged last batch (step 20) is a chunk of its own.
     assert engine._chunk_sizes(16, 20, 8, _config(log_every=100), True) == [3, 1]
     assert engine._chunk_sizes(20, 20, 8, config, False) == []
+
+
+def test_eval_params_evaluates_and_keeps_the_schedule_free_average(tmp_path):
+    """``eval_params``: every evaluation, the best copy and the summary's test metrics are of the
+    schedule-free average ``x`` (``schedule_free_eval_params``), evaluated here by hand; without it,
+    of the training iterate ``y``."""
+    splits = blob_splits()
+    tx = optax.contrib.schedule_free_sgd(0.3)
+
+    def average(state):
+        return optax.contrib.schedule_free_eval_params(state.opt_state, state.params)
+
+    config = _config(epochs=3, patience=None)
+    result = fit(_MODEL, tx, splits, config, tmp_path / "x", eval_params=average)
+    plain = fit(_MODEL, tx, splits, config, tmp_path / "y")
+    evaluate = jax.jit(make_eval_step(_MODEL))
+
+    def loss_of(params, split):
+        state = result.state.replace(params=params)
+        sums = evaluate(state, splits[split])
+        return float(sums["loss_sum"]) / float(sums["count"])
+
+    x = average(result.state)
+    assert result.history[-1]["validation_loss"] == pytest.approx(
+        loss_of(x, "validation"), rel=1e-5
+    )
+    assert plain.history[-1]["validation_loss"] == pytest.approx(
+        loss_of(result.state.params, "validation"), rel=1e-5
+    )
+    assert abs(loss_of(x, "validation") - loss_of(result.state.params, "validation")) > 1e-4
+    best = result.summary["best_epoch"]
+    assert result.history[best - 1]["validation_loss"] == pytest.approx(
+        loss_of(result.best_params, "validation"), rel=1e-5
+    )
+    assert result.summary["test_loss"] == pytest.approx(
+        loss_of(result.best_params, "test"), rel=1e-5
+    )
+    if best == 3:
+        for got, want in zip(jax.tree.leaves(result.best_params), jax.tree.leaves(x), strict=True):
+            np.testing.assert_allclose(got, want, rtol=1e-6)
