@@ -201,10 +201,12 @@ def make_alrao_train_step(
         switch_state = _switch_at(state.model_state, path)
         head_params = _get_in(params, path)
         log_posterior = averager.log_posterior(switch_state)
-        if _dense_copies(head):
-            # The head's own ``nn.Dense`` copies: the fused objective, one pass over the copies
-            # (its gradient computed with each copy's kernel in cache), never the (N, B, ..., K)
-            # outputs of all copies; ``copy_chunk_size`` copies per iteration.
+        outputs = head.num_copies * features[..., 0].size * head.num_outputs  # N x B x ... x K
+        if _dense_copies(head) and outputs > cc.SMALL_OUTPUTS:
+            # The head's own ``nn.Dense`` copies with large outputs: the fused objective, one pass
+            # over the copies (its gradient computed with each copy's kernel in cache), never the
+            # (N, B, ..., K) outputs of all copies; ``copy_chunk_size`` copies per iteration. Small
+            # outputs (e.g. 10 classes) are cheaper as the outputs-based loss, all copies at once.
             loss, aux = alrao_loss_dense(
                 head_params, features, batch["y"], log_posterior,
                 chunk_size=cc.default_copy_chunk(

@@ -131,11 +131,14 @@ def test_nnx_step_matches_linen_step(runs):
             )
     posterior = jnp.exp(model.head.log_posterior())
     np.testing.assert_allclose(posterior, linen_posterior, rtol=1e-5, atol=1e-7)
+    # A small head: the Linen step differentiates the copies' outputs, the NNX step takes the fused
+    # objective's own gradient: the same math in another float order (values of order 1e-2 here).
     head = state.params["head"]["copies"]
-    np.testing.assert_allclose(model.head.copies.kernel.get_value(), head["kernel"], rtol=1e-5)
-    np.testing.assert_allclose(model.head.copies.bias.get_value(), head["bias"], rtol=1e-5)
+    close = dict(rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(model.head.copies.kernel.get_value(), head["kernel"], **close)
+    np.testing.assert_allclose(model.head.copies.bias.get_value(), head["bias"], **close)
     body = state.params["body"]["dense_0"]
-    np.testing.assert_allclose(model.body["dense_0"].kernel.get_value(), body["kernel"], rtol=1e-5)
+    np.testing.assert_allclose(model.body["dense_0"].kernel.get_value(), body["kernel"], **close)
     # The trained heads predict alike (the mixture over the finite copies, the same posterior).
     linen_model = models.make_model(
         "mlp", widths=(WIDTH,), head=AlraoHead(num_outputs=K, num_copies=N)
