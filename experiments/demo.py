@@ -14,9 +14,9 @@ row per method and per SGD rate) and the path of the learning-curve figure (Fig.
 ``summary.json`` and ``table.md``. Interrupt it and run it again: it resumes. The full study, with more
 settings and seeds, is ``experiments.alrao_compare``.
 
-Expected result of the default run (seed 0; 17.5 s on 2 CPU cores with an empty compilation cache;
+Expected result of the default run (seed 0; 21.0 s on 2 CPU cores with an empty compilation cache;
 a second run, its programs cached, is quicker): the best SGD rate 0.1 (test loss 1.1073, accuracy
-0.584), Adam 1e-3 test loss 1.0962 (0.593), Alrao-SGD test loss 1.2007 (0.567); SGD at 10 diverges.
+0.584), Adam 1e-3 test loss 1.0962 (0.593), Alrao-SGD test loss 1.2405 (0.541); SGD at 10 diverges.
 """
 
 from __future__ import annotations
