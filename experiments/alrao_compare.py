@@ -18,11 +18,11 @@ Commands (from the repository root)::
 MLP at both sizes (``mnist1d`` and ``mnist1d/large``: 60,000 training examples), the MNIST-1D CNN and
 the digits MLP, the char LSTM at its reduced size; the default is 3 seeds at most 30 epochs, patience 6.
 
-Expected result of the first (seeds 0-4; 1087 s (18.1 min) on 2 CPU cores), test loss at the best
+Expected result of the first (seeds 0-4; 1271 s (21.2 min) on 2 CPU cores), test loss at the best
 validation epoch, mean ± std: MNIST-1D MLP: SGD's best rate 0.1 1.101 ± 0.010 (accuracy 58.5 %), Adam
-1.112 ± 0.019 (58.1 %), Alrao-SGD 1.194 ± 0.041 (56.4 %); MNIST-1D large: SGD 0.1 0.326 (90.4 %), Adam
-0.363 (88.7 %), Alrao 0.372 (87.9 %); MNIST-1D CNN: SGD 0.1 0.313 (90.6 %), Adam 0.461 (84.0 %), Alrao
-0.356 ± 0.100 (89.1 %); digits: SGD 0.1 0.121 (97.2 %), Adam 0.103 (98.0 %), Alrao 0.119 (97.4 %); the
+1.112 ± 0.019 (58.1 %), Alrao-SGD 1.194 ± 0.046 (56.3 %); MNIST-1D large: SGD 0.1 0.326 (90.4 %), Adam
+0.363 (88.7 %), Alrao 0.372 (87.6 %); MNIST-1D CNN: SGD 0.1 0.313 (90.6 %), Adam 0.461 (84.0 %), Alrao
+0.366 ± 0.110 (88.8 %); digits: SGD 0.1 0.121 (97.2 %), Adam 0.103 (98.0 %), Alrao 0.120 (97.4 %); the
 char LSTM (2 epochs of 70,000 characters: a smoke test) stays near 5 bits/char (4.967-5.062).
 
 Settings (``--settings``, ``_common.ALRAO_SETTINGS``): ``mnist1d_mlp``, ``mnist1d_large_mlp``,
