@@ -44,3 +44,28 @@ def blobs(n: int, seed: int, dim: int = 12, classes: int = 3) -> dict:
 def blob_splits() -> dict:
     """Train (96), validation (40) and test (40) splits of :func:`blobs`."""
     return {"train": blobs(96, 0), "validation": blobs(40, 1), "test": blobs(40, 2)}
+
+
+def small_batches(num_classes: int = 3, count: int = 3, size: int = 8, dim: int = 5) -> list[dict]:
+    """``count`` batches ``{"x": (size, dim) float32, "y": (size,) int32 in [0, num_classes)}``, the
+    same ones on every call (``default_rng(0)``)."""
+    rng = np.random.default_rng(0)
+    return [
+        {
+            "x": rng.normal(size=(size, dim)).astype(np.float32),
+            "y": rng.integers(0, num_classes, size).astype(np.int32),
+        }
+        for _ in range(count)
+    ]
+
+
+class RaiseAt:
+    """A ``fit`` callback raising ``error`` once step ``at`` is logged: a crash (``RuntimeError``, the
+    default: nothing is checkpointed) or Ctrl-C (``KeyboardInterrupt``: the loop checkpoints)."""
+
+    def __init__(self, at: int, error: type[BaseException] = RuntimeError):
+        self.at, self.error = at, error
+
+    def __call__(self, step, metrics):
+        if step >= self.at:
+            raise self.error("crash")

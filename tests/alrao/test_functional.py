@@ -16,16 +16,10 @@ import pytest
 from randlr_jax import alrao
 from randlr_jax.models import Classifier
 from randlr_jax.training import create_train_state
+from tests.helpers import small_batches
 
 K, N, D = 3, 4, 6
-_RNG = np.random.default_rng(0)
-_BATCHES = [
-    {
-        "x": _RNG.normal(size=(8, 5)).astype(np.float32),
-        "y": _RNG.integers(0, K, 8).astype(np.int32),
-    }
-    for _ in range(3)
-]
+_BATCHES = small_batches(K)
 
 
 class _MLP(nn.Module):

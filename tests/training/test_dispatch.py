@@ -21,7 +21,7 @@ from randlr_jax.training import Checkpointer, LoopConfig, fit
 from randlr_jax.training import _engine as engine
 from randlr_jax.training._state import create_train_state
 from randlr_jax.training._steps import make_eval_step, make_train_step
-from tests.helpers import blob_splits
+from tests.helpers import RaiseAt, blob_splits
 
 
 class _Body(nn.Module):
@@ -151,15 +151,6 @@ def test_the_whole_split_evaluation_is_the_batch_by_batch_one(tmp_path):
     assert result.summary["test_accuracy"] == pytest.approx(correct / count, rel=1e-6)
 
 
-class _Crash:
-    def __init__(self, at: int):
-        self.at = at
-
-    def __call__(self, step, metrics):
-        if step >= self.at:
-            raise RuntimeError("crash")
-
-
 def _latest(workdir) -> int | None:
     with Checkpointer(workdir / "checkpoints") as checkpointer:
         return checkpointer.latest_step()
@@ -177,7 +168,7 @@ def test_checkpoint_policy_steps_seconds_and_the_end(tmp_path):
     ):
         config = _config(log_every=2, patience=None, **kw)
         with pytest.raises(RuntimeError, match="crash"):
-            fit(_MODEL, _TX, splits, config, tmp_path / name, callbacks=[_Crash(10)])
+            fit(_MODEL, _TX, splits, config, tmp_path / name, callbacks=[RaiseAt(10)])
         assert _latest(tmp_path / name) == latest, name
     # The default (every 60 s): a short run writes one checkpoint, at its end.
     finished = fit(_MODEL, _TX, splits, _config(patience=None), tmp_path / "end")

@@ -30,7 +30,7 @@ from randlr_jax.training import (
 )
 from randlr_jax.training import _engine as engine
 from randlr_jax.training import _plotting as plotting
-from tests.helpers import blob_splits
+from tests.helpers import RaiseAt, blob_splits
 
 TX = optax.sgd(0.1, momentum=0.9)  # one object: equal models share their compiled steps
 CONFIG = LoopConfig(
@@ -143,15 +143,6 @@ def _fit_order_batches(splits, epoch, config=CONFIG):
         yield {k: v[idx] for k, v in splits["train"].items()}
 
 
-class _Interrupt:
-    def __init__(self, at: int):
-        self.at = at
-
-    def __call__(self, step, metrics):
-        if step >= self.at:
-            raise KeyboardInterrupt
-
-
 def test_nnx_dropout_fit_is_a_hand_written_nnx_loop_and_resumes_exactly(tmp_path):
     splits = blob_splits()
     straight = fit(NNXNet(nnx.Rngs(0), dropout=0.5), TX, splits, CONFIG, tmp_path / "straight")
@@ -189,7 +180,7 @@ def test_nnx_dropout_fit_is_a_hand_written_nnx_loop_and_resumes_exactly(tmp_path
     with pytest.raises(KeyboardInterrupt):
         fit(
             NNXNet(nnx.Rngs(0), dropout=0.5), TX, splits, CONFIG, tmp_path / "resumed",
-            callbacks=[_Interrupt(at=8)],
+            callbacks=[RaiseAt(8, KeyboardInterrupt)],
         )  # fmt: skip
     assert len((tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()) == 1
     resumed = fit(NNXNet(nnx.Rngs(0), dropout=0.5), TX, splits, CONFIG, tmp_path / "resumed")

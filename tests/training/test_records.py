@@ -16,7 +16,7 @@ import pytest
 
 from randlr_jax import models
 from randlr_jax.training import JsonLinesLog, LoopConfig, fit, read_jsonl
-from tests.helpers import blob_splits
+from tests.helpers import RaiseAt, blob_splits
 
 # blob_splits: 96 training examples, batches of 16: 6 steps an epoch; logged at steps 2, 4, 6, ...
 # A checkpoint at every epoch's end (step 6, 12).
@@ -26,17 +26,6 @@ _CONFIG = LoopConfig(
 )  # fmt: skip
 _MODEL = models.make_model("mlp", num_classes=3, widths=(8,))
 _TX = optax.sgd(0.1, momentum=0.9)  # one object for every call: the step compiles once
-
-
-class _Crash:
-    """Dies (not Ctrl-C: nothing is checkpointed) once step ``at`` is logged."""
-
-    def __init__(self, at: int):
-        self.at = at
-
-    def __call__(self, step, metrics):
-        if step >= self.at:
-            raise RuntimeError("crash")
 
 
 def test_a_run_resumed_after_a_crash_keeps_one_record_per_logged_step(tmp_path):
@@ -50,7 +39,7 @@ def test_a_run_resumed_after_a_crash_keeps_one_record_per_logged_step(tmp_path):
             splits,
             _CONFIG,
             tmp_path / "run",
-            callbacks=[JsonLinesLog(path), _Crash(10)],
+            callbacks=[JsonLinesLog(path), RaiseAt(10)],
         )
     before = read_jsonl(path)
     assert [r["step"] for r in before] == [2, 4, 6, 8, 10]

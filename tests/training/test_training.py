@@ -24,7 +24,7 @@ from randlr_jax.training import (
 )
 from randlr_jax.training._early_stopping import MemberEarlyStopping
 from randlr_jax.training._sharding import make_mesh, pad_batch, shard_batch
-from tests.helpers import blob_splits, blobs
+from tests.helpers import RaiseAt, blob_splits, blobs
 
 
 def _model():
@@ -124,17 +124,6 @@ class _DropoutMLP(nn.Module):
         return nn.Dropout(0.2, deterministic=not train)(x)
 
 
-class _Interrupt:
-    """Raise KeyboardInterrupt (as Ctrl-C would) once step ``at`` is reached."""
-
-    def __init__(self, at: int):
-        self.at = at
-
-    def __call__(self, step, metrics):
-        if step >= self.at:
-            raise KeyboardInterrupt
-
-
 @pytest.mark.parametrize("checkpoint_every_steps", [None, 4])
 def test_interrupted_run_resumes_to_identical_parameters(tmp_path, checkpoint_every_steps):
     splits = blob_splits()
@@ -144,7 +133,14 @@ def test_interrupted_run_resumes_to_identical_parameters(tmp_path, checkpoint_ev
     tx = optax.sgd(0.1, momentum=0.9)  # momentum makes the optimizer state matter
     straight = fit(model, tx, splits, config, tmp_path / "straight")
     with pytest.raises(KeyboardInterrupt):
-        fit(model, tx, splits, config, tmp_path / "resumed", callbacks=[_Interrupt(at=8)])
+        fit(
+            model,
+            tx,
+            splits,
+            config,
+            tmp_path / "resumed",
+            callbacks=[RaiseAt(8, KeyboardInterrupt)],
+        )
     # 96 examples / 16 = 6 steps per epoch: the interruption fell inside epoch 2.
     records = (tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()
     assert len(records) == 1
@@ -297,7 +293,7 @@ def test_language_model_fit_and_resume(tmp_path):
             config,
             tmp_path / "b",
             task="language_model",
-            callbacks=[_Interrupt(at=11)],
+            callbacks=[RaiseAt(11, KeyboardInterrupt)],
         )
     resumed = fit(model, tx, splits, config, tmp_path / "b", task="language_model")
     chex.assert_trees_all_equal(resumed.state.params, straight.state.params)
