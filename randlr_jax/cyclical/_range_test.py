@@ -40,6 +40,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from randlr_jax.training import _dispatch as dispatch
 from randlr_jax.training._nnx import adapt_model
 from randlr_jax.training._plotting import new_figure, save_figure
 from randlr_jax.training._steps import apply_step
@@ -391,11 +392,13 @@ def _shapes(batch: Any) -> Any:
     return jax.tree.map(lambda leaf: (np.shape(leaf), np.asarray(leaf).dtype), batch)
 
 
-def _chunk_runner(step: Callable) -> Callable:
+def _chunk_runner(loss_fn: LossFn, optimizer: OptimizerFactory) -> Callable:
     """``jax.jit`` of ``run(params, opt_state, rates, batches, n) -> (params, opt_state, losses)``: the
     range test's first ``n`` steps over a chunk (``rates`` ``(_CHUNK,)``, ``batches`` stacked
     ``(_CHUNK, B, ...)``, zero-padded past ``n``) as one loop on the device, one dispatch and one
-    compiled program for every ``n`` (the test's stopping rule reads the losses afterwards)."""
+    compiled program for every ``n`` (the test's stopping rule reads the losses afterwards). The same
+    for the same ``(loss_fn, optimizer)`` through :func:`randlr_jax.training._dispatch.shared`."""
+    step = make_range_test_step(loss_fn, optimizer)
 
     def run(params, opt_state, rates, batches, n):
         def body(i, carry):
@@ -410,24 +413,6 @@ def _chunk_runner(step: Callable) -> Callable:
         return jax.lax.fori_loop(0, n, body, (params, opt_state, losses))
 
     return jax.jit(run)
-
-
-_RUNNERS: dict = {}
-
-
-def _shared_chunk(step: Callable) -> Callable:
-    """One compiled chunk per ``(loss_fn, optimizer)`` (``step`` is rebuilt each call: keyed by what it
-    closes over)."""
-    key = tuple(cell.cell_contents for cell in step.__closure__ or ())
-    try:
-        hash(key)
-    except TypeError:
-        return _chunk_runner(step)
-    if key not in _RUNNERS:
-        if len(_RUNNERS) >= 16:
-            _RUNNERS.pop(next(iter(_RUNNERS)))
-        _RUNNERS[key] = _chunk_runner(step)
-    return _RUNNERS[key]
 
 
 def _strongly_typed(tree: Any) -> Any:
@@ -540,7 +525,6 @@ def lr_range_test(
     except StopIteration:
         raise ValueError("batches is empty: the range test needs at least one batch.") from None
 
-    step = make_range_test_step(loss_fn, optimizer)
     # Weakly typed leaves (e.g. from ``jnp.full(shape, 3.0)``) come back strongly typed from the step,
     # which would compile it a second time: start from strongly typed copies.
     current = _strongly_typed(params)
@@ -554,7 +538,7 @@ def lr_range_test(
         current, opt_state = replicate((current, opt_state), mesh)
         stacked = NamedSharding(mesh, PartitionSpec(None, DATA_AXIS))  # (steps, batch, ...)
         place = lambda chunk: put_global(chunk, stacked)  # noqa: E731
-    run = _shared_chunk(step)
+    run = dispatch.shared(_chunk_runner, loss_fn, optimizer)
     losses: list[float] = []
     smoothed: list[float] = []
     average, best = 0.0, math.inf

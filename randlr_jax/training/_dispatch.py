@@ -22,6 +22,7 @@ step, with another ``steps_per_dispatch``) computes the same numbers.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -114,3 +115,24 @@ def eval_runner(eval_step: Callable, language_model: bool) -> Callable:
             return totals
 
     return jax.jit(evaluate)
+
+
+def shared(fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
+    """``fn(*args, **kwargs)``, the same object again for equal (hashable) arguments.
+
+    For pure constructors only (a step from a model and an optimizer, an optimizer from its factory,
+    the compiled chunk and whole-split evaluation of a step); the newest 64 results are kept.
+    Unhashable arguments: a new call every time.
+    """
+    key = (fn, args, tuple(sorted(kwargs.items())))
+    try:
+        hash(key)
+    except TypeError:
+        return fn(*args, **kwargs)
+    return _shared(key)
+
+
+@functools.lru_cache(maxsize=64)
+def _shared(key: tuple) -> Any:
+    fn, args, kwargs = key
+    return fn(*args, **dict(kwargs))

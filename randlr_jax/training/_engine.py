@@ -61,6 +61,7 @@ from randlr_jax import _checks as checks
 from randlr_jax.training import _dispatch as dispatch
 from randlr_jax.training._checkpoint import Checkpointer
 from randlr_jax.training._config import LoopConfig
+from randlr_jax.training._dispatch import shared as shared
 from randlr_jax.training._feed import SplitFeed, check_supervised_keys, prefetch
 from randlr_jax.training._progress import progress_bar, write_status
 from randlr_jax.training._records import (
@@ -403,7 +404,7 @@ def run(
         data.capacity, steps_per_epoch, config.log_every, config.checkpoint_every_steps or math.inf
     )
     data.capacity = int(capacity)
-    face.chunk_fn = _shared_chunk_runner(face.step_fn, mesh, data.resident)
+    face.chunk_fn = shared(dispatch.chunk_runner, face.step_fn, mesh, data.resident)
     splits_every_epoch = [s for s in ("validation", "test") if s in data.splits]
     if not config.test_every_epoch and "test" in splits_every_epoch:
         splits_every_epoch.remove("test")  # evaluated once, at the best epoch, by the caller
@@ -648,25 +649,6 @@ def _chunk_sizes(
     return sizes
 
 
-_CHUNK_RUNNERS: dict = {}
-
-
-def _shared_chunk_runner(step_fn: Callable, mesh: Any, resident: bool) -> Callable:
-    """:func:`~randlr_jax.training._dispatch.chunk_runner` of ``step_fn``, the same compiled program
-    again for the same step (the faces' steps are shared between runs of the same model and
-    optimizer); unhashable: a new one."""
-    key = (step_fn, mesh, resident)
-    try:
-        hash(key)
-    except TypeError:
-        return dispatch.chunk_runner(step_fn, mesh, resident)
-    if key not in _CHUNK_RUNNERS:
-        if len(_CHUNK_RUNNERS) >= 16:
-            _CHUNK_RUNNERS.pop(next(iter(_CHUNK_RUNNERS)))
-        _CHUNK_RUNNERS[key] = dispatch.chunk_runner(step_fn, mesh, resident)
-    return _CHUNK_RUNNERS[key]
-
-
 def write_results(workdir: str, results: dict) -> None:
     """``workdir/results.json`` (on the main process only)."""
     if jax.process_index() == 0:
@@ -681,26 +663,6 @@ def compiled(
     equal arguments (see :func:`shared`): a run repeated or resumed in the same process, with the same
     model and optimizer, reuses the compiled program instead of compiling it again."""
     return shared(_jit, make, *args, donate_argnums=donate_argnums, **kwargs)
-
-
-def shared(fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
-    """``fn(*args, **kwargs)``, the same object again for equal (hashable) arguments.
-
-    For pure constructors only (a step from a model and an optimizer, an optimizer from its factory);
-    the newest few results are kept. Unhashable arguments: a new call every time.
-    """
-    key = (fn, args, tuple(sorted(kwargs.items())))
-    try:
-        hash(key)
-    except TypeError:
-        return fn(*args, **kwargs)
-    return _shared(key)
-
-
-@functools.lru_cache(maxsize=16)
-def _shared(key: tuple) -> Any:
-    fn, args, kwargs = key
-    return fn(*args, **dict(kwargs))
 
 
 def _jit(

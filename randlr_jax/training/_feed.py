@@ -338,7 +338,7 @@ class SplitFeed:
         stacked = self._eval_stack(split, mesh, streams)
         if stacked is not None:  # the whole split in one compiled call
             language_model = self.task != "classification"
-            runner = _shared_eval_runner(eval_fn, language_model)
+            runner = dispatch.shared(dispatch.eval_runner, eval_fn, language_model)
             if language_model:
                 return to_host(runner(state, stacked, initial_carry(streams)))
             return to_host(runner(state, stacked))
@@ -368,9 +368,9 @@ class SplitFeed:
         from the host) or has no batch."""
         key = (split, streams)
         cache = getattr(self, "_eval_stacks", None)
-        if cache is None:  # a feed the engine did not place (its default budget)
+        if cache is None:  # a feed the engine did not place
             cache = self._eval_stacks = {}
-            self.limit_bytes = 1024.0 * _MIB
+            self.limit_bytes = float(self.config.device_data_mb) * _MIB
         if key in cache:
             return cache[key]
         stacked = None
@@ -404,24 +404,6 @@ def _stack(rows: list[np.ndarray], capacity: int) -> np.ndarray:
 def _stacked_sharding(mesh: Any) -> jax.sharding.NamedSharding:
     """Stacked batches ``(steps, B, ...)``: split along the batch axis (the second)."""
     return jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(None, DATA_AXIS))
-
-
-_EVAL_RUNNERS: dict = {}
-
-
-def _shared_eval_runner(eval_fn: Callable, language_model: bool) -> Callable:
-    """One compiled whole-split evaluation per evaluation step (the faces' steps are shared between
-    runs of the same model, and so are these)."""
-    key = (eval_fn, language_model)
-    try:
-        hash(key)
-    except TypeError:
-        return dispatch.eval_runner(eval_fn, language_model)
-    if key not in _EVAL_RUNNERS:
-        if len(_EVAL_RUNNERS) >= 16:
-            _EVAL_RUNNERS.pop(next(iter(_EVAL_RUNNERS)))
-        _EVAL_RUNNERS[key] = dispatch.eval_runner(eval_fn, language_model)
-    return _EVAL_RUNNERS[key]
 
 
 class _Failure:
