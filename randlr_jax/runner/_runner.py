@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import jax
@@ -255,6 +255,7 @@ def record_run(
     learning_rates: Sequence[float] | None = None,
     run_info: Mapping[str, Any] | None = None,
     overridden: bool = False,
+    eval_params: Any = None,
 ) -> None:
     """Check ``workdir`` holds no run of other settings (else ``ValueError``), then write ``config.json``.
 
@@ -271,6 +272,7 @@ def record_run(
         ``fit_population``.
       run_info: the optimizer that ran, when not ``config.optimizer`` (:func:`describe_config`).
       overridden: ``tx`` replaces the config's optimizer (described by ``run_info`` if given).
+      eval_params: ``fit``'s evaluation-parameters function (recorded: another one is another run).
 
     Raises:
       ValueError: ``workdir`` holds a run of other settings (the message names the differing keys).
@@ -287,6 +289,7 @@ def record_run(
         learning_rates=learning_rates,
         train_step=train_step,
         run_info=described,
+        eval_params=eval_params,
     )
     run_record.check_or_write(workdir, record, section="runner")
     write_config(workdir, config, run_info=run_info, tx=tx if overridden else None)
@@ -300,6 +303,7 @@ def train_and_evaluate(
     callbacks: Sequence[StepCallback] = (),
     run_info: Mapping[str, Any] | None = None,
     max_train_tokens: int | None = None,
+    eval_params: Callable[[Any], Any] | None = None,
 ) -> FitResult:
     """Run ``config`` in ``workdir`` (resuming if it holds a checkpoint of the same settings).
 
@@ -313,6 +317,9 @@ def train_and_evaluate(
       run_info: the optimizer ``tx`` is: ``{"optimizer": name, "learning_rate": rate, ...}``.
       max_train_tokens: language models: train on the first this many tokens only (and a tenth as
         many, at least 2,000, validation and test tokens; :func:`load_splits`).
+      eval_params: ``state -> params``, the parameters evaluated and kept (``fit``'s), e.g.
+        ``lambda s: optax.contrib.schedule_free_eval_params(s.opt_state, s.params)`` for a
+        schedule-free optimizer's averaged iterate.
 
     Raises:
       ValueError: ``workdir`` holds a run of other settings (another optimizer, rate, model, data or
@@ -345,6 +352,7 @@ def train_and_evaluate(
         train_step=train_step,
         run_info=run_info,
         overridden=overridden,
+        eval_params=eval_params,
     )
     return fit(
         model,
@@ -356,4 +364,5 @@ def train_and_evaluate(
         train_step=train_step,
         callbacks=callbacks,
         place_state=place_state,
+        eval_params=eval_params,
     )

@@ -49,6 +49,10 @@ CASES = [
     ("autodrop_nqm", ["--steps", "0"], "argument --steps: must be an integer >= 2, got '0'"),
     ("autodrop_nqm", ["--steps", "1"], "argument --steps: must be an integer >= 2, got '1'"),
     ("noh", ["--meta-learning-rate", "0"], "argument --meta-learning-rate: must be a finite"),
+    ("leaderboard", ["--epochs", "0"], "argument --epochs: must be an integer >= 1, got '0'"),
+    ("leaderboard", ["--seeds", "0", "0"], "argument --seeds: values must be distinct"),
+    ("leaderboard", ["--methods", "adam"], "argument --methods: invalid choice: 'adam'"),
+    ("leaderboard", ["--lm-train-tokens", "0"], "argument --lm-train-tokens: must be an integer"),
     ("smith", ["--epochs", "0"], "argument --epochs: must be an integer >= 1, got '0'"),
     ("smith", ["--epochs", "two"], "argument --epochs: must be an integer >= 1, got 'two'"),
     (
