@@ -40,7 +40,9 @@ Commands (from the repository root)::
 Tasks (``--tasks``): ``mnist1d_mlp`` (40-100-100-10, 3,600 / 400 / 1,000), ``mnist1d_large_mlp``
 (MNIST-1D at MNIST's size), ``mnist1d_cnn``, ``digits_mlp`` (5 seeds each), ``char_lstm`` (2-layer
 LSTM on the first 70,000 characters of ``shakespeare_char``) and ``word_lm`` (the word LSTM on
-``shakespeare_word/small``, 2,000 words), 3 seeds each. Every (task, seed, method) trains in its own
+``shakespeare_word/small``, 2,000 words), 3 seeds each; ``--config cifar10``: VGG19, MobileNetV2
+and GoogLeNet on CIFAR-10 (50 epochs, 3 seeds) where it is prepared in the TFDS data dir (skipped
+with the reason otherwise). Every (task, seed, method) trains in its own
 directory, ``<workdir>/<task>/seed<s>/<method>``, and is read back once finished (``row.json``):
 interrupt the study and run it again, it goes on where it stopped, so the full run (a few CPU-hours)
 can be completed over several sittings. Writes ``results.json``, ``table.md`` and ``leaderboard.png``
@@ -96,7 +98,14 @@ TASKS: dict[str, Task] = {
     "digits_mlp": Task(ALRAO_SETTINGS["digits_mlp"], epochs=50, seeds=5),
     "char_lstm": Task(ALRAO_SETTINGS["char_lstm"], epochs=2, seeds=3),
     "word_lm": Task(WORD_LM, epochs=3, seeds=3),
+    # Public datasets, run only where prepared in the TFDS data dir (skipped with the reason
+    # otherwise): a GPU's budget, 3 seeds.
+    **{
+        f"cifar10_{model}": Task(ALRAO_SETTINGS[f"cifar10_{model}"], epochs=50, seeds=3)
+        for model in ("vgg19", "mobilenetv2", "googlenet")
+    },
 }
+EMBEDDED_TASKS = tuple(name for name, task in TASKS.items() if not task.setting.requires_prepared)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -111,7 +120,7 @@ class Config:
       lm_train_tokens: the language models' training tokens (``None``: each task's own).
     """
 
-    tasks: tuple[str, ...] = tuple(TASKS)
+    tasks: tuple[str, ...] = EMBEDDED_TASKS
     methods: tuple[str, ...] = tuple(TUNING_FREE_METHODS)
     seeds: tuple[int, ...] | None = None
     epochs: int | None = None
@@ -139,6 +148,10 @@ CONFIGS: dict[str, Config] = {
     # The classification tasks only (about an hour on 2 CPU cores).
     "classification": dataclasses.replace(
         DEFAULT, tasks=("mnist1d_mlp", "mnist1d_large_mlp", "mnist1d_cnn", "digits_mlp")
+    ),
+    # CIFAR-10 with VGG19, MobileNetV2 and GoogLeNet (prepare it first; a GPU's work).
+    "cifar10": dataclasses.replace(
+        DEFAULT, tasks=tuple(name for name in TASKS if name not in EMBEDDED_TASKS)
     ),
 }
 
@@ -174,6 +187,11 @@ def main(argv=None) -> dict:
     parser.add_argument(
         "--no-progress", action="store_true", help="no progress bar (one line per run instead)"
     )
+    parser.add_argument(
+        "--report-only",
+        action="store_true",
+        help="train nothing: the tables of the runs already finished in --workdir",
+    )
     args = parser.parse_args(argv)
     for flag, values in (("--tasks", args.tasks), ("--methods", args.methods)):
         _common.require_distinct(parser, flag, values)
@@ -183,8 +201,11 @@ def main(argv=None) -> dict:
             setattr(args, name, tuple(getattr(args, name)))
     config = _common.resolve_config(args, CONFIGS, quick)
     started = time.perf_counter()
-    runs = run_all(config, args.workdir, progress=not args.no_progress)
+    runs, skipped = run_all(
+        config, args.workdir, progress=not args.no_progress, report_only=args.report_only
+    )
     results = summarize(config, runs)
+    results["skipped"] = skipped
     figure = dot_plot(results, os.path.join(args.workdir, "leaderboard.png"))
     results["figure"] = figure
     results["config"] = dataclasses.asdict(config)
@@ -194,22 +215,34 @@ def main(argv=None) -> dict:
         tables={"table": report(results)},
         figures=[figure],
         started=started,
+        notes=[f"skipped {name}: {reason}" for name, reason in skipped.items()],
     )
 
 
-def run_all(config: Config, workdir: str, *, progress: bool = True) -> dict:
+def run_all(
+    config: Config, workdir: str, *, progress: bool = True, report_only: bool = False
+) -> dict:
     """Every (task, seed, method) of ``config``, each resumable in its own directory.
 
-    Returns ``{task: {"setting", "epochs", "seeds", "rows": {method: [one row per seed]}}}`` (rows as
-    ``_common.tuning_free_run`` returns them)."""
-    plan = []
+    ``report_only``: train nothing, read the rows of the runs already finished (a study completed
+    over several sittings reports what it has so far; a method then has only its finished seeds).
+
+    Returns ``({task: {"setting", "epochs", "seeds", "rows": {method: [one row per seed]}}}``
+    (rows as ``_common.tuning_free_run`` returns them), ``{skipped task: why}``)."""
+    plan, skipped = [], {}
     for name in config.tasks:
         setting, epochs, seeds = task_setting(config, name)
         reason = _common.unprepared_reason(setting)
         if reason:
             print(f"skipping {name}: {reason}")
+            skipped[name] = reason
             continue
         plan += [(name, setting, epochs, seed, m) for seed in seeds for m in config.methods]
+    if report_only:
+        plan = [
+            p for p in plan
+            if os.path.exists(os.path.join(workdir, p[0], f"seed{p[3]}", p[4], "row.json"))
+        ]  # fmt: skip
     out: dict[str, Any] = {}
     bar = progress_bar(total=len(plan), unit="run", desc="leaderboard", disable=not progress)
     try:
@@ -243,7 +276,7 @@ def run_all(config: Config, workdir: str, *, progress: bool = True) -> dict:
             bar.update(1)
     finally:
         bar.close()
-    return out
+    return out, skipped
 
 
 def _row_line(row: Mapping[str, Any]) -> str:
@@ -292,6 +325,7 @@ def method_result(method: str, rows: Sequence[dict], *, metric: str, epochs: int
     out["runs_diverged"] = sum(
         bool(m["diverged"]) for r in rows for m in (r["members"] if spec.grid else [r])
     )
+    out["seeds"] = [r["seed"] for r in rows]
     out["wall_time_s"] = float(np.mean([r["wall_time_s"] for r in rows]))
     out["tuning_steps"] = int(rows[0]["train_steps"]) if rows else 0
     out["best_epoch"] = [p["best_epoch"] for p in picked]

@@ -176,6 +176,22 @@ def _smith(doc: dict) -> str:
     return module._table(results, settings, doc["table_args"]["steps_per_epoch"])
 
 
+def _leaderboard(part: str) -> Callable[[dict], str]:
+    """``overall``, ``tasks`` (every task's table, each under its name) or ``defaults``."""
+
+    def render(results: dict) -> str:
+        module = _module("leaderboard")
+        if part == "overall":
+            return module.overall_table(results)
+        if part == "defaults":
+            return module.defaults_table(results)
+        return "\n\n".join(
+            f"**{name}**\n\n{module.task_table(results, name)}" for name in results["tasks"]
+        )
+
+    return render
+
+
 @dataclasses.dataclass(frozen=True)
 class Table:
     """How one marked table is rendered.
@@ -211,6 +227,9 @@ TABLES: dict[tuple[str, str], Table] = {
     ("autodrop_train", "fig7"): Table(_autodrop_train("fig7_table")),
     ("noh", "table"): Table(_noh),
     ("smith", "table"): Table(_smith, whole_file=True),
+    ("leaderboard", "overall"): Table(_leaderboard("overall")),
+    ("leaderboard", "tasks"): Table(_leaderboard("tasks")),
+    ("leaderboard", "defaults"): Table(_leaderboard("defaults"), provenance=False),
 }
 
 # Benchmarks: ``benchmarks/results/<name>_<backend>[_custom].json`` rendered by
