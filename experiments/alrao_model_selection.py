@@ -7,12 +7,14 @@ more extensively". The paper never measures it. This study does: it ranks archit
 Alrao-SGD (and of a few one-run learning-rate-free peers of ``optax.contrib``) and compares the ranking
 with the ground truth of tuned SGD.
 
-**Protocol.** Every architecture of :data:`ARCHITECTURES` (MLPs of several depths and widths, a
-linear classifier, the MNIST-1D CNN at several widths; the zoo's ``cnn1d`` takes signals, not digits'
-8 x 8 images, so on digits the CNN reads the image flattened row by row, a 64-sample signal, through
-:class:`FlatCNN1D`) on every dataset of
-``Config.datasets`` (both embedded: no network) is trained for a fixed number of epochs, no early
-stopping, and tested at its best validation epoch (``_common.tuning_free_run``):
+**Protocol.** Every architecture of :data:`ARCHITECTURES` on every dataset of ``Config.datasets``
+(both embedded: no network) trains for a fixed number of epochs (default 12 on MNIST-1D, 20 on
+digits), no early stopping, batch 32, and is tested at its best validation epoch
+(``_tuning_free.tuning_free_run``). The 12 architectures: a linear classifier, MLPs (ReLU) of 1 to 6 hidden
+layers and 32 to 512 units (``mlp_<depth>x<width>``), and the MNIST-1D CNN at half, once and twice its
+25 channels (``cnn1d_x<multiplier>``). The zoo's ``cnn1d`` takes signals, not digits' ``8 x 8``
+images: on digits the same network reads the image flattened row by row, a 64-sample signal
+(:class:`FlatCNN1D`). The strategies:
 
 - *Tuned SGD* (the ground truth): SGD at every rate of ``_common.SGD_GRID`` (``1e-5 ... 10``, one
   vmapped population) for every seed of ``Config.seeds``; the rate chosen is the one with the lowest
@@ -23,8 +25,9 @@ stopping, and tested at its best validation epoch (``_common.tuning_free_run``):
 
 Scores are validation losses (cross-entropy, nats); test losses are reported beside them.
 
-**Numbers reported** (per dataset ``d``, for a strategy with scores ``s_a`` against the ground truth
-``g_a`` over the ``n`` architectures ``a`` of the dataset; then averaged over the datasets):
+**Numbers reported** (per dataset, for a strategy with scores ``s_a`` against the ground truth ``g_a``
+over the ``n`` architectures ``a`` of the dataset; then averaged over the datasets, a correlation left
+out where it is undefined):
 
 - ``spearman``: Spearman's ``rho`` of ``s`` and ``g`` (the Pearson correlation of their ranks; without
   ties ``rho = 1 - 6 sum_a (r_s(a) - r_g(a))^2 / (n (n^2 - 1))``).
@@ -72,8 +75,9 @@ from typing import Any
 
 import flax.linen as nn
 
-from experiments import _common
-from experiments._common import SGD_GRID, TUNING_FREE_METHODS
+from experiments import _common, _tuning_free
+from experiments._common import SGD_GRID
+from experiments._tuning_free import TUNING_FREE_METHODS
 from randlr_jax.models import CNN1D, Classifier
 
 
@@ -125,10 +129,10 @@ class Dataset:
 
 
 DATASETS: dict[str, Dataset] = {
-    "mnist1d": Dataset(validation_size=400, epochs=12),  # 3,600 training examples, 113 steps/epoch
-    "digits": Dataset(
-        validation_size=180, epochs=20, images=True
-    ),  # 1,257 examples, 40 steps/epoch
+    # 3,600 training examples: 112 steps an epoch (batch 32, the last partial batch dropped).
+    "mnist1d": Dataset(validation_size=400, epochs=12),
+    # 1,257 training examples: 39 steps an epoch.
+    "digits": Dataset(validation_size=180, epochs=20, images=True),
 }
 FLAT_CNN1D = "cnn1d_flat"  # registered in randlr_jax.models.MODELS by register_flat_cnn1d()
 
@@ -185,7 +189,7 @@ class Config:
       seeds: the ground truth's seeds (tuned SGD: the whole grid for each; distinct).
       assessment_seed: the seed of every one-run strategy (Alrao, the peers, the fine-tune).
       epochs: dataset -> epochs of every run on it (one entry for each of ``datasets``).
-      peers: one-run methods of ``_common.TUNING_FREE_METHODS`` ranked beside Alrao.
+      peers: one-run methods of ``_tuning_free.TUNING_FREE_METHODS`` ranked beside Alrao.
     """
 
     architectures: tuple[str, ...] = tuple(ARCHITECTURES)
@@ -200,8 +204,9 @@ class Config:
             bad = [v for v in values if v not in allowed]
             repeated = sorted({v for v in values if list(values).count(v) > 1})
             if bad or repeated or len(values) < least:
+                at_least = f"at least {least} " if least else ""
                 raise ValueError(
-                    f"{field} must be at least {least} distinct names of {sorted(allowed)}, "
+                    f"{field} must be {at_least}distinct names of {sorted(allowed)}, "
                     f"got {values!r}."
                 )
 
@@ -485,7 +490,7 @@ def finetune_at_suggested_rate(
     base = base.replace(
         loop=dataclasses.replace(base.loop, test_every_epoch=False, description="sgd_suggest")
     )
-    planned = epochs * _common.steps_per_epoch(base)
+    planned = epochs * _tuning_free.steps_per_epoch(base)
     started = time.perf_counter()
     result = runner.train_and_evaluate(
         base,
@@ -497,7 +502,7 @@ def finetune_at_suggested_rate(
         "method": "sgd_suggest",
         "seed": seed,
         "learning_rate": learning_rate,
-        **_common._tested(result.summary, setting.metric, planned),
+        **_tuning_free._tested(result.summary, setting.metric, planned),
         "train_steps": planned,
         "wall_time_s": time.perf_counter() - started,
     }
@@ -515,7 +520,7 @@ def run_dataset(config: Config, dataset: str, workdir: str) -> dict:
         setting = setting_of(dataset, name, epochs)
         root = os.path.join(workdir, dataset, name)
         grid = [
-            _common.tuning_free_run(
+            _tuning_free.tuning_free_run(
                 "sgd_grid",
                 setting,
                 seed,
@@ -526,7 +531,7 @@ def run_dataset(config: Config, dataset: str, workdir: str) -> dict:
         ]
         seed_dir = os.path.join(root, f"seed{config.assessment_seed}")
         one_runs = {
-            method: _common.tuning_free_run(
+            method: _tuning_free.tuning_free_run(
                 method,
                 setting,
                 config.assessment_seed,
@@ -624,6 +629,10 @@ def figure(results: Mapping[str, Any], path: str) -> str:
                       if r["family"] == family and math.isfinite(x) and math.isfinite(y)]  # fmt: skip
             if points:
                 ax.scatter(*zip(*points, strict=True), color=colour, label=family, s=36, zorder=3)
+        best = pick(xs)
+        if math.isfinite(ys[best]):
+            ax.scatter([xs[best]], [ys[best]], s=160, facecolors="none", edgecolors="k", zorder=4,
+                       label="tuned SGD's best")  # fmt: skip
         for r, x, y in zip(rows, xs, ys, strict=True):
             if math.isfinite(x) and math.isfinite(y):
                 ax.annotate(r["name"], (x, y), fontsize=7, xytext=(3, 3),

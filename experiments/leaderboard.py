@@ -19,7 +19,7 @@ and next to the tuned baselines, on one protocol:
   validation loss over the seeds is the row.
 
 No method is tuned per task: where one needs a start rate and has no default it gets one value for
-every task (0.1 SGD-like, 1e-3 Adam-like); ``_common.TUNING_FREE_METHODS`` states each method's
+every task (0.1 SGD-like, 1e-3 Adam-like); ``_tuning_free.TUNING_FREE_METHODS`` states each method's
 settings. Protocol: per task a fixed epoch budget for every method, no early stopping (schedules and
 drop phases run their course), the epoch with the best validation loss tested.
 
@@ -61,8 +61,9 @@ from typing import Any
 
 import numpy as np
 
-from experiments import _common
-from experiments._common import ALRAO_SETTINGS, TUNING_FREE_METHODS, AlraoSetting, fmt
+from experiments import _common, _tuning_free
+from experiments._common import ALRAO_SETTINGS, AlraoSetting, fmt
+from experiments._tuning_free import TUNING_FREE_METHODS
 from randlr_jax import runner
 from randlr_jax.training import new_figure, save_figure
 from randlr_jax.training._progress import progress_bar, write_status
@@ -114,7 +115,7 @@ class Config:
 
     Attributes:
       tasks: names of :data:`TASKS`.
-      methods: names of ``_common.TUNING_FREE_METHODS`` (the tuned grids among them).
+      methods: names of ``_tuning_free.TUNING_FREE_METHODS`` (the tuned grids among them).
       seeds: the seeds of every task (``None``: each task's own, ``0 .. Task.seeds - 1``).
       epochs: every task's epochs (``None``: each task's own).
       lm_train_tokens: the language models' training tokens (``None``: each task's own).
@@ -228,7 +229,7 @@ def run_all(
     over several sittings reports what it has so far; a method then has only its finished seeds).
 
     Returns ``({task: {"setting", "epochs", "seeds", "rows": {method: [one row per seed]}}}``
-    (rows as ``_common.tuning_free_run`` returns them), ``{skipped task: why}``)."""
+    (rows as ``_tuning_free.tuning_free_run`` returns them), ``{skipped task: why}``)."""
     plan, skipped = [], {}
     for name in config.tasks:
         setting, epochs, seeds = task_setting(config, name)
@@ -261,7 +262,7 @@ def run_all(
                 task["seeds"].append(seed)
             root = os.path.join(workdir, name, f"seed{seed}")
             bar.set_description(f"{name} s{seed} {method}")
-            row = _common.tuning_free_run(
+            row = _tuning_free.tuning_free_run(
                 method,
                 setting,
                 seed,

@@ -14,7 +14,7 @@ import numpy as np
 import optax
 import pytest
 
-from experiments import _common, leaderboard
+from experiments import _common, _tuning_free, leaderboard
 from randlr_jax import data as rdata
 from randlr_jax.cyclical import RangeTestResult
 
@@ -27,7 +27,7 @@ def _row(method, seed, loss, validation=None, diverged=False, steps=100, wall=1.
         "accuracy": None if loss is None else 0.5,
         "validation_loss": loss if validation is None else validation,
         "best_epoch": 3,
-        "diverged": diverged or loss is None,  # as _common._tested marks a loss not finite
+        "diverged": diverged or loss is None,  # as _tuning_free._tested marks a loss not finite
         "planned_steps": steps,
         "train_steps": steps,
         "wall_time_s": wall,
@@ -62,7 +62,7 @@ def _runs(rows, model="mlp"):
 
 
 SGD = _common.SGD_GRID
-ADAM = _common.ADAM_GRID
+ADAM = _tuning_free.ADAM_GRID
 
 
 def _tuned_rows():
@@ -160,11 +160,11 @@ def _range_result():
 
 @pytest.mark.parametrize(
     "name",
-    [n for n, m in _common.TUNING_FREE_METHODS.items() if not m.grid and "alrao" not in n],
+    [n for n, m in _tuning_free.TUNING_FREE_METHODS.items() if not m.grid and "alrao" not in n],
 )
 def test_every_one_run_method_builds_and_steps(name):
     params = {"w": jnp.ones((3, 2)), "b": jnp.zeros(2)}
-    tx, eval_params, info = _common.tuning_free_optimizer(
+    tx, eval_params, info = _tuning_free.tuning_free_optimizer(
         name, total_steps=10, steps_per_epoch=5, range_result=_range_result()
     )
     assert info["optimizer"] == name
@@ -185,20 +185,20 @@ def test_every_one_run_method_builds_and_steps(name):
 
 def test_range_test_methods_take_the_suggested_rates():
     result = _range_result()
-    _, _, info = _common.tuning_free_optimizer(
+    _, _, info = _tuning_free.tuning_free_optimizer(
         "one_cycle", total_steps=100, steps_per_epoch=10, range_result=result
     )
     low, high = result.cyclic_range
     assert info["max_lr"] == high and info["div_factor"] == pytest.approx(high / low)
     assert info["total_steps"] == 100
-    _, _, info = _common.tuning_free_optimizer(
+    _, _, info = _tuning_free.tuning_free_optimizer(
         "range_constant", total_steps=100, steps_per_epoch=10, range_result=result
     )
     assert info["learning_rate"] == result.lr_min_div_10
     with pytest.raises(ValueError, match="needs range_result"):
-        _common.tuning_free_optimizer("one_cycle", total_steps=1, steps_per_epoch=1)
+        _tuning_free.tuning_free_optimizer("one_cycle", total_steps=1, steps_per_epoch=1)
     with pytest.raises(ValueError, match="name must be one of"):
-        _common.tuning_free_optimizer("adam", total_steps=1, steps_per_epoch=1)
+        _tuning_free.tuning_free_optimizer("adam", total_steps=1, steps_per_epoch=1)
 
 
 def test_bad_configs_are_refused():
