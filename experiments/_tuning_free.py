@@ -267,6 +267,39 @@ def _tested(summary: Mapping[str, Any], metric: str, planned_steps: int) -> dict
     }
 
 
+def run_description(name: str, setting: AlraoSetting, seed: int, epochs: int) -> dict:
+    """What a row was trained with (kept in it as ``"ran"``): method, seed, epochs and setting."""
+    described = {
+        "method": name,
+        "seed": seed,
+        "epochs": epochs,
+        "setting": dataclasses.asdict(setting),
+    }
+    return json.loads(json.dumps(described, default=list))  # tuples as JSON keeps them: lists
+
+
+def check_row(path: str, row: Mapping[str, Any], ran: Mapping[str, Any]) -> None:
+    """Refuse a finished row of other settings (a changed ``--epochs``, setting or seed): reading it
+    back would report a run that is not the one asked for.
+
+    Raises:
+      ValueError: naming the differing entries and the way out (another run directory).
+    """
+    held = row.get("ran")
+    if held == ran:
+        return
+    if held is None:
+        differing = ["ran (the row does not say what it was trained with)"]
+    else:
+        keys = sorted(set(held) | set(ran))
+        differing = [f"{k}: {held.get(k)!r} there, {ran.get(k)!r} asked" for k in keys
+                     if held.get(k) != ran.get(k)]  # fmt: skip
+    raise ValueError(
+        f"{path} holds a finished run of other settings ({'; '.join(differing)}); use another "
+        "--workdir (or delete that directory) to train this one."
+    )
+
+
 def tuning_free_run(
     name: str,
     setting: AlraoSetting,
@@ -291,7 +324,8 @@ def tuning_free_run(
       metric, ``None`` where not finite; ``train_steps`` adds the range test's steps; Alrao adds
       ``info["suggest_lr"]``, the posterior-weighted rate of :func:`randlr_jax.alrao.suggest_lr`).
       Grids: ``{"method", "seed", "members": [one row per rate, with "learning_rate"],
-      "train_steps", "wall_time_s"}`` (``train_steps``: every member's).
+      "train_steps", "wall_time_s"}`` (``train_steps``: every member's). Every row holds ``"ran"``
+      (:func:`run_description`); a finished row of other settings is refused (:func:`check_row`).
     """
     import optax
 
@@ -299,9 +333,12 @@ def tuning_free_run(
     from randlr_jax.runner._runner import build_alrao
 
     path = os.path.join(workdir, "row.json")
+    ran = run_description(name, setting, seed, epochs)
     if os.path.exists(path):
         with open(path) as f:
-            return json.load(f)
+            row = json.load(f)
+        check_row(path, row, ran)
+        return row
     method = TUNING_FREE_METHODS[name]
     cut = setting.max_train_tokens
     base = alrao_train_config(setting, seed, epochs=epochs, early_stopping=False, progress=progress)
@@ -311,7 +348,7 @@ def tuning_free_run(
     per_epoch = steps_per_epoch(base, max_train_tokens=cut)
     planned = epochs * per_epoch
     started = time.perf_counter()
-    row: dict[str, Any] = {"method": name, "seed": seed}
+    row: dict[str, Any] = {"method": name, "seed": seed, "ran": ran}
     if method.grid:
         factory = optax.sgd if name == "sgd_grid" else optax.adam
         result = runner.train_and_evaluate_population(

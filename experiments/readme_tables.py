@@ -192,6 +192,15 @@ def _leaderboard(part: str) -> Callable[[dict], str]:
     return render
 
 
+def _model_selection(name: str) -> Callable[[dict], str]:
+    """``table`` (one line per strategy), ``architectures_table`` or ``finetune_table``."""
+
+    def render(results: dict) -> str:
+        return getattr(_module("alrao_model_selection"), name)(results)
+
+    return render
+
+
 @dataclasses.dataclass(frozen=True)
 class Table:
     """How one marked table is rendered.
@@ -230,6 +239,9 @@ TABLES: dict[tuple[str, str], Table] = {
     ("leaderboard", "overall"): Table(_leaderboard("overall")),
     ("leaderboard", "tasks"): Table(_leaderboard("tasks")),
     ("leaderboard", "defaults"): Table(_leaderboard("defaults"), provenance=False),
+    ("alrao_model_selection", "table"): Table(_model_selection("table")),
+    ("alrao_model_selection", "architectures"): Table(_model_selection("architectures_table")),
+    ("alrao_model_selection", "finetune"): Table(_model_selection("finetune_table")),
 }
 
 # Benchmarks: ``benchmarks/results/<name>_<backend>[_custom].json`` rendered by

@@ -32,7 +32,9 @@ from experiments import readme_tables
 ROOT = readme_tables.ROOT
 NAMES = sorted(
     stem
-    for stem in (f[: -len(".json")] for f in os.listdir(readme_tables.RESULTS_DIR))
+    for stem in (
+        f[: -len(".json")] for f in os.listdir(readme_tables.RESULTS_DIR) if f.endswith(".json")
+    )
     if os.path.exists(os.path.join(ROOT, "experiments", f"{stem}.py"))
 )
 

@@ -265,7 +265,9 @@ def test_unprepared_public_tasks_are_skipped_with_the_reason(tmp_path, monkeypat
 def test_report_only_reads_finished_rows_and_trains_nothing(tmp_path):
     root = tmp_path / "digits_mlp" / "seed1" / "cocob"
     root.mkdir(parents=True)
-    (root / "row.json").write_text(json.dumps(_row("cocob", 1, 0.25)))
+    setting, epochs, _ = leaderboard.task_setting(leaderboard.DEFAULT, "digits_mlp")
+    ran = _tuning_free.run_description("cocob", setting, 1, epochs)
+    (root / "row.json").write_text(json.dumps({**_row("cocob", 1, 0.25), "ran": ran}))
     argv = ["--workdir", str(tmp_path), "--tasks", "digits_mlp", "mnist1d_mlp", "--no-progress"]
     out = leaderboard.main([*argv, "--methods", "cocob", "dog", "--report-only"])
     assert list(out["tasks"]) == ["digits_mlp"]
@@ -273,3 +275,19 @@ def test_report_only_reads_finished_rows_and_trains_nothing(tmp_path):
     assert list(methods) == ["cocob"] and methods["cocob"]["loss"] == (0.25, 0.0)
     assert methods["cocob"]["seeds"] == [1]
     assert sorted(os.listdir(tmp_path / "digits_mlp")) == ["seed1"]  # nothing else ran
+
+
+def test_a_finished_row_of_other_settings_is_refused(tmp_path):
+    setting = leaderboard.TASKS["digits_mlp"].setting
+    ran = _tuning_free.run_description("cocob", setting, 0, 1)
+    (tmp_path / "row.json").write_text(json.dumps({**_row("cocob", 0, 0.25), "ran": ran}))
+    assert (
+        _tuning_free.tuning_free_run("cocob", setting, 0, str(tmp_path), epochs=1)["loss"] == 0.25
+    )
+    with pytest.raises(ValueError, match=r"other settings \(epochs: 1 there, 2 asked\)"):
+        _tuning_free.tuning_free_run("cocob", setting, 0, str(tmp_path), epochs=2)
+    with pytest.raises(ValueError, match="seed: 0 there, 3 asked"):
+        _tuning_free.tuning_free_run("cocob", setting, 3, str(tmp_path), epochs=1)
+    (tmp_path / "row.json").write_text(json.dumps(_row("cocob", 0, 0.25)))  # says nothing
+    with pytest.raises(ValueError, match="does not say what it was trained with"):
+        _tuning_free.tuning_free_run("cocob", setting, 0, str(tmp_path), epochs=1)
