@@ -34,7 +34,7 @@ SGD and tuned Adam).
 Commands (from the repository root)::
 
     .venv/bin/python -m experiments.leaderboard --workdir runs/leaderboard
-    .venv/bin/python -m experiments.leaderboard --workdir runs/leaderboard_quick --quick  # ~2 min
+    .venv/bin/python -m experiments.leaderboard --workdir runs/leaderboard_quick --quick  # ~1 min
     .venv/bin/python -m experiments.leaderboard --tasks digits_mlp --seeds 0 1 2 --workdir runs/lb
 
 Expected result of the first (3856 s on 2 CPU cores, shared with other work), mean rank over the six
