@@ -806,6 +806,12 @@ def main(argv=None) -> dict:
     )
 
 
+# What results.json holds for Alrao (at the top) and for each peer (under ``peers``).
+REPORTED = (
+    "spearman", "kendall", "top1_match", "top3_match", "regret", "train_steps", "compute_ratio",
+)  # fmt: skip
+
+
 def summarize(config: Config, per_dataset: Mapping[str, Mapping[str, Any]]) -> dict:
     """``results.json`` from the datasets' runs: Alrao's numbers at the top, the peers' under
     ``peers``, every strategy's under ``strategies``, per dataset under ``per_dataset``."""
@@ -816,33 +822,8 @@ def summarize(config: Config, per_dataset: Mapping[str, Mapping[str, Any]]) -> d
     alrao = strategies[ALRAO]
     return {
         "architectures": [row for d in per_dataset for row in per_dataset[d]["rows"]],
-        **{
-            k: alrao[k]
-            for k in (
-                "spearman",
-                "kendall",
-                "top1_match",
-                "top3_match",
-                "regret",
-                "train_steps",
-                "compute_ratio",
-            )
-        },  # fmt: skip
-        "peers": {
-            m: {
-                k: strategies[m][k]
-                for k in (
-                    "spearman",
-                    "kendall",
-                    "top1_match",
-                    "top3_match",
-                    "regret",
-                    "train_steps",
-                    "compute_ratio",
-                )
-            }
-            for m in config.peers
-        },  # fmt: skip
+        **{k: alrao[k] for k in REPORTED},
+        "peers": {m: {k: strategies[m][k] for k in REPORTED} for m in config.peers},  # fmt: skip
         "strategies": strategies,
         "per_dataset": {d: dict(per_dataset[d]["metrics"]) for d in per_dataset},
         "finetune": {d: per_dataset[d]["finetune"] for d in per_dataset},

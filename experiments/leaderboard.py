@@ -310,7 +310,7 @@ def _stats(values: Sequence[float | None]) -> tuple[float, float]:
     return _common.mean_std(values)
 
 
-def method_result(method: str, rows: Sequence[dict], *, metric: str, epochs: int) -> dict[str, Any]:
+def method_result(method: str, rows: Sequence[dict]) -> dict[str, Any]:
     """One method's row of a task: its seeds' test results, mean ± std, wall time and budget.
 
     A grid (tuned baseline) is reduced to its best rate first: the lowest mean over the seeds of the
@@ -328,8 +328,6 @@ def method_result(method: str, rows: Sequence[dict], *, metric: str, epochs: int
     out["test_losses"] = losses
     out["loss"] = _stats(losses)
     out["accuracy"] = _stats([p["accuracy"] for p in picked])
-    if metric == "loss" and any(p["accuracy"] is None for p in picked):
-        out["accuracy"] = (math.nan, math.nan)
     out["diverged"] = sum(bool(p["diverged"]) for p in picked)
     out["runs_diverged"] = sum(
         bool(m["diverged"]) for r in rows for m in (r["members"] if spec.grid else [r])
@@ -349,11 +347,7 @@ def summarize(config: Config, runs: Mapping[str, dict]) -> dict:
     tasks: dict[str, Any] = {}
     for name, task in runs.items():
         metric = task["metric"]
-        methods = {
-            m: method_result(m, rows, metric=metric, epochs=task["epochs"])
-            for m, rows in task["rows"].items()
-            if rows
-        }
+        methods = {m: method_result(m, rows) for m, rows in task["rows"].items() if rows}
         ranked = sorted(methods, key=lambda m: _rank_key(methods[m]))
         for k, m in enumerate(ranked):
             methods[m]["rank"] = k + 1
